@@ -1,0 +1,126 @@
+"""Settings from the environment — the one place every environment variable is read.
+
+Every variable is documented in the README ("Environment variables"). Read settings with
+:func:`get_settings`; tests build their own :class:`Settings` (or monkeypatch the environment and call
+``get_settings.cache_clear()``).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from qt_pipeline.redaction import register_secret
+
+StorageBackendName = Literal["local", "sharedfs", "neon", "hybrid"]
+
+DEFAULT_SYMBOLS = ("BTCUSD", "ETHUSD", "SOLUSD")
+
+
+class Settings(BaseSettings):
+    """qt_pipeline settings. Field aliases are the environment variable names."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    # --- where things live -------------------------------------------------------------------------
+    data_dir: Path = Field(default=Path(".qt_data"), alias="QT_DATA_DIR")
+    storage_backend: StorageBackendName = Field(default="local", alias="STORAGE_BACKEND")
+    duckdb_path: Path | None = Field(default=None, alias="QT_DUCKDB_PATH")
+    sharedfs_root: Path | None = Field(default=None, alias="QT_SHAREDFS_ROOT")
+    landing_dir: Path | None = Field(default=None, alias="QT_LANDING_DIR")
+    cold_tier_dir: Path | None = Field(default=None, alias="QT_COLD_TIER_DIR")
+
+    # --- the market data contract ------------------------------------------------------------------
+    bar_interval: str = Field(default="1min", alias="QT_BAR_INTERVAL")
+    symbols: Annotated[tuple[str, ...], NoDecode] = Field(default=DEFAULT_SYMBOLS, alias="QT_SYMBOLS")
+    partitions_start: date = Field(default=date(2024, 1, 1), alias="QT_PARTITIONS_START")
+    market_source: Literal["synthetic", "landing"] = Field(default="synthetic", alias="QT_MARKET_SOURCE")
+    synthetic_seed: int = Field(default=42, alias="QT_SYNTHETIC_SEED")
+    landing_timezone: str | None = Field(default=None, alias="QT_LANDING_TIMEZONE")
+
+    # --- the central store (Neon / PostgreSQL) ------------------------------------------------------
+    neon_database_url: SecretStr | None = Field(default=None, alias="NEON_DATABASE_URL")
+    neon_direct_url: SecretStr | None = Field(default=None, alias="NEON_DIRECT_URL")
+    pg_pool_size: int = Field(default=5, alias="QT_PG_POOL_SIZE")
+    pg_max_overflow: int = Field(default=5, alias="QT_PG_MAX_OVERFLOW")
+    pg_pool_recycle_s: int = Field(default=300, alias="QT_PG_POOL_RECYCLE_S")
+    pg_connect_timeout_s: int = Field(default=10, alias="QT_PG_CONNECT_TIMEOUT_S")
+    pg_statement_timeout_ms: int = Field(default=300_000, alias="QT_PG_STATEMENT_TIMEOUT_MS")
+    pg_retry_attempts: int = Field(default=5, alias="QT_PG_RETRY_ATTEMPTS")
+    pg_sslmode: str | None = Field(default=None, alias="QT_PG_SSLMODE")
+    application_name: str = Field(default="qt_pipeline", alias="QT_APPLICATION_NAME")
+    cold_after_days: int = Field(default=30, alias="QT_COLD_AFTER_DAYS")
+
+    # --- Neon management API (optional) -------------------------------------------------------------
+    neon_api_key: SecretStr | None = Field(default=None, alias="NEON_API_KEY")
+    neon_project_id: str | None = Field(default=None, alias="NEON_PROJECT_ID")
+    neon_endpoint_id: str | None = Field(default=None, alias="NEON_ENDPOINT_ID")
+    neon_api_url: str = Field(default="https://console.neon.tech/api/v2", alias="NEON_API_URL")
+
+    # --- hybrid cache policy --------------------------------------------------------------------------
+    hot_days: int = Field(default=7, alias="QT_HOT_DAYS")
+    warm_days: int = Field(default=30, alias="QT_WARM_DAYS")
+
+    # --- evolution -------------------------------------------------------------------------------------
+    ray_address: str | None = Field(default=None, alias="QT_RAY_ADDRESS")
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, v: object) -> object:
+        if isinstance(v, str):
+            return tuple(s.strip().upper() for s in v.split(",") if s.strip())
+        return v
+
+    @field_validator("bar_interval")
+    @classmethod
+    def _check_interval(cls, v: str) -> str:
+        try:
+            td = pd.Timedelta(v)
+        except ValueError as exc:
+            raise ValueError(f"QT_BAR_INTERVAL={v!r} is not a pandas time delta such as '1min' or '1h'") from exc
+        if td <= pd.Timedelta(0) or pd.Timedelta("1D") % td != pd.Timedelta(0):
+            raise ValueError(f"QT_BAR_INTERVAL={v!r} must be positive and divide one day evenly")
+        return v
+
+    def model_post_init(self, __context: object) -> None:
+        for secret in (self.neon_database_url, self.neon_direct_url, self.neon_api_key):
+            if secret is not None:
+                register_secret(secret.get_secret_value())
+
+    # --- derived paths ---------------------------------------------------------------------------------
+    @property
+    def interval(self) -> timedelta:
+        return pd.Timedelta(self.bar_interval).to_pytimedelta()
+
+    @property
+    def resolved_duckdb_path(self) -> Path:
+        return self.duckdb_path or self.data_dir / "local.duckdb"
+
+    @property
+    def resolved_sharedfs_root(self) -> Path:
+        return self.sharedfs_root or self.data_dir / "sharedfs"
+
+    @property
+    def resolved_landing_dir(self) -> Path:
+        return self.landing_dir or self.data_dir / "landing"
+
+    @property
+    def resolved_cold_tier_dir(self) -> Path:
+        return self.cold_tier_dir or self.data_dir / "cold_tier"
+
+    @property
+    def database_url(self) -> str | None:
+        """The configured central database URL (secret!). ``None`` means: use the embedded PostgreSQL."""
+        return self.neon_database_url.get_secret_value() if self.neon_database_url else None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

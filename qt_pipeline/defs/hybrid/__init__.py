@@ -1,0 +1,5 @@
+"""Dagster wiring for the hybrid domain."""
+
+import dagster as dg
+
+defs = dg.Definitions()

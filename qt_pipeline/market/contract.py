@@ -1,0 +1,145 @@
+"""The OHLCV bar contract: canonical columns, dtypes, key and the reject record.
+
+A *canonical* bar frame has exactly :data:`BAR_COLUMNS` in that order with :data:`BAR_DTYPES`,
+timestamps tz-aware UTC at bar open (microsecond resolution, as DuckDB and PostgreSQL store them),
+unique on :data:`KEY`. Every store reads and writes canonical frames; :func:`to_canonical` is the
+one conversion into that shape (it checks, it never silently fixes — use
+:func:`qt_pipeline.market.validation.validate_bars` for untrusted input).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+BAR_COLUMNS: tuple[str, ...] = (
+    "symbol",
+    "timestamp",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "vwap",
+    "trade_count",
+)
+KEY: tuple[str, str] = ("symbol", "timestamp")
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "vwap")
+FLOAT_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "vwap")
+
+TIMESTAMP_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
+BAR_DTYPES: dict[str, object] = {
+    "symbol": pd.StringDtype(na_value=np.nan),  # pandas 3 default string dtype ("str")
+    "timestamp": TIMESTAMP_DTYPE,
+    "open": np.dtype("float64"),
+    "high": np.dtype("float64"),
+    "low": np.dtype("float64"),
+    "close": np.dtype("float64"),
+    "volume": np.dtype("float64"),
+    "vwap": np.dtype("float64"),
+    "trade_count": np.dtype("int64"),
+}
+
+# Symbols: upper-case letters/digits, optionally with one separator ('.', '-', '/', '_') between parts,
+# 1..20 characters, e.g. BTCUSD, BRK.B, ETH-USD.
+SYMBOL_PATTERN = r"^[A-Z0-9]+(?:[./_\-][A-Z0-9]+)*$"
+SYMBOL_MAX_LEN = 20
+
+
+class RejectReason(StrEnum):
+    """Machine-readable reasons a row (or a whole file) was rejected."""
+
+    MISSING_COLUMN = "missing_column"
+    EXTRA_COLUMN = "extra_column"
+    WRONG_TYPE = "wrong_type"
+    NOT_FINITE = "not_finite"
+    NON_POSITIVE_PRICE = "non_positive_price"
+    HIGH_BELOW_OPEN_CLOSE = "high_below_open_close"
+    LOW_ABOVE_OPEN_CLOSE = "low_above_open_close"
+    HIGH_BELOW_LOW = "high_below_low"
+    NEGATIVE_VOLUME = "negative_volume"
+    VWAP_OUTSIDE_RANGE = "vwap_outside_range"
+    BAD_TRADE_COUNT = "bad_trade_count"
+    DUPLICATE_KEY = "duplicate_key"
+    NAIVE_TIMESTAMP = "naive_timestamp"
+    AMBIGUOUS_TIMESTAMP = "ambiguous_timestamp"
+    OFF_GRID_TIMESTAMP = "off_grid_timestamp"
+    MALFORMED_SYMBOL = "malformed_symbol"
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    MALFORMED_FILE = "malformed_file"
+    EMPTY_FILE = "empty_file"
+
+
+# One rejected row (or file-level problem). ``line`` is the 1-based line in the source file (header is
+# line 1, so the first data row is line 2) or the 0-based row position in a batch; NA for file-level
+# problems. ``raw`` is the offending input row as JSON text so nothing is lost.
+REJECT_COLUMNS: tuple[str, ...] = ("source", "line", "symbol", "timestamp", "reason", "detail", "raw", "rejected_at")
+REJECT_DTYPES: dict[str, object] = {
+    "source": pd.StringDtype(na_value=np.nan),
+    "line": pd.Int64Dtype(),
+    "symbol": pd.StringDtype(na_value=np.nan),
+    "timestamp": pd.StringDtype(na_value=np.nan),  # as found in the input (it may be unparsable)
+    "reason": pd.StringDtype(na_value=np.nan),
+    "detail": pd.StringDtype(na_value=np.nan),
+    "raw": pd.StringDtype(na_value=np.nan),
+    "rejected_at": TIMESTAMP_DTYPE,
+}
+REJECT_KEY: tuple[str, str, str] = ("source", "line", "reason")
+
+
+class ContractError(ValueError):
+    """A frame that should be canonical is not (a programming error, not bad market data)."""
+
+
+def empty_bars() -> pd.DataFrame:
+    """A canonical frame with no rows."""
+    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in BAR_DTYPES.items()})
+
+
+def empty_rejects() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in REJECT_DTYPES.items()})
+
+
+def to_canonical(df: pd.DataFrame, *, columns: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Return ``df`` restricted/reordered to the canonical columns (or the ``columns`` subset, kept in
+    canonical order) with canonical dtypes and a fresh RangeIndex.
+
+    Raises :class:`ContractError` if a column is missing or a timestamp column is naive. Values are cast,
+    never repaired: float bits are preserved exactly.
+    """
+    wanted = [c for c in BAR_COLUMNS if columns is None or c in columns]
+    if columns is not None:
+        unknown = set(columns) - set(BAR_COLUMNS)
+        if unknown:
+            raise ContractError(f"unknown bar column(s) {sorted(unknown)}; known: {list(BAR_COLUMNS)}")
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise ContractError(f"bar frame is missing column(s) {missing}")
+    out = {}
+    for c in wanted:
+        s = df[c]
+        if c == "timestamp":
+            if not isinstance(s.dtype, pd.DatetimeTZDtype):
+                raise ContractError("bar timestamps must be tz-aware (UTC); got naive/non-datetime values")
+            s = s.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
+        else:
+            s = s.astype(BAR_DTYPES[c])
+        out[c] = s.reset_index(drop=True)
+    return pd.DataFrame(out)
+
+
+def to_canonical_rejects(df: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in REJECT_COLUMNS if c not in df.columns]
+    if missing:
+        raise ContractError(f"reject frame is missing column(s) {missing}")
+    out = {}
+    for c in REJECT_COLUMNS:
+        s = df[c]
+        if c == "rejected_at":
+            s = pd.to_datetime(s, utc=True).astype(TIMESTAMP_DTYPE)
+        else:
+            s = s.astype(REJECT_DTYPES[c])
+        out[c] = s.reset_index(drop=True)
+    return pd.DataFrame(out)
