@@ -10,12 +10,11 @@ from __future__ import annotations
 from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pandas as pd
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 from qt_pipeline.redaction import register_secret
 
@@ -84,7 +83,9 @@ class Settings(BaseSettings):
         try:
             td = pd.Timedelta(v)
         except ValueError as exc:
-            raise ValueError(f"QT_BAR_INTERVAL={v!r} is not a pandas time delta such as '1min' or '1h'") from exc
+            raise ValueError(
+                f"QT_BAR_INTERVAL={v!r} is not a pandas time delta such as '1min' or '1h'"
+            ) from exc
         if td <= pd.Timedelta(0) or pd.Timedelta("1D") % td != pd.Timedelta(0):
             raise ValueError(f"QT_BAR_INTERVAL={v!r} must be positive and divide one day evenly")
         return v

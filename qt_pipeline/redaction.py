@@ -14,7 +14,9 @@ MASK = "***"
 # scheme://user:password@host  -> scheme://user:***@host
 _URL_USERINFO = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)(?P<at>@)")
 # password=secret / password: secret / PGPASSWORD=secret (libpq keyword DSNs, env dumps)
-_KV_PASSWORD = re.compile(r"(?i)(?P<prefix>\b(?:pg)?pass(?:word)?\s*[=:]\s*)(?P<quote>['\"]?)(?P<secret>[^\s'\"&;,]+)")
+_KV_PASSWORD = re.compile(
+    r"(?i)(?P<prefix>\b(?:pg)?pass(?:word)?\s*[=:]\s*)(?P<quote>['\"]?)(?P<secret>[^\s'\"&;,]+)"
+)
 # Authorization: Bearer xxx
 _BEARER = re.compile(r"(?i)(?P<prefix>bearer\s+)(?P<secret>[A-Za-z0-9._\-~+/=]{4,})")
 

@@ -75,7 +75,16 @@ class RejectReason(StrEnum):
 # One rejected row (or file-level problem). ``line`` is the 1-based line in the source file (header is
 # line 1, so the first data row is line 2) or the 0-based row position in a batch; NA for file-level
 # problems. ``raw`` is the offending input row as JSON text so nothing is lost.
-REJECT_COLUMNS: tuple[str, ...] = ("source", "line", "symbol", "timestamp", "reason", "detail", "raw", "rejected_at")
+REJECT_COLUMNS: tuple[str, ...] = (
+    "source",
+    "line",
+    "symbol",
+    "timestamp",
+    "reason",
+    "detail",
+    "raw",
+    "rejected_at",
+)
 REJECT_DTYPES: dict[str, object] = {
     "source": pd.StringDtype(na_value=np.nan),
     "line": pd.Int64Dtype(),

@@ -30,13 +30,24 @@ def frame_checksum(bars: pd.DataFrame) -> tuple[int, int]:
 def symbol_day_checksums(bars: pd.DataFrame) -> pd.DataFrame:
     """One row per (symbol, UTC day): ``symbol, day (date), rows, checksum (uint64 as int)``."""
     if bars.empty:
-        return pd.DataFrame({"symbol": pd.Series([], dtype="str"), "day": pd.Series([], dtype="object"),
-                             "rows": pd.Series([], dtype="int64"), "checksum": pd.Series([], dtype="uint64")})
+        return pd.DataFrame(
+            {
+                "symbol": pd.Series([], dtype="str"),
+                "day": pd.Series([], dtype="object"),
+                "rows": pd.Series([], dtype="int64"),
+                "checksum": pd.Series([], dtype="uint64"),
+            }
+        )
     canon = to_canonical(bars)
     h = pd.Series(row_hashes(canon), dtype=np.uint64)
     keys = pd.DataFrame({"symbol": canon["symbol"], "day": canon["timestamp"].dt.floor("D").dt.date, "h": h})
     grouped = keys.groupby(["symbol", "day"], sort=True)["h"]
-    out = pd.DataFrame({"rows": grouped.size(), "checksum": grouped.agg(lambda s: s.to_numpy(np.uint64).sum(dtype=np.uint64))})
+    out = pd.DataFrame(
+        {
+            "rows": grouped.size(),
+            "checksum": grouped.agg(lambda s: s.to_numpy(np.uint64).sum(dtype=np.uint64)),
+        }
+    )
     out = out.reset_index()
     out["checksum"] = out["checksum"].astype(np.uint64)
     return out[list(CHECKSUM_COLUMNS)]
