@@ -11,6 +11,7 @@ from qt_pipeline.market.contract import (
     empty_rejects,
     to_canonical,
 )
+from qt_pipeline.market.validation import ValidationResult, merge_results, validate_bars
 
 __all__ = [
     "BAR_COLUMNS",
@@ -22,4 +23,7 @@ __all__ = [
     "empty_bars",
     "empty_rejects",
     "to_canonical",
+    "ValidationResult",
+    "merge_results",
+    "validate_bars",
 ]

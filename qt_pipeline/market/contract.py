@@ -70,6 +70,7 @@ class RejectReason(StrEnum):
     UNKNOWN_SYMBOL = "unknown_symbol"
     MALFORMED_FILE = "malformed_file"
     EMPTY_FILE = "empty_file"
+    FUTURE_TIMESTAMP = "future_timestamp"  # bar starts later than now + interval: it cannot have closed
 
 
 # One rejected row (or file-level problem). ``line`` is the 1-based line in the source file (header is
