@@ -1,0 +1,216 @@
+"""``qt run``: the main job with embedded defaults.
+
+Stages run in order over one :class:`RunContext`; the lead appends further stages (migration, evolution)
+to :data:`STAGES`. A stage is ``fn(ctx) -> None`` and raises :class:`StageError` with a clear message to
+stop the run (exit code 1).
+
+Ingestion materialises the ``raw_ohlcv`` partitions (synthetic bars unless QT_MARKET_SOURCE says otherwise)
+through Dagster, so the runs show in the UI when ``DAGSTER_HOME`` is set (else an ephemeral instance).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from qt_pipeline.redaction import redact
+
+
+class StageError(RuntimeError):
+    """A stage failed; the message says what failed and how to fix it (already redacted)."""
+
+
+@dataclass
+class RunContext:
+    settings: Any
+    console: Console
+    days: list[date]
+    symbols: list[str]
+    checks: bool = True
+    log_level: str = "WARNING"  # Dagster console log level during materialisations
+    instance: Any = None
+    defs: Any = None
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def ingestion_days(n_days: int, partitions_start: date, newest: date) -> list[date]:
+    """The last ``n_days`` closed days ending ``newest``, never before ``partitions_start``."""
+    if n_days < 1:
+        raise StageError(f"--days must be >= 1, got {n_days}")
+    if partitions_start > newest:
+        raise StageError(
+            f"QT_PARTITIONS_START={partitions_start} is after the newest closed day {newest}: there is no "
+            "partition to ingest yet; set QT_PARTITIONS_START to an earlier date"
+        )
+    first = max(newest - timedelta(days=n_days - 1), partitions_start)
+    return [first + timedelta(days=i) for i in range((newest - first).days + 1)]
+
+
+def _instance():
+    import dagster as dg
+
+    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+
+
+def _failure_message(result) -> str:
+    msgs = []
+    for ev in result.all_events:
+        if ev.is_step_failure or ev.is_failure:
+            err = getattr(ev.event_specific_data, "error", None)
+            msgs.append(err.message.strip() if err is not None else (ev.message or ""))
+    return redact("; ".join(m for m in msgs if m) or "run failed (see the Dagster event log)")
+
+
+def stage_ingest(ctx: RunContext) -> None:
+    """Materialise raw_ohlcv for every (day, symbol) with a progress bar."""
+    import dagster as dg
+
+    from qt_pipeline.defs.ingestion.assets import raw_ohlcv
+    from qt_pipeline.defs.ingestion.checks import raw_ohlcv_bar_quality
+    from qt_pipeline.defs.ingestion.partitions import partition_key_for
+
+    resources = {k: v for k, v in ctx.defs.resources.items() if k in ("market_source", "local_store")}
+    assets: list[Any] = [raw_ohlcv] + ([raw_ohlcv_bar_quality] if ctx.checks else [])
+    keys = [partition_key_for(d, s) for d in ctx.days for s in ctx.symbols]
+    quality: dict[str, bool] = {}
+    accepted = rejected = 0
+    with Progress(
+        TextColumn("[bold]ingest[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=ctx.console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("raw_ohlcv", total=len(keys))
+        for key in keys:
+            progress.update(task, description=str(key))
+            try:
+                result = dg.materialize(
+                    assets,
+                    partition_key=key,
+                    instance=ctx.instance,
+                    resources=resources,
+                    raise_on_error=False,
+                    tags={"qt/command": "qt run"},
+                    # keep the terminal for the progress bar; the full event log is in the instance
+                    run_config={"loggers": {"console": {"config": {"log_level": ctx.log_level}}}},
+                )
+            except Exception as exc:  # noqa: BLE001 - definition/config errors: report and stop
+                raise StageError(f"raw_ohlcv {key}: {redact(exc)}") from None
+            if not result.success:
+                raise StageError(f"raw_ohlcv {key} failed: {_failure_message(result)}")
+            for mat in result.asset_materializations_for_node("raw_ohlcv"):
+                accepted += int(mat.metadata["rows_accepted"].value)
+                rejected += int(mat.metadata["rows_rejected"].value)
+            for ev in result.get_asset_check_evaluations():
+                quality[str(key)] = bool(ev.passed)
+            progress.advance(task)
+    ctx.results["ingest"] = {
+        "partitions": len(keys),
+        "accepted": accepted,
+        "rejected": rejected,
+        "quality_failed": sorted(k for k, ok in quality.items() if not ok),
+    }
+
+
+def stage_report(ctx: RunContext) -> None:
+    """Print what the local store holds for the ingested symbols, where, and the rejects count."""
+    from qt_pipeline.storage import get_storage
+
+    store = get_storage("local", ctx.settings)
+    try:
+        summary = store.list_symbols()
+        rejects = len(store.read_rejects())
+        location = store.location
+    finally:
+        store.close()
+    table = Table(title="raw_ohlcv in the local store")
+    for col in ("symbol", "rows", "first", "last"):
+        table.add_column(col)
+    for rec in summary[summary["symbol"].isin(ctx.symbols)].itertuples(index=False):
+        table.add_row(
+            str(rec.symbol), str(rec.rows), rec.first_timestamp.isoformat(), rec.last_timestamp.isoformat()
+        )
+    ctx.console.print(table)
+    ing = ctx.results.get("ingest", {})
+    ctx.console.print(f"stored in [bold]{redact(location)}[/bold]")
+    ctx.console.print(
+        f"this run: {ing.get('partitions', 0)} partition(s), {ing.get('accepted', 0)} bar(s) accepted, "
+        f"{ing.get('rejected', 0)} row(s) rejected; rejects kept in the store: {rejects}"
+    )
+    failed = ing.get("quality_failed") or []
+    if failed:
+        ctx.console.print(f"[yellow]bar quality check failed for: {', '.join(failed)}[/yellow]")
+
+
+Stage = Callable[[RunContext], None]
+# (name, function) in execution order; the lead appends migration / evolution stages here.
+STAGES: list[tuple[str, Stage]] = [
+    ("ingest", stage_ingest),
+    ("report", stage_report),
+]
+
+
+def run_command(
+    days: Annotated[int, typer.Option(help="Closed UTC days to ingest, ending yesterday.")] = 3,
+    symbols: Annotated[
+        Optional[str],  # noqa: UP045 - typer
+        typer.Option(help="Comma-separated symbols (a subset of QT_SYMBOLS); default all."),
+    ] = None,
+    checks: Annotated[bool, typer.Option(help="Run the bar quality check on each partition.")] = True,
+) -> None:
+    """Run the main job: ingest the last N days of bars (synthetic by default) through Dagster and show
+    what was stored."""
+    from qt_pipeline.config import get_settings
+    from qt_pipeline.defs.ingestion.partitions import newest_closed_day
+
+    settings = get_settings()
+    console = Console(highlight=False, soft_wrap=True)
+    try:
+        chosen = list(settings.symbols)
+        if symbols is not None:
+            chosen = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+            unknown = [s for s in chosen if s not in settings.symbols]
+            if unknown or not chosen:
+                raise StageError(
+                    f"--symbols {symbols!r}: {unknown or 'none given'} not in QT_SYMBOLS "
+                    f"{list(settings.symbols)}; add them to QT_SYMBOLS (they are the raw_ohlcv partitions)"
+                )
+        ctx = RunContext(
+            settings=settings,
+            console=console,
+            days=ingestion_days(days, settings.partitions_start, newest_closed_day()),
+            symbols=chosen,
+            checks=checks,
+        )
+        from qt_pipeline.definitions import defs
+
+        ctx.defs = defs
+        ctx.instance = _instance()
+        console.print(
+            f"qt run: {len(ctx.days)} day(s) {ctx.days[0]}..{ctx.days[-1]} x {len(chosen)} symbol(s) "
+            f"from source '{settings.market_source}'"
+        )
+        for name, stage in STAGES:
+            try:
+                stage(ctx)
+            except StageError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any unexpected failure: say which stage, redacted
+                raise StageError(f"stage {name!r} failed: {type(exc).__name__}: {redact(exc)}") from None
+    except StageError as exc:
+        console.print(f"[red]qt run failed:[/red] {redact(exc)}")
+        raise typer.Exit(code=1) from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)

@@ -1,0 +1,101 @@
+"""The ``raw_ohlcv`` asset: one UTC day of one symbol, fetched, validated and stored in the local DuckDB.
+
+Thin wiring: fetching and validation are :func:`qt_pipeline.market.sources.ingest_batches`, storage is the
+``local_store`` resource. Re-materialising a partition is idempotent: bars are upserted on
+``(symbol, timestamp)`` and rejects on ``(source, line, reason)``.
+"""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from qt_pipeline.config import get_settings
+from qt_pipeline.defs.ingestion.partitions import RAW_OHLCV_PARTITIONS, partition_window
+from qt_pipeline.defs.ingestion.resources import MarketSourceResource
+from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, StorageResource
+from qt_pipeline.market.contract import RejectReason
+from qt_pipeline.redaction import redact
+
+PREVIEW_ROWS = 5
+REJECT_MESSAGES = 10
+# Problems that concern a whole file rather than single rows.
+FILE_LEVEL_REASONS = frozenset(
+    {RejectReason.MALFORMED_FILE, RejectReason.EMPTY_FILE, RejectReason.MISSING_COLUMN}
+)
+
+
+def markdown_preview(bars: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
+    """The first ``rows`` bars as a Markdown table (timestamps in ISO-8601 UTC)."""
+    if bars.empty:
+        return "_no rows accepted_"
+    head = bars.head(rows)
+    cols = list(head.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for rec in head.itertuples(index=False):
+        cells = [v.isoformat() if isinstance(v, pd.Timestamp) else f"{v}" for v in rec]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ingestion_metadata(result, location: str) -> dict[str, object]:
+    """Materialisation metadata for one validated and stored partition."""
+    accepted, rejected = result.accepted, result.rejected
+    summary = result.summary()
+    first = accepted["timestamp"].min() if len(accepted) else None
+    last = accepted["timestamp"].max() if len(accepted) else None
+    return {
+        "rows_accepted": dg.MetadataValue.int(len(accepted)),
+        "rows_rejected": dg.MetadataValue.int(int(summary["rejected_rows"])),
+        "reject_records": dg.MetadataValue.int(len(rejected)),
+        "rejects_by_reason": dg.MetadataValue.json(summary["by_reason"]),
+        "first_timestamp": dg.MetadataValue.text(first.isoformat() if first is not None else "none"),
+        "last_timestamp": dg.MetadataValue.text(last.isoformat() if last is not None else "none"),
+        "storage_location": dg.MetadataValue.text(redact(location)),
+        "preview": dg.MetadataValue.md(markdown_preview(accepted)),
+        "reject_messages": dg.MetadataValue.md(
+            "\n".join(f"- {redact(m)}" for m in result.messages(REJECT_MESSAGES)) or "_no rejects_"
+        ),
+        "dagster/row_count": dg.MetadataValue.int(len(accepted)),
+    }
+
+
+@dg.asset(
+    partitions_def=RAW_OHLCV_PARTITIONS,
+    group_name="ingestion",
+    pool=DUCKDB_WRITER_POOL,
+    kinds={"duckdb"},
+    description="Validated OHLCV bars of one UTC day and symbol in the local DuckDB file (rejects kept).",
+)
+def raw_ohlcv(
+    context: dg.AssetExecutionContext, market_source: MarketSourceResource, local_store: StorageResource
+) -> dg.MaterializeResult:
+    from qt_pipeline.market.sources import ingest_batches
+
+    settings = get_settings()
+    symbol, start, end = partition_window(context.partition_key)
+    source = market_source.get_source()
+    context.log.info(f"fetching {symbol} [{start.isoformat()}, {end.isoformat()}) from {source.describe()}")
+    result = ingest_batches(
+        source, symbol, start, end, interval=settings.interval, known_symbols=settings.symbols
+    )
+    store = local_store.get_store()
+    if len(result.accepted):
+        store.write_bars(result.accepted)
+    if len(result.rejected):
+        store.write_rejects(result.rejected)
+    summary = result.summary()
+    if summary["reject_records"]:
+        context.log.warning(
+            f"{symbol} {start.date()}: {summary['rejected_rows']} row(s) rejected "
+            f"{json.dumps(summary['by_reason'])}; first: " + "; ".join(result.messages(3))
+        )
+    if not len(result.accepted) and len(result.rejected):
+        reasons = set(result.rejected["reason"].dropna())
+        if reasons & {str(r) for r in FILE_LEVEL_REASONS}:
+            context.log.warning(
+                f"{symbol} {start.date()}: every row was rejected because of a file-level problem "
+                f"({sorted(reasons)}); the rejects are stored in {redact(store.location)} — fix the "
+                "file and drop it into the landing directory again"
+            )
+    return dg.MaterializeResult(metadata=ingestion_metadata(result, store.location))

@@ -1,0 +1,97 @@
+"""The ``market_source`` resource: which MarketDataSource the ingestion asset fetches from.
+
+Defaults come from the settings (``QT_MARKET_SOURCE``, ``QT_SYNTHETIC_SEED``, ``QT_LANDING_DIR``,
+``QT_LANDING_TIMEZONE``); every field can be overridden in run config
+(``resources.market_source.config``) — the landing sensor does exactly that for the runs it requests.
+"""
+
+import json
+from typing import Optional
+
+import dagster as dg
+
+from qt_pipeline.config import get_settings
+
+
+class MarketSourceResource(dg.ConfigurableResource):
+    """Builds the configured :class:`~qt_pipeline.market.sources.base.MarketDataSource`.
+
+    ``column_mapping`` renames landing-file columns to canonical ones, as JSON object text
+    (``{"ts": "timestamp", "ticker": "symbol"}``); unset means ``QT_LANDING_COLUMN_MAP``.
+    """
+
+    kind: Optional[str] = None  # noqa: UP045 - "synthetic" | "landing"; None = QT_MARKET_SOURCE
+    seed: Optional[int] = None  # noqa: UP045
+    landing_dir: Optional[str] = None  # noqa: UP045
+    column_mapping: Optional[str] = None  # noqa: UP045 - JSON object text
+    timezone: Optional[str] = None  # noqa: UP045
+
+    def resolved_kind(self) -> str:
+        kind = self.kind or get_settings().market_source
+        if kind not in ("synthetic", "landing"):
+            raise ValueError(
+                f"market_source kind {kind!r} is unknown; set QT_MARKET_SOURCE (or the resource's "
+                "'kind') to 'synthetic' or 'landing'"
+            )
+        return kind
+
+    def resolved_column_mapping(self) -> dict[str, str]:
+        raw = self.column_mapping
+        if raw is None:
+            raw = get_settings().landing_column_map
+        if raw is None or raw == "":
+            return {}
+        if isinstance(raw, dict):
+            return {str(k): str(v) for k, v in raw.items()}
+        try:
+            mapping = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"market_source column_mapping is not valid JSON ({exc.msg} at char {exc.pos}); write a "
+                'JSON object such as {"ts": "timestamp"}'
+            ) from None
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise ValueError(
+                'market_source column_mapping must be a JSON object of strings, e.g. {"ts": "timestamp"}'
+            )
+        return {str(k): v for k, v in mapping.items()}
+
+    def resolved_landing_dir(self) -> str:
+        return self.landing_dir or str(get_settings().resolved_landing_dir)
+
+    def resolved_timezone(self) -> str | None:
+        return self.timezone or get_settings().landing_timezone
+
+    def landing_source(self):
+        """The landing-directory source (whatever ``kind`` says): the sensor and quarantine use it."""
+        from qt_pipeline.market.sources.landing import LandingDirectorySource
+
+        return LandingDirectorySource(
+            self.resolved_landing_dir(),
+            column_mapping=self.resolved_column_mapping(),
+            timezone=self.resolved_timezone(),
+        )
+
+    def get_source(self):
+        """The configured source (imported lazily: definitions load stays cheap)."""
+        settings = get_settings()
+        if self.resolved_kind() == "landing":
+            return self.landing_source()
+        from qt_pipeline.market.sources.synthetic import SyntheticMarket
+
+        return SyntheticMarket(
+            self.seed if self.seed is not None else settings.synthetic_seed,
+            symbols=settings.symbols,
+            interval=settings.interval,
+        )
+
+    def landing_run_config(self) -> dict:
+        """Run config that points ``market_source`` at this landing directory (used by the landing
+        sensor: its runs read landing files whatever QT_MARKET_SOURCE says)."""
+        cfg: dict = {"kind": "landing", "landing_dir": self.resolved_landing_dir()}
+        mapping = self.resolved_column_mapping()
+        if mapping:
+            cfg["column_mapping"] = json.dumps(mapping, sort_keys=True)
+        if self.resolved_timezone():
+            cfg["timezone"] = self.resolved_timezone()
+        return {"resources": {"market_source": {"config": cfg}}}

@@ -1,0 +1,1 @@
+"""Tests of the qt CLI (typer.testing.CliRunner against real stores)."""
