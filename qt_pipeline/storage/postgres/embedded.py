@@ -1,0 +1,281 @@
+"""The embedded default PostgreSQL: used when ``NEON_DATABASE_URL`` is not set.
+
+:func:`ensure_embedded_postgres` starts (or reuses, when it is already running) a local PostgreSQL whose
+data directory is ``QT_DATA_DIR/postgres`` and returns its URL. It prefers the machine's
+``initdb``/``pg_ctl`` (as root they run as the ``postgres`` OS user via ``runuser``; ``pg_ctl`` refuses
+root) and falls back to the ``pgserver`` wheel (PostgreSQL 16) when no server binaries are installed.
+
+* listens on 127.0.0.1 only, on a free port (kept in ``postmaster.pid``; a restart may pick another),
+  unix socket inside the data directory;
+* TCP authentication is scram-sha-256 with a generated password kept in ``QT_DATA_DIR/postgres.secret``
+  (mode 0600) — so the URL is a secret like any other and is registered for redaction;
+* the server keeps running after the Python process exits (later runs reuse it); stop it with
+  :func:`stop_embedded_postgres`.
+* when run as root, the cluster files live in ``$TMPDIR/qt-embedded-pg-<hash of QT_DATA_DIR>`` (owned by the
+  ``postgres`` user) and ``QT_DATA_DIR/postgres`` is a symlink to it — private parent directories cannot
+  lock the server out of its own files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from qt_pipeline.config import Settings
+from qt_pipeline.redaction import register_secret
+from qt_pipeline.storage.interface import StorageError
+
+log = logging.getLogger("qt_pipeline.storage.postgres")
+
+SUPERUSER = "postgres"
+DATABASE = "postgres"
+
+
+class EmbeddedPostgresError(StorageError):
+    """The embedded PostgreSQL could not be started (message says why and what to do)."""
+
+
+def _pg_bin_dir() -> Path | None:
+    env = os.environ.get("QT_PG_BIN_DIR")
+    if env and (Path(env) / "pg_ctl").exists():
+        return Path(env)
+    found = shutil.which("pg_ctl")
+    if found and (Path(found).parent / "initdb").exists():
+        return Path(found).parent
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3].split(".")[0])
+    )
+    return Path(candidates[-1]).parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _paths(settings: Settings, *, create: bool = False) -> tuple[Path, Path, Path]:
+    """``(pgdata, secret file, lock file)``. As root the cluster files live in a directory the
+    ``postgres`` user can always reach (``$TMPDIR/qt-embedded-pg-<hash>``, owned by postgres) and
+    ``QT_DATA_DIR/postgres`` is a symlink to it: private parents (e.g. pytest's 0700 temp root, which
+    pytest re-tightens at every session start) would otherwise lock the server out of its own files."""
+    base = settings.data_dir.expanduser().resolve()
+    link = base / "postgres"
+    secret, lock = base / "postgres.secret", base / "postgres.lock"
+    if os.geteuid() != 0 or (link.exists() and not link.is_symlink()):
+        return link, secret, lock
+    if link.is_symlink():
+        return Path(os.readlink(link)), secret, lock
+    real = Path(tempfile.gettempdir()) / f"qt-embedded-pg-{hashlib.sha1(str(base).encode()).hexdigest()[:12]}"
+    if create:
+        import pwd
+
+        real.mkdir(mode=0o700, exist_ok=True)
+        pw = pwd.getpwnam("postgres")
+        os.chown(real, pw.pw_uid, pw.pw_gid)
+        base.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(real, target_is_directory=True)
+    return real, secret, lock
+
+
+def _as_pg_user(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _running_port(pgdata: Path) -> int | None:
+    """The port of a live postmaster for ``pgdata`` (from ``postmaster.pid``), or None."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+    except (FileNotFoundError, ValueError, IndexError, PermissionError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return port
+    return None
+
+
+def _make_traversable(path: Path) -> None:
+    for parent in list(path.parents):
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _url(password: str, port: int) -> str:
+    return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}"
+
+
+def ensure_embedded_postgres(settings: Settings) -> str:
+    """Start (or reuse) the embedded server under ``settings.data_dir / "postgres"``; return its URL."""
+    from filelock import FileLock
+
+    _, secret_file, lock_file = _paths(settings)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_file), timeout=120):
+        bindir = _pg_bin_dir()
+        if bindir is None:
+            return _pgserver_url(settings.data_dir.expanduser().resolve() / "postgres")
+        pgdata, _, _ = _paths(settings, create=True)
+        if secret_file.exists():
+            password = secret_file.read_text().strip()
+        else:
+            password = "qt-" + secrets.token_urlsafe(18)
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(password + "\n")
+        register_secret(password)
+
+        port = _running_port(pgdata)
+        if port is not None:
+            log.info("reusing the embedded PostgreSQL in %s (port %d)", pgdata, port)
+            return _url(password, port)
+
+        is_root = os.geteuid() == 0
+        if not (pgdata / "PG_VERSION").exists():
+            if pgdata.exists() and any(pgdata.iterdir()):
+                raise EmbeddedPostgresError(
+                    f"{pgdata} exists but is not a PostgreSQL data directory; move it away or set QT_DATA_DIR"
+                )
+            pgdata.mkdir(exist_ok=True)
+            pwfile = pgdata.parent / f".qt-pw-{secrets.token_hex(8)}"
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(password + "\n")
+            if is_root:
+                import pwd
+
+                pw = pwd.getpwnam("postgres")
+                _make_traversable(pgdata)
+                os.chown(pgdata, pw.pw_uid, pw.pw_gid)
+                os.chown(pwfile, pw.pw_uid, pw.pw_gid)
+            try:
+                out = _as_pg_user(
+                    [
+                        str(bindir / "initdb"),
+                        "-D",
+                        str(pgdata),
+                        "-U",
+                        SUPERUSER,
+                        f"--pwfile={pwfile}",
+                        "--auth-local=trust",
+                        "--auth-host=scram-sha-256",
+                        "-E",
+                        "UTF8",
+                        "--no-sync",
+                    ]
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
+            if out.returncode != 0:
+                raise EmbeddedPostgresError(
+                    f"initdb for the embedded PostgreSQL in {pgdata} failed: {out.stderr.strip()[-1500:]}. "
+                    "Remove that directory and retry, or set NEON_DATABASE_URL to use an existing server"
+                )
+        elif is_root:
+            _make_traversable(pgdata)
+
+        logfile = pgdata / "server.log"
+        sockdir = pgdata if len(str(pgdata)) < 90 else Path("/tmp")
+        last_err = ""
+        for _ in range(5):
+            port = _free_port()
+            opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {sockdir}"
+            out = _as_pg_user(
+                [
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(pgdata),
+                    "-l",
+                    str(logfile),
+                    "-o",
+                    opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+                timeout=90,
+            )
+            if out.returncode == 0:
+                log.info("started the embedded PostgreSQL in %s on port %d", pgdata, port)
+                return _url(password, port)
+            last_err = out.stderr.strip()[-800:]
+            with contextlib.suppress(OSError):
+                last_err += "\n" + logfile.read_text()[-800:]
+            time.sleep(0.2)
+        raise EmbeddedPostgresError(
+            f"the embedded PostgreSQL in {pgdata} did not start: {last_err}. Check {logfile}, or set "
+            "NEON_DATABASE_URL to use an existing server"
+        )
+
+
+def stop_embedded_postgres(settings: Settings, *, mode: str = "fast", remove_data: bool = False) -> bool:
+    """Stop the embedded server of ``settings`` if it runs; returns whether one was stopped.
+    ``remove_data`` also deletes its data directory (and the password file)."""
+    stopped = _stop(settings, mode)
+    if remove_data:
+        pgdata, secret, _ = _paths(settings)
+        link = settings.data_dir.expanduser().resolve() / "postgres"
+        shutil.rmtree(pgdata, ignore_errors=True)
+        if link.is_symlink():
+            link.unlink()
+        secret.unlink(missing_ok=True)
+    return stopped
+
+
+def _stop(settings: Settings, mode: str) -> bool:
+    pgdata, _, _ = _paths(settings)
+    if _running_port(pgdata) is None:
+        if (pgdata.parent / "postgres.pgserver").exists():
+            return _pgserver_stop(pgdata)
+        return False
+    bindir = _pg_bin_dir()
+    if bindir is None:
+        return _pgserver_stop(pgdata)
+    out = _as_pg_user([str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", mode, "-w", "stop"], timeout=90)
+    if out.returncode != 0:
+        raise EmbeddedPostgresError(f"pg_ctl stop for {pgdata} failed: {out.stderr.strip()[-800:]}")
+    return True
+
+
+def _pgserver_url(pgdata: Path) -> str:
+    try:
+        import pgserver
+    except ImportError:
+        raise EmbeddedPostgresError(
+            "no PostgreSQL server binaries (initdb/pg_ctl) and no 'pgserver' wheel: install PostgreSQL or "
+            "pgserver, or set NEON_DATABASE_URL"
+        ) from None
+    pgdata.mkdir(parents=True, exist_ok=True)
+    (pgdata.parent / "postgres.pgserver").touch()
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    return server.get_uri()
+
+
+def _pgserver_stop(pgdata: Path) -> bool:
+    try:
+        import pgserver
+    except ImportError:
+        return False
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    server.cleanup()
+    return True

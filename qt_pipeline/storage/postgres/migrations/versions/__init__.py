@@ -1,0 +1,1 @@
+"""Alembic revision files (0001_central_store and the branch revisions of other domains)."""
