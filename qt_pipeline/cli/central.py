@@ -1,0 +1,297 @@
+"""``qt migrate``, ``qt reconcile``, ``qt consistency`` and ``qt db status``: the central store.
+
+All output goes through :func:`qt_pipeline.redaction.redact`. Exit codes: 0 ok; 1 failure (or, for
+``qt consistency``, differences found); 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from qt_pipeline.config import get_settings
+from qt_pipeline.redaction import redact
+
+console = Console()
+
+SymbolsOpt = Annotated[
+    str | None, typer.Option("--symbols", help="Comma-separated symbols (default: every local symbol).")
+]
+StartOpt = Annotated[str | None, typer.Option("--start", help="First UTC day, YYYY-MM-DD (inclusive).")]
+EndOpt = Annotated[str | None, typer.Option("--end", help="Last UTC day, YYYY-MM-DD (exclusive).")]
+
+
+def _parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        console.print(
+            f"[red]{option} {value!r} is not a date; use YYYY-MM-DD, e.g. {option} 2024-01-03[/red]"
+        )
+        raise typer.Exit(2) from None
+
+
+def _parse_symbols(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    out = [s.strip().upper() for s in value.split(",") if s.strip()]
+    if not out:
+        console.print("[red]--symbols is empty; pass e.g. --symbols BTCUSD,ETHUSD[/red]")
+        raise typer.Exit(2)
+    return out
+
+
+def _stores() -> tuple[Any, Any]:
+    """The local DuckDB store and the central PostgresStore (from settings)."""
+    from qt_pipeline.storage import get_storage
+    from qt_pipeline.storage.postgres.store import PostgresStore
+
+    settings = get_settings()
+    local = get_storage("local", settings)
+    try:
+        central = PostgresStore.from_settings(settings)
+    except Exception:
+        local.close()
+        raise
+    return local, central
+
+
+def _fail(what: str, exc: BaseException) -> typer.Exit:
+    console.print(f"[red]{what} failed:[/red] {redact(exc)}")
+    return typer.Exit(1)
+
+
+def _summary_table(summary: Any) -> Table:
+    t = Table(title="migration summary")
+    for col in ("partitions migrated", "partitions skipped", "rows", "MB", "s", "rows/s"):
+        t.add_column(col, justify="right")
+    t.add_row(
+        str(summary.migrated),
+        str(summary.skipped),
+        f"{summary.rows:,}",
+        f"{summary.bytes / 1e6:.1f}",
+        f"{summary.seconds:.2f}",
+        f"{summary.rows_per_s:,.0f}",
+    )
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("migrate")
+    def migrate(
+        symbols: SymbolsOpt = None,
+        start: StartOpt = None,
+        end: EndOpt = None,
+        no_resume: Annotated[
+            bool, typer.Option("--no-resume", help="Copy every symbol-day even if the ledger has it.")
+        ] = False,
+    ) -> None:
+        """Migrate local DuckDB bars to the central PostgreSQL; resumes after interruption (ledger)."""
+        from qt_pipeline.storage.migration import migrate_all
+
+        syms, lo, hi = _parse_symbols(symbols), _parse_day(start, "--start"), _parse_day(end, "--end")
+        try:
+            local, central = _stores()
+        except Exception as exc:
+            raise _fail("opening the stores", exc) from None
+        try:
+            console.print(f"migrating {redact(local.location)} → {redact(central.location)}")
+            with Progress(
+                TextColumn("[bold]migrate"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[last]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as progress:
+                task = progress.add_task("migrate", total=None, last="")
+
+                def on_progress(done: int, total: int, st: Any) -> None:
+                    state = "skipped" if st.skipped else f"{st.rows} rows"
+                    progress.update(task, completed=done, total=total, last=f"{st.partition_key} {state}")
+
+                summary = migrate_all(
+                    local, central, symbols=syms, start=lo, end=hi, progress=on_progress, resume=not no_resume
+                )
+        except KeyboardInterrupt:
+            console.print(
+                "[yellow]interrupted — run `qt migrate` again to resume (the ledger keeps progress)[/yellow]"
+            )
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            raise _fail("migration (run `qt migrate` again to resume)", exc) from None
+        finally:
+            central.close()
+            local.close()
+        console.print(_summary_table(summary))
+
+    @app.command("reconcile")
+    def reconcile_cmd(
+        symbols: SymbolsOpt = None,
+        start: StartOpt = None,
+        end: EndOpt = None,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Only list what would be re-copied.")
+        ] = False,
+    ) -> None:
+        """Compare per-symbol-day checksums and re-copy only the differing symbol-days into Postgres."""
+        from qt_pipeline.storage.consistency import compare_history, reconcile
+
+        syms, lo, hi = _parse_symbols(symbols), _parse_day(start, "--start"), _parse_day(end, "--end")
+        try:
+            local, central = _stores()
+        except Exception as exc:
+            raise _fail("opening the stores", exc) from None
+        try:
+            res = compare_history(local, central, symbols=syms, start=lo, end=hi)
+            if res.ok:
+                console.print(f"{res.compared} symbol-day(s) compared: all consistent, nothing to do")
+                return
+            t = Table(title=f"{len(res.differing)} differing symbol-day(s)")
+            for col in ("day", "symbol", "reason", "local rows", "central rows"):
+                t.add_column(col)
+            for d in res.differing:
+                t.add_row(d.day.isoformat(), d.symbol, d.reason, str(d.local_rows), str(d.central_rows))
+            console.print(t)
+            summary = reconcile(local, central, res.differing, dry_run=dry_run)
+            if dry_run:
+                console.print(f"dry run: {len(summary.actions)} symbol-day(s) would be re-copied")
+                return
+            after = compare_history(local, central, symbols=syms, start=lo, end=hi)
+            console.print(
+                f"re-copied {summary.repaired} symbol-day(s), {summary.rows_copied} row(s); "
+                f"{len(after.differing)} still differ"
+            )
+            if not after.ok:
+                raise typer.Exit(1)
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            raise _fail("reconcile", exc) from None
+        finally:
+            central.close()
+            local.close()
+
+    @app.command("consistency")
+    def consistency_cmd(
+        symbols: SymbolsOpt = None,
+        start: StartOpt = None,
+        end: EndOpt = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Compare DuckDB and Postgres per symbol-day (rows + checksum); exit 1 if any differ."""
+        from qt_pipeline.storage.consistency import compare_history
+
+        syms, lo, hi = _parse_symbols(symbols), _parse_day(start, "--start"), _parse_day(end, "--end")
+        try:
+            local, central = _stores()
+        except Exception as exc:
+            raise _fail("opening the stores", exc) from None
+        try:
+            res = compare_history(local, central, symbols=syms, start=lo, end=hi)
+        except Exception as exc:
+            raise _fail("consistency check", exc) from None
+        finally:
+            central.close()
+            local.close()
+        if as_json:
+            typer.echo(json.dumps(res.metadata(max_keys=1000)))
+        else:
+            console.print(f"{res.compared} symbol-day(s) compared, {len(res.differing)} differ")
+            for d in res.differing[:50]:
+                console.print(f"  {d.describe()}")
+        if not res.ok:
+            raise typer.Exit(1)
+
+    db_app = typer.Typer(help="The central PostgreSQL store.", no_args_is_help=True)
+
+    @db_app.command("status")
+    def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+        """Location (redacted), capabilities, table layout, table sizes and ledger counts."""
+        try:
+            info = db_status(get_settings())
+        except Exception as exc:
+            raise _fail("db status", exc) from None
+        if as_json:
+            typer.echo(redact(json.dumps(info, default=str)))
+            return
+        t = Table(title="central store", show_header=False)
+        for k, v in info.items():
+            if k == "tables":
+                continue
+            t.add_row(k, redact(json.dumps(v, default=str) if isinstance(v, dict) else v))
+        console.print(t)
+        tt = Table(title="tables")
+        for col in ("table", "rows", "bytes"):
+            tt.add_column(col)
+        for name, (rows, size) in info["tables"].items():
+            tt.add_row(name, str(rows), f"{size:,}")
+        console.print(tt)
+
+    app.add_typer(db_app, name="db")
+
+
+def db_status(settings: Any) -> dict[str, Any]:
+    """What ``qt db status`` prints, as a dict (redacted)."""
+    from sqlalchemy import text
+
+    from qt_pipeline.storage.migration import ledger_counts
+    from qt_pipeline.storage.postgres.layout import list_time_partitions, table_layout
+    from qt_pipeline.storage.postgres.store import PostgresStore
+
+    central = PostgresStore.from_settings(settings)
+    try:
+        central.ensure_schema()
+        caps = central.capabilities
+        with central.engine.connect() as conn:
+            layout = table_layout(conn, central.schema)
+            parts = list_time_partitions(conn, central.schema)
+            tables = {}
+            for name in ("ohlcv_bars", "ohlcv_rejects", "migration_ledger", "cold_tier_ranges"):
+                q = central.qualified(name)
+                rows = conn.execute(text(f"SELECT count(*) FROM {q}")).scalar_one()
+                size = conn.execute(
+                    text(
+                        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                        "WHERE c.oid = CAST(:q AS regclass) OR c.oid IN "
+                        "(SELECT inhrelid FROM pg_inherits WHERE inhparent = CAST(:q AS regclass))"
+                    ),
+                    {"q": q},
+                ).scalar_one()
+                tables[name] = (int(rows), int(size))
+            conn.rollback()
+        if layout == "hypertable":  # chunk sizes are not children in pg_inherits for compressed data
+            tables["ohlcv_bars"] = (tables["ohlcv_bars"][0], sum(p.bytes or 0 for p in parts))
+        return {
+            "location": redact(central.location),
+            "schema": central.schema,
+            "capabilities": caps.as_dict() if hasattr(caps, "as_dict") else str(caps),
+            "layout": layout,
+            "time_partitions": len(parts),
+            "compressed_chunks": sum(1 for p in parts if p.is_compressed),
+            "archived_ranges": _archived_ranges(central),
+            "ledger": ledger_counts(central),
+            "tables": tables,
+        }
+    finally:
+        central.close()
+
+
+def _archived_ranges(central: Any) -> int:
+    from sqlalchemy import text
+
+    with central.engine.connect() as conn:
+        n = conn.execute(
+            text(f"SELECT count(*) FROM {central.qualified('cold_tier_ranges')} WHERE dropped_at IS NOT NULL")
+        ).scalar_one()
+        conn.rollback()
+    return int(n)

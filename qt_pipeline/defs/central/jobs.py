@@ -1,0 +1,108 @@
+"""Jobs of the central store: whole-history consistency, reconcile (repair), cold tier."""
+
+from typing import Optional
+
+import dagster as dg
+
+from qt_pipeline.defs.central.assets import neon_cold_tier
+from qt_pipeline.defs.central.resources import CentralStoreResource
+from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, StorageResource
+from qt_pipeline.redaction import redact
+
+
+class HistoryRangeConfig(dg.Config):
+    symbols: Optional[list[str]] = None  # noqa: UP045 - dagster config needs typing.Optional
+    start: Optional[str] = None  # noqa: UP045 - ISO date/timestamp (UTC), inclusive
+    end: Optional[str] = None  # noqa: UP045 - exclusive
+
+
+class ReconcileConfig(HistoryRangeConfig):
+    dry_run: bool = False
+
+
+@dg.op(
+    pool=DUCKDB_WRITER_POOL,
+    description="Compare per-symbol-day (rows, checksum) of DuckDB and Postgres over the whole history.",
+)
+def compare_history_op(
+    context: dg.OpExecutionContext,
+    config: HistoryRangeConfig,
+    local_store: StorageResource,
+    central_store: CentralStoreResource,
+) -> dg.Output[int]:
+    from qt_pipeline.storage.consistency import compare_history
+
+    central = central_store.get_store()
+    res = compare_history(
+        local_store.get_store(), central, symbols=config.symbols, start=config.start, end=config.end
+    )
+    md = res.metadata()
+    md["location"] = redact(central.location)
+    for d in res.differing:
+        context.log.error(f"differs: {d.describe()}")
+    metadata = {k: dg.MetadataValue.json(v) if isinstance(v, list) else v for k, v in md.items()}
+    if not res.ok:
+        raise dg.Failure(
+            description=(
+                f"{len(res.differing)} of {res.compared} symbol-day(s) differ between DuckDB and "
+                f"{redact(central.location)}; run `qt reconcile` or the reconcile_job to repair them"
+            ),
+            metadata=metadata,
+        )
+    context.log.info(f"{res.compared} symbol-day(s) consistent ({res.rows_local} rows)")
+    return dg.Output(res.compared, metadata=metadata)
+
+
+@dg.op(
+    pool=DUCKDB_WRITER_POOL,
+    description="Re-copy only the symbol-days that differ (replace_range), then verify them again.",
+)
+def reconcile_op(
+    context: dg.OpExecutionContext,
+    config: ReconcileConfig,
+    local_store: StorageResource,
+    central_store: CentralStoreResource,
+) -> dg.Output[int]:
+    from qt_pipeline.storage.consistency import compare_history, reconcile
+
+    local, central = local_store.get_store(), central_store.get_store()
+    kw = {"symbols": config.symbols, "start": config.start, "end": config.end}
+    before = compare_history(local, central, **kw)
+    summary = reconcile(local, central, before.differing, dry_run=config.dry_run)
+    for a in summary.actions:
+        verb = "would re-copy" if config.dry_run else "re-copied"
+        context.log.info(f"{verb} {a.day.isoformat()}|{a.symbol}: {a.local_rows} local row(s)")
+    metadata: dict[str, object] = {
+        "dry_run": config.dry_run,
+        "symbol_days_differing": len(before.differing),
+        "repaired": summary.repaired,
+        "rows_copied": summary.rows_copied,
+        "symbol_days": dg.MetadataValue.json(
+            [f"{a.day.isoformat()}|{a.symbol}" for a in summary.actions[:50]]
+        ),
+    }
+    if not config.dry_run and before.differing:
+        after = compare_history(local, central, **kw)
+        metadata["symbol_days_still_differing"] = len(after.differing)
+        if not after.ok:
+            raise dg.Failure(
+                description=f"{len(after.differing)} symbol-day(s) still differ after reconcile: "
+                + "; ".join(d.describe() for d in after.differing[:20]),
+                metadata=metadata,
+            )
+    return dg.Output(summary.repaired, metadata=metadata)
+
+
+@dg.job(description="Whole-history consistency of DuckDB vs Postgres; fails listing differing symbol-days.")
+def consistency_job() -> None:
+    compare_history_op()
+
+
+@dg.job(
+    description="Repair: re-copy the differing symbol-days from DuckDB into Postgres (dry_run: list only)."
+)
+def reconcile_job() -> None:
+    reconcile_op()
+
+
+cold_tier_job = dg.define_asset_job("cold_tier_job", selection=[neon_cold_tier])
