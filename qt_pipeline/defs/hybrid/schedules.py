@@ -1,0 +1,23 @@
+"""Hybrid-domain schedules: warm the local cache (default every 15 minutes, QT_WARM_CRON)."""
+
+import dagster as dg
+
+from qt_pipeline.config import get_settings
+from qt_pipeline.defs.hybrid.jobs import local_cache_warm_job
+
+
+def _default_status() -> dg.DefaultScheduleStatus:
+    # running by default where the hybrid backend is configured; elsewhere it can be switched on in the UI
+    if get_settings().storage_backend == "hybrid":
+        return dg.DefaultScheduleStatus.RUNNING
+    return dg.DefaultScheduleStatus.STOPPED
+
+
+local_cache_warm_schedule = dg.ScheduleDefinition(
+    name="local_cache_warm_schedule",
+    job=local_cache_warm_job,
+    cron_schedule=get_settings().warm_cron,
+    execution_timezone="UTC",
+    default_status=_default_status(),
+    description="Warm this machine's DuckDB cache of the hot window from the central store.",
+)
