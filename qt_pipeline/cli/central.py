@@ -237,6 +237,20 @@ def register(app: typer.Typer) -> None:
             tt.add_row(name, str(rows), f"{size:,}")
         console.print(tt)
 
+    @db_app.command("stop")
+    def stop(
+        remove_data: Annotated[
+            bool, typer.Option("--remove-data", help="Also delete the embedded server's data directory.")
+        ] = False,
+    ) -> None:
+        """Stop the embedded PostgreSQL that `qt run` starts when NEON_DATABASE_URL is not set."""
+        from qt_pipeline.config import get_settings
+        from qt_pipeline.storage.postgres.embedded import stop_embedded_postgres
+
+        settings = get_settings()
+        stopped = stop_embedded_postgres(settings, remove_data=remove_data)
+        typer.echo("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL was running")
+
     app.add_typer(db_app, name="db")
 
 

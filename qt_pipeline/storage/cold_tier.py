@@ -317,13 +317,7 @@ def verify_archive(path: Path, rows: int, checksum: int) -> None:
 
 def _forget_partition(central: Any, start: pd.Timestamp) -> None:
     """Tell the store the daily partition is gone, so a later write into that day recreates it."""
-    forget = getattr(central, "forget_partitions", None)
-    if callable(forget):
-        forget([start.date()])
-        return
-    known = getattr(central, "_known_partition_days", None)
-    if isinstance(known, set):
-        known.discard(start.date())
+    central.forget_partitions([start.date()])
 
 
 def _partition_stats(conn: Any, schema: str, start: pd.Timestamp, end: pd.Timestamp) -> tuple[int, Any]:

@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
 
@@ -920,6 +920,12 @@ class PostgresStore(DataStorageInterface):
                     f"pool_{name.replace('checkedout', 'checked_out').replace('checkedin', 'checked_in')}"
                 ] = fn()
         return out
+
+    def forget_partitions(self, days: Iterable[date]) -> None:
+        """Drop ``days`` from the cache of partitions known to exist (the cold tier dropped them), so the
+        next write into one of those days creates its partition again. Other processes recover through the
+        SQLSTATE 23514 retry in the write path."""
+        self._known_partition_days.difference_update(days)
 
     def close(self) -> None:
         with self._lock:
