@@ -6,7 +6,7 @@ Prints figures, asserts nothing. Uses a fresh throwaway database on the local Po
     .venv/bin/python benchmarks/bench_migrate.py [--rows 1000000] [--reads 60]
 
 Figures:
-* migration rows/s (``migrate_all``: DuckDB read → canonical frame → CSV COPY into the partitioned
+* migration rows/s (``migrate_all``: DuckDB read → canonical frame → binary COPY into the partitioned
   ``ohlcv_bars`` + ledger), and its ratio to a plain ``COPY … FROM`` a CSV file of the same rows into an
   empty table with the same columns and primary key, measured in the same run (target ≥ 0.7×);
 * a second, no-op migration run (ledger check only);

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -55,6 +54,7 @@ from qt_pipeline.storage.interface import (
 )
 from qt_pipeline.storage.postgres.capabilities import Capabilities, detect_capabilities
 from qt_pipeline.storage.postgres.connection import ConnectionConfig, make_engine
+from qt_pipeline.storage.postgres.copy_binary import BinaryCopyStream
 from qt_pipeline.storage.postgres.errors import translate_error
 from qt_pipeline.storage.postgres.layout import BARS_TABLE, ensure_partitions, table_layout
 from qt_pipeline.storage.postgres.retry import retrying
@@ -65,7 +65,6 @@ log = logging.getLogger("qt_pipeline.storage.postgres")
 T = TypeVar("T")
 
 DATA_COLUMNS: tuple[str, ...] = BAR_COLUMNS
-CSV_CHUNK_ROWS = 50_000
 _COLS_SQL = ", ".join(qi(c) for c in DATA_COLUMNS)
 _UPDATE_COLS = [c for c in DATA_COLUMNS if c not in KEY]
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -86,80 +85,6 @@ try:  # psycopg2 errors raised by raw cursors (copy_expert)
     _DB_ERRORS = (sa.exc.SQLAlchemyError, psycopg2.Error)
 except ImportError:  # pragma: no cover
     psycopg2 = None  # type: ignore[assignment]
-
-
-class _CsvStream:
-    """File-like object for ``copy_expert``: pyarrow-written CSV chunks of a table (no header).
-
-    Large tables are serialised by a producer thread a couple of chunks ahead, so CSV encoding (pyarrow,
-    GIL released) overlaps with the COPY network writes (psycopg2 releases the GIL in PQputCopyData).
-    Always ``close()`` it (stops the producer when the COPY failed half-way)."""
-
-    def __init__(self, table: pa.Table, chunk_rows: int = CSV_CHUNK_ROWS, prefetch: int = 2):
-        self._table = table
-        self._chunk_rows = chunk_rows
-        self._opts = pacsv.WriteOptions(include_header=False, batch_size=min(chunk_rows, 65_536))
-        self.bytes = 0
-        self._offset = 0
-        self._done = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if table.num_rows > chunk_rows:
-            self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
-            self._thread = threading.Thread(target=self._produce, name="qt-csv-producer", daemon=True)
-            self._thread.start()
-
-    def _encode(self, offset: int) -> bytes:
-        sink = io.BytesIO()
-        pacsv.write_csv(self._table.slice(offset, self._chunk_rows), sink, self._opts)
-        return sink.getvalue()
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self) -> None:
-        try:
-            for offset in range(0, self._table.num_rows, self._chunk_rows):
-                if not self._put(self._encode(offset)):
-                    return
-            self._put(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            self._put(exc)
-
-    def read(self, size: int = -1) -> bytes:  # psycopg2 sends whatever we return
-        if self._done:
-            return b""
-        if self._thread is None:
-            if self._offset >= self._table.num_rows:
-                self._done = True
-                return b""
-            data = self._encode(self._offset)
-            self._offset += self._chunk_rows
-        else:
-            item = self._queue.get()
-            if item is None:
-                self._done = True
-                return b""
-            if isinstance(item, BaseException):
-                self._done = True
-                raise item
-            data = item
-        self.bytes += len(data)
-        return data
-
-    def readline(self, size: int = -1) -> bytes:  # pragma: no cover - psycopg2 only uses read()
-        return self.read(size)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
 
 def _bars_to_arrow(bars: pd.DataFrame) -> pa.Table:
@@ -392,10 +317,10 @@ class PostgresStore(DataStorageInterface):
     def _copy_in(self, conn: sa.Connection, target: str, table: pa.Table) -> int:
         dbapi = conn.connection.dbapi_connection
         with dbapi.cursor() as cur:
-            stream = _CsvStream(table)
+            stream = BinaryCopyStream(table)
             try:
                 cur.copy_expert(
-                    f"COPY {target} ({_COLS_SQL}) FROM STDIN WITH (FORMAT csv)", stream, size=1 << 20
+                    f"COPY {target} ({_COLS_SQL}) FROM STDIN WITH (FORMAT binary)", stream, size=1 << 20
                 )
             finally:
                 stream.close()
