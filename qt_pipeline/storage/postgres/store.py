@@ -1,7 +1,8 @@
 """``PostgresStore`` — the ``neon`` backend: canonical bars in PostgreSQL / Neon / TimescaleDB.
 
-Write path (``write_bars``): the batch is serialised to CSV by pyarrow (shortest round-trip float repr, so
-floats are bit-exact) in chunks streamed into ``COPY … FROM STDIN`` on the *direct* engine. When the
+Write path (``write_bars``): the batch is encoded in PostgreSQL's binary COPY format by NumPy
+(:mod:`.copy_binary`; floats travel as their exact bits) in chunks streamed into ``COPY … FROM STDIN`` on
+the *direct* engine. When the
 batch's key range holds no rows yet, the COPY goes straight into ``ohlcv_bars``; otherwise into a temp
 staging table followed by ``INSERT … ON CONFLICT (symbol, "timestamp") DO UPDATE``. Either way it is ONE
 transaction (no partial batch is ever visible) retried as a whole on transient errors — safe because it is
