@@ -69,28 +69,27 @@ def _failure_message(result) -> str:
     return redact("; ".join(m for m in msgs if m) or "run failed (see the Dagster event log)")
 
 
-def stage_ingest(ctx: RunContext) -> None:
-    """Materialise raw_ohlcv for every (day, symbol) with a progress bar."""
+def _materialize_partitions(
+    ctx: RunContext, label: str, assets: list[Any], resource_keys: tuple[str, ...], on_result: Callable
+) -> None:
+    """Materialise ``assets`` (and the checks among them) for every (day, symbol) partition, one Dagster
+    run each, with a progress bar; ``on_result(key, result)`` collects metadata. Stops at the first
+    failure with the run's error (redacted)."""
     import dagster as dg
 
-    from qt_pipeline.defs.ingestion.assets import raw_ohlcv
-    from qt_pipeline.defs.ingestion.checks import raw_ohlcv_bar_quality
     from qt_pipeline.defs.ingestion.partitions import partition_key_for
 
-    resources = {k: v for k, v in ctx.defs.resources.items() if k in ("market_source", "local_store")}
-    assets: list[Any] = [raw_ohlcv] + ([raw_ohlcv_bar_quality] if ctx.checks else [])
+    resources = {k: v for k, v in ctx.defs.resources.items() if k in resource_keys}
     keys = [partition_key_for(d, s) for d in ctx.days for s in ctx.symbols]
-    quality: dict[str, bool] = {}
-    accepted = rejected = 0
     with Progress(
-        TextColumn("[bold]ingest[/bold] {task.description}"),
+        TextColumn(f"[bold]{label}[/bold] {{task.description}}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=ctx.console,
         transient=False,
     ) as progress:
-        task = progress.add_task("raw_ohlcv", total=len(keys))
+        task = progress.add_task(label, total=len(keys))
         for key in keys:
             progress.update(task, description=str(key))
             try:
@@ -105,21 +104,64 @@ def stage_ingest(ctx: RunContext) -> None:
                     run_config={"loggers": {"console": {"config": {"log_level": ctx.log_level}}}},
                 )
             except Exception as exc:  # noqa: BLE001 - definition/config errors: report and stop
-                raise StageError(f"raw_ohlcv {key}: {redact(exc)}") from None
+                raise StageError(f"{label} {key}: {redact(exc)}") from None
             if not result.success:
-                raise StageError(f"raw_ohlcv {key} failed: {_failure_message(result)}")
-            for mat in result.asset_materializations_for_node("raw_ohlcv"):
-                accepted += int(mat.metadata["rows_accepted"].value)
-                rejected += int(mat.metadata["rows_rejected"].value)
-            for ev in result.get_asset_check_evaluations():
-                quality[str(key)] = bool(ev.passed)
+                raise StageError(f"{label} {key} failed: {_failure_message(result)}")
+            on_result(key, result)
             progress.advance(task)
-    ctx.results["ingest"] = {
-        "partitions": len(keys),
-        "accepted": accepted,
-        "rejected": rejected,
-        "quality_failed": sorted(k for k, ok in quality.items() if not ok),
-    }
+
+
+def stage_ingest(ctx: RunContext) -> None:
+    """Materialise raw_ohlcv (and its bar quality check) for every (day, symbol)."""
+    from qt_pipeline.defs.ingestion.assets import raw_ohlcv
+    from qt_pipeline.defs.ingestion.checks import raw_ohlcv_bar_quality
+
+    totals = {"partitions": 0, "accepted": 0, "rejected": 0}
+    quality: dict[str, bool] = {}
+
+    def collect(key: Any, result: Any) -> None:
+        totals["partitions"] += 1
+        for mat in result.asset_materializations_for_node("raw_ohlcv"):
+            totals["accepted"] += int(mat.metadata["rows_accepted"].value)
+            totals["rejected"] += int(mat.metadata["rows_rejected"].value)
+        for ev in result.get_asset_check_evaluations():
+            quality[str(key)] = bool(ev.passed)
+
+    assets: list[Any] = [raw_ohlcv] + ([raw_ohlcv_bar_quality] if ctx.checks else [])
+    _materialize_partitions(ctx, "ingest", assets, ("market_source", "local_store"), collect)
+    ctx.results["ingest"] = {**totals, "quality_failed": sorted(k for k, ok in quality.items() if not ok)}
+
+
+def stage_migrate(ctx: RunContext) -> None:
+    """Copy each partition into the central PostgreSQL (neon_ohlcv) and prove it with the blocking
+    consistency check. Without NEON_DATABASE_URL the central store is an embedded server under the data
+    directory."""
+    from qt_pipeline.defs.central.assets import neon_ohlcv
+    from qt_pipeline.defs.central.checks import neon_ohlcv_consistency
+
+    totals = {"partitions": 0, "rows": 0, "seconds": 0.0, "consistent": 0}
+
+    def collect(key: Any, result: Any) -> None:
+        totals["partitions"] += 1
+        for mat in result.asset_materializations_for_node("neon_ohlcv"):
+            totals["rows"] += int(mat.metadata["rows"].value)
+            totals["seconds"] += float(mat.metadata["seconds"].value)
+            totals["location"] = mat.metadata["location"].value
+            totals["layout"] = mat.metadata["layout"].value
+        for ev in result.get_asset_check_evaluations():
+            if not ev.passed:  # blocking check: the run has failed already; be explicit anyway
+                raise StageError(f"consistency check failed for {key}; run `qt reconcile`")
+            totals["consistent"] += 1
+
+    _materialize_partitions(
+        ctx, "migrate", [neon_ohlcv, neon_ohlcv_consistency], ("local_store", "central_store"), collect
+    )
+    ctx.results["migrate"] = totals
+    ctx.console.print(
+        f"migrated {totals['rows']} bar(s) in {totals['partitions']} partition(s) to "
+        f"[bold]{redact(totals.get('location', '?'))}[/bold] ({totals.get('layout', '?')}); "
+        f"consistency check passed for {totals['consistent']} partition(s)"
+    )
 
 
 def stage_report(ctx: RunContext) -> None:
@@ -157,6 +199,7 @@ Stage = Callable[[RunContext], None]
 STAGES: list[tuple[str, Stage]] = [
     ("ingest", stage_ingest),
     ("report", stage_report),
+    ("migrate", stage_migrate),
 ]
 
 
