@@ -1,0 +1,450 @@
+"""Vectorised, fused backtester: many strategies per call over one symbol's bars.
+
+Timing (no look-ahead). ``position[t]`` is the position held during bar t; it is decided at the close
+of bar t-1 from indicator values that use bars <= t-1 only. The return of bar t is
+``position[t] * (close[t] / close[t-1] - 1)``. Changing bars after t therefore changes no position at or
+before t+1 and no return at or before t. The last bar takes no decision (there is no next bar).
+
+Stops and targets. A position opened at the close of bar t (entry price = close[t]) gets its
+stop/target levels from information at bar t (stop-loss fraction, ATR at t). They are checked against
+bars t+1, t+2, ... only (never the entry bar): a long is stopped when ``low <= stop`` and filled at
+``min(open, stop)`` (a gap through the stop fills at the open — the worse price), it takes profit when
+``high >= target`` and is filled at the target (never better). If both could hit within one bar the stop
+is assumed (the worse outcome). Shorts mirror this. After a stop/target exit the strategy stays flat
+for the rest of that bar (no re-entry at its close); it may re-enter at the next close.
+
+Costs. Every position change costs ``|delta position| * (fee_bps + slippage_bps) / 1e4`` of equity:
+opening ``|p|`` is charged on the position's first bar, closing ``|p|`` on its last bar (a flip is a
+close followed by an open). A position still open at the end is marked to market, not charged an exit.
+Hence buy-and-hold from the first close returns exactly ``(1 - rate) * close[-1] / close[0] - 1``.
+
+Warm-up. A strategy takes no decision before every indicator it uses is defined (see
+:mod:`qt_pipeline.evolution.indicators` for each warm-up length); while flat in warm-up its returns are 0.
+
+Filters. With ``MarketData.regime`` present and ``regime_mask != 0`` a new position is only opened at a
+bar whose regime code k (0..3) has bit k set in the mask (other codes, e.g. -1 "unknown", block). With
+``MarketData.correlation`` present and ``correlation_max > 0`` a new position needs
+``|correlation[t]| <= correlation_max`` (NaN blocks). Filters never force an exit. Both series must
+themselves be free of look-ahead (value at t known at the close of t).
+
+Performance. Each distinct indicator series (kind, period) is computed once per call into a shared
+bank and reused by the whole population; then one fused Numba loop per strategy computes positions,
+stops, costs, equity and all metric accumulators in a single pass without per-strategy temporaries. The
+result is a pure function of the inputs (no cross-strategy reductions), bit-identical in any process and
+with or without ``parallel=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from qt_pipeline.evolution import _kernels as K
+from qt_pipeline.evolution import indicators as ind
+from qt_pipeline.evolution.genome import N_GENES, Rule, Strategy, decode
+from qt_pipeline.evolution.metrics import METRIC_NAMES
+
+NS_PER_YEAR = 365.25 * 86_400 * 1e9
+DEFAULT_BANK_BUDGET_BYTES = 256 * 2**20
+
+_PRICE_FIELDS = ("open", "high", "low", "close")
+
+
+def _vec(name: str, a: object, dtype: type = np.float64) -> np.ndarray:
+    arr = np.ascontiguousarray(a, dtype=dtype)
+    if arr.ndim != 1:
+        raise ValueError(f"MarketData.{name} must be a 1-D array, got shape {arr.shape}")
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True)
+class MarketData:
+    """One symbol's bars as C-contiguous arrays (read-only), ascending unique timestamps (int64 ns UTC).
+
+    ``regime`` (int8 codes, -1 = unknown) and ``correlation`` (float64, NaN = unknown) are the optional
+    per-bar filter series from the signals layer; when None the corresponding filter is inactive.
+    """
+
+    timestamp: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    regime: np.ndarray | None = None
+    correlation: np.ndarray | None = None
+    symbol: str = ""
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "timestamp", _vec("timestamp", self.timestamp, np.int64))
+        n = self.timestamp.shape[0]
+        for name in (*_PRICE_FIELDS, "volume"):
+            a = _vec(name, getattr(self, name))
+            if a.shape[0] != n:
+                raise ValueError(f"MarketData.{name} has {a.shape[0]} values but there are {n} timestamps")
+            set_(self, name, a)
+        for name in _PRICE_FIELDS:
+            a = getattr(self, name)
+            bad = np.nonzero(~(np.isfinite(a) & (a > 0)))[0]
+            if bad.size:
+                raise ValueError(
+                    f"MarketData{self._where()}.{name} must be finite and > 0; bad value {float(a[bad[0]])!r} at "
+                    f"bar {int(bad[0])} ({bad.size} bad bars) — validate/clean the bars before backtesting"
+                )
+        if n > 1:
+            back = np.nonzero(np.diff(self.timestamp) <= 0)[0]
+            if back.size:
+                i = int(back[0]) + 1
+                raise ValueError(
+                    f"MarketData{self._where()} timestamps must be strictly increasing; bar {i} "
+                    f"({pd.Timestamp(int(self.timestamp[i]), tz='UTC')}) does not come after bar {i - 1}"
+                    " — sort by timestamp and drop duplicates first"
+                )
+        if self.regime is not None:
+            r = np.asarray(self.regime)
+            if r.shape != (n,):
+                raise ValueError(f"MarketData.regime must have one code per bar ({n}), got shape {r.shape}")
+            if not np.issubdtype(r.dtype, np.integer):
+                raise ValueError(f"MarketData.regime must hold integer codes (int8), got dtype {r.dtype}")
+            if r.size and (r.min() < -128 or r.max() > 127):
+                raise ValueError("MarketData.regime codes must fit int8 (-1 = unknown, 0..3 regimes)")
+            set_(self, "regime", _vec("regime", r, np.int8))
+        if self.correlation is not None:
+            c = _vec("correlation", self.correlation)
+            if c.shape[0] != n:
+                raise ValueError(
+                    f"MarketData.correlation must have one value per bar ({n}), got {c.shape[0]}"
+                )
+            set_(self, "correlation", c)
+
+    def _where(self) -> str:
+        return f"[{self.symbol}]" if self.symbol else ""
+
+    def __len__(self) -> int:
+        return int(self.timestamp.shape[0])
+
+    def slice(self, a: int | None, b: int | None = None) -> MarketData:
+        """Bars ``a:b`` (Python slice semantics, step 1) as a new MarketData sharing memory."""
+        s = slice(a, b)
+        return MarketData(
+            timestamp=self.timestamp[s],
+            open=self.open[s],
+            high=self.high[s],
+            low=self.low[s],
+            close=self.close[s],
+            volume=self.volume[s],
+            regime=None if self.regime is None else self.regime[s],
+            correlation=None if self.correlation is None else self.correlation[s],
+            symbol=self.symbol,
+        )
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, *, regime: object = None, correlation: object = None,
+                   symbol: str | None = None) -> MarketData:  # fmt: skip
+        """From a canonical bar frame of one symbol (see :mod:`qt_pipeline.market.contract`).
+
+        A frame holding several symbols needs ``symbol=`` to pick one. Rows must be in ascending
+        timestamp order (as every store returns them). ``regime``/``correlation`` are optional per-row
+        arrays/Series aligned with the frame's rows.
+        """
+        need = ("timestamp", *_PRICE_FIELDS, "volume")
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            raise ValueError(f"bar frame is missing column(s) {missing}; expected a canonical bar frame")
+        sym = symbol
+        if "symbol" in df.columns:
+            syms = pd.unique(df["symbol"].dropna())
+            if symbol is not None:
+                df = df[df["symbol"] == symbol]
+                if len(df) == 0:
+                    raise ValueError(f"bar frame has no rows for symbol {symbol!r}; it holds {list(syms)}")
+            elif len(syms) > 1:
+                raise ValueError(
+                    f"bar frame holds {len(syms)} symbols {list(syms)[:5]}; pass symbol= to pick one"
+                )
+            elif len(syms) == 1:
+                sym = str(syms[0])
+        ts = df["timestamp"]
+        if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+            raise ValueError("bar timestamps must be tz-aware UTC datetimes (canonical bar frame)")
+        ts_ns = pd.DatetimeIndex(ts).tz_convert("UTC").as_unit("ns").asi8
+
+        def aligned(x: object, name: str) -> np.ndarray | None:
+            if x is None:
+                return None
+            if isinstance(x, pd.Series) and symbol is not None and len(x) != len(df):
+                x = x.loc[df.index]
+            return np.asarray(x)
+
+        return cls(
+            timestamp=ts_ns,
+            open=df["open"].to_numpy(np.float64),
+            high=df["high"].to_numpy(np.float64),
+            low=df["low"].to_numpy(np.float64),
+            close=df["close"].to_numpy(np.float64),
+            volume=df["volume"].to_numpy(np.float64),
+            regime=aligned(regime, "regime"),
+            correlation=aligned(correlation, "correlation"),
+            symbol=sym or "",
+        )
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Per position change, in basis points of the traded notional (charged on equity)."""
+
+    fee_bps: float = 1.0
+    slippage_bps: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("fee_bps", "slippage_bps"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and 0 <= v < 10_000):
+                raise ValueError(
+                    f"Costs.{name} must be a finite number of basis points in [0, 10000), got {v!r}"
+                )
+
+    @property
+    def rate(self) -> float:
+        return (self.fee_bps + self.slippage_bps) / 1e4
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """One strategy's bar-by-bar result: ``position[t]`` held during bar t, net ``returns[t]``,
+    ``equity[t] = prod(1 + returns[:t+1])`` (starting from 1), number of trades, metric row."""
+
+    position: np.ndarray
+    returns: np.ndarray
+    equity: np.ndarray
+    trades: int
+    metrics: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
+def infer_periods_per_year(timestamp: np.ndarray) -> float:
+    """Bars per year from the median spacing of int64-ns timestamps (365.25-day years, 24/7 markets)."""
+    ts = np.asarray(timestamp, dtype=np.int64)
+    if ts.shape[0] < 2:
+        raise ValueError("need at least 2 timestamps to infer the bar spacing")
+    step = float(np.median(np.diff(ts)))
+    if step <= 0:
+        raise ValueError("timestamps must be strictly increasing to infer the bar spacing")
+    return NS_PER_YEAR / step
+
+
+# ------------------------------------------------------------------------------------------------------
+# indicator bank
+# ------------------------------------------------------------------------------------------------------
+_SeriesKey = tuple[str, int]
+_SERIES: dict[str, Callable[[MarketData, int, np.ndarray], None]] = {  # (data, period, out row)
+    "close": lambda d, p, out: np.copyto(out, d.close),
+    "sma": lambda d, p, out: ind.sma_into(d.close, p, out),
+    "ema": lambda d, p, out: ind.ema_into(d.close, p, out),
+    "rsi": lambda d, p, out: ind.rsi_into(d.close, p, out),
+    "std": lambda d, p, out: ind.rolling_std_into(d.close, p, out),
+    "dhi": lambda d, p, out: ind.rolling_extreme_into(d.high, p, True, out),
+    "dlo": lambda d, p, out: ind.rolling_extreme_into(d.low, p, False, out),
+    "atr": lambda d, p, out: ind.atr_into(d.high, d.low, d.close, p, out),
+}
+_KIND_CODE = {
+    "sma_cross": K.K_SMA,
+    "ema_cross": K.K_EMA,
+    "rsi": K.K_RSI,
+    "bollinger": K.K_BOLL,
+    "momentum": K.K_MOM,
+    "breakout": K.K_BREAK,
+    "always": K.K_ALWAYS,
+}
+
+
+def _rule_needs(rule: Rule) -> tuple[list[_SeriesKey], int, int]:
+    """(series keys [a, b] of the rule's kernel inputs, their lag, first bar the rule is defined at)."""
+    k, p = rule.kind, rule.period
+    if k == "sma_cross":
+        return [("sma", p), ("sma", rule.period2)], 0, rule.period2 - 1  # type: ignore[list-item, operator]
+    if k == "ema_cross":
+        return [("ema", p), ("ema", rule.period2)], 0, rule.period2 - 1  # type: ignore[list-item, operator]
+    if k == "rsi":
+        return [("rsi", p)], 0, p
+    if k == "bollinger":
+        return [("sma", p), ("std", p)], 0, p - 1
+    if k == "momentum":
+        return [("close", 0)], p, p  # xa = close[t - p]
+    if k == "breakout":
+        return [("dhi", p), ("dlo", p)], 1, p  # the channel of the previous p bars
+    if k == "always":
+        return [], 0, 0
+    raise ValueError(f"unknown rule kind {k!r}")
+
+
+def _strategy_needs(s: Strategy) -> tuple[list[_SeriesKey], int]:
+    keys, _, t0 = _rule_needs(s.entry)
+    if s.exit is not None:
+        k2, _, t2 = _rule_needs(s.exit)
+        keys = keys + k2
+        t0 = max(t0, t2)
+    if s.atr_stop > 0:
+        keys = [*keys, ("atr", s.atr_period)]
+        t0 = max(t0, s.atr_period - 1)
+    return keys, t0
+
+
+def _params(s: Strategy, rows: dict[_SeriesKey, int], t0: int) -> np.ndarray:
+    prm = np.zeros(K.N_PARAMS)
+
+    def put(rule: Rule | None, kind_i: int, a_i: int, b_i: int, lag_i: int, th_i: int, cmp_i: int) -> None:
+        if rule is None:
+            prm[kind_i] = K.K_OPPOSITE
+            return
+        keys, lag, _ = _rule_needs(rule)
+        prm[kind_i] = _KIND_CODE[rule.kind]
+        prm[a_i] = rows[keys[0]] if keys else 0
+        prm[b_i] = rows[keys[-1]] if keys else 0
+        prm[lag_i] = lag
+        prm[th_i] = rule.threshold
+        prm[cmp_i] = 1.0 if rule.comparison == "below" else 0.0
+
+    put(s.entry, K.P_EKIND, K.P_EA, K.P_EB, K.P_ELAG, K.P_ETH, K.P_ECMP)
+    put(s.exit, K.P_XKIND, K.P_XA, K.P_XB, K.P_XLAG, K.P_XTH, K.P_XCMP)
+    prm[K.P_LONG] = s.direction in ("long", "both")
+    prm[K.P_SHORT] = s.direction in ("short", "both")
+    prm[K.P_SIZE] = s.position_size
+    prm[K.P_SL] = s.stop_loss
+    prm[K.P_TP] = s.take_profit
+    prm[K.P_ATR_ROW] = rows[("atr", s.atr_period)] if s.atr_stop > 0 else 0
+    prm[K.P_ATR_MULT] = s.atr_stop
+    prm[K.P_REGIME] = s.regime_mask
+    prm[K.P_CORR] = s.correlation_max
+    prm[K.P_TSTART] = t0
+    return prm
+
+
+class _Prepared:
+    """Everything shared by all strategies of one call (bar returns, filter arrays, the series bank)."""
+
+    def __init__(self, data: MarketData, costs: Costs, periods_per_year: float):
+        if not (np.isfinite(periods_per_year) and periods_per_year > 0):
+            raise ValueError(f"periods_per_year must be a positive number, got {periods_per_year!r}")
+        if len(data) < 2:
+            raise ValueError(f"need at least 2 bars to backtest, got {len(data)}")
+        self.data = data
+        self.rate = costs.rate
+        self.ppy = float(periods_per_year)
+        c = data.close
+        self.bar_ret = np.empty(len(data))
+        self.bar_ret[0] = 0.0
+        np.divide(c[1:], c[:-1], out=self.bar_ret[1:])
+        self.bar_ret[1:] -= 1.0
+        self.has_regime = data.regime is not None
+        self.has_corr = data.correlation is not None
+        self.regime = data.regime if data.regime is not None else np.zeros(1, dtype=np.int8)
+        self.corr = data.correlation if data.correlation is not None else np.zeros(1)
+
+    def bank(self, keys: Sequence[_SeriesKey], buf: np.ndarray | None = None
+             ) -> tuple[np.ndarray, dict[_SeriesKey, int]]:  # fmt: skip
+        """The series ``keys`` as rows of one C-contiguous 2-D array (written into ``buf`` if given)."""
+        n = len(self.data)
+        rows_needed = max(1, len(keys))
+        if buf is None or buf.shape[0] < rows_needed or buf.shape[1] != n:
+            buf = np.empty((rows_needed, n))
+        bank = buf[:rows_needed]
+        if not keys:
+            bank[0] = 0.0
+        rows: dict[_SeriesKey, int] = {}
+        for i, key in enumerate(keys):
+            _SERIES[key[0]](self.data, key[1], bank[i])
+            rows[key] = i
+        return bank, rows
+
+
+def _as_strategies(pop: np.ndarray | Sequence[Strategy]) -> list[Strategy]:
+    if isinstance(pop, np.ndarray) or (len(pop) and not isinstance(pop[0], Strategy)):
+        a = np.asarray(pop, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != N_GENES:
+            raise ValueError(f"population must have shape (n, {N_GENES}) (one genome per row), got {a.shape}")
+        bad = np.nonzero(~np.isfinite(a).all(axis=1))[0]
+        if bad.size:
+            raise ValueError(
+                f"population rows {bad[:5].tolist()} hold non-finite genes ({bad.size} rows); "
+                "every gene must be a finite float (use genome.repair on GA offspring)"
+            )
+        return [decode(row) for row in a]
+    return list(pop)  # type: ignore[arg-type]
+
+
+def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs: Costs,
+                        periods_per_year: float, *, parallel: bool = False,
+                        bank_budget_bytes: int = DEFAULT_BANK_BUDGET_BYTES) -> np.ndarray:  # fmt: skip
+    """Metric rows (n, len(METRIC_NAMES)) of decoded strategies; see :func:`evaluate_population`."""
+    prep = _Prepared(data, costs, periods_per_year)
+    out = np.empty((len(strategies), len(METRIC_NAMES)))
+    if not strategies:
+        return out
+    needs = [_strategy_needs(s) for s in strategies]
+    max_rows = max(4, int(bank_budget_bytes // (8 * len(data))))
+    # group strategies into chunks whose distinct series fit the memory budget; strategies are visited
+    # sorted by the series they use so that chunks share as much as possible (the result of a strategy
+    # does not depend on its chunk)
+    order = sorted(range(len(strategies)), key=lambda i: sorted(needs[i][0]))
+    chunks: list[tuple[list[int], list[_SeriesKey]]] = []
+    idx: list[int] = []
+    keys: dict[_SeriesKey, None] = {}
+    for i in order:
+        new = [x for x in dict.fromkeys(needs[i][0]) if x not in keys]
+        if idx and len(keys) + len(new) > max_rows:
+            chunks.append((idx, list(keys)))
+            idx, keys = [], {}
+            new = list(dict.fromkeys(needs[i][0]))
+        idx.append(i)
+        keys.update(dict.fromkeys(new))
+    chunks.append((idx, list(keys)))
+    kernel = K.run_population_parallel if parallel else K.run_population
+    d = prep.data
+    buf = np.empty((max(1, max(len(k) for _, k in chunks)), len(data)))  # reused by every chunk
+    for idx, keys_ in chunks:
+        bank, rows = prep.bank(keys_, buf)
+        params = np.stack([_params(strategies[i], rows, needs[i][1]) for i in idx])
+        res = np.empty((len(idx), len(METRIC_NAMES)))
+        kernel(params, bank, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
+               prep.has_regime, prep.has_corr, prep.rate, prep.ppy, res)  # fmt: skip
+        out[idx] = res
+    return out
+
+
+def evaluate_population(pop: np.ndarray, data: MarketData, costs: Costs, periods_per_year: float, *,
+                        parallel: bool = False,
+                        bank_budget_bytes: int = DEFAULT_BANK_BUDGET_BYTES) -> np.ndarray:  # fmt: skip
+    """Metrics of every genome of ``pop`` (n, N_GENES) over ``data``: float64 (n, len(METRIC_NAMES)).
+
+    A pure function of its inputs: bit-identical for the same inputs in any process, whatever
+    ``parallel`` (Numba threads over strategies) or ``bank_budget_bytes`` (memory for shared indicator
+    series; the population is processed in chunks that fit it).
+    """
+    return evaluate_strategies(_as_strategies(pop), data, costs, periods_per_year, parallel=parallel,
+                               bank_budget_bytes=bank_budget_bytes)  # fmt: skip
+
+
+def simulate(vec: np.ndarray | Strategy, data: MarketData, costs: Costs,
+             periods_per_year: float = 252.0) -> SimResult:  # fmt: skip
+    """Bar-by-bar result of one genome (or an already decoded :class:`Strategy`, e.g. ``always_long()``).
+
+    ``periods_per_year`` only affects ``SimResult.metrics``.
+    """
+    s = vec if isinstance(vec, Strategy) else _as_strategies(np.asarray(vec, dtype=np.float64)[None, :])[0]
+    prep = _Prepared(data, costs, periods_per_year)
+    keys, t0 = _strategy_needs(s)
+    bank, rows = prep.bank(list(dict.fromkeys(keys)))
+    prm = _params(s, rows, t0)
+    n = len(data)
+    pos = np.empty(n)
+    ret = np.empty(n)
+    met = np.empty(len(METRIC_NAMES))
+    d = prep.data
+    K.run_strategy(prm, bank, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
+                   prep.has_regime, prep.has_corr, prep.rate, prep.ppy, met, pos, ret, True)  # fmt: skip
+    return SimResult(position=pos, returns=ret, equity=np.cumprod(1.0 + ret), trades=int(met[6]), metrics=met)
