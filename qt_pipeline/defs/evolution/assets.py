@@ -1,0 +1,169 @@
+"""The ``evolved_strategies`` asset: one evolution run (GA on Ray, checkpointed every generation) with
+its out-of-sample report as metadata. Thin: validation, evolution and reporting live in
+:mod:`qt_pipeline.evolution`."""
+
+import base64
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+from qt_pipeline.defs.evolution.resources import EvolutionStateResource, RayClusterResource
+from qt_pipeline.defs.resources import StorageResource
+
+
+class FitnessRunConfig(dg.Config):
+    metric: Literal["sharpe", "sortino", "calmar", "cagr"] = "sharpe"
+    min_trades: int = 10
+    max_drawdown: float = 0.5
+    trade_penalty: float = 1.0
+    drawdown_penalty: float = 2.0
+
+
+class CostsRunConfig(dg.Config):
+    fee_bps: float = 1.0
+    slippage_bps: float = 1.0
+
+
+class EvolutionRunConfig(dg.Config):
+    """Mirrors :class:`qt_pipeline.evolution.config.EvolutionConfig` (validated there, before any work).
+    Dates are ISO strings (naive = UTC). Empty ``run_id`` = generated."""
+
+    symbols: list[str] = Field(description="Symbols to evolve on (must be in the bar store)")
+    start: str = Field(description="First bar time (inclusive), e.g. 2024-01-01")
+    end: str = Field(description="End of the data (exclusive)")
+    train_end: str | None = Field(
+        default=None, description="End of the training window; default: start + train_fraction*(end-start)"
+    )
+    test_start: str | None = Field(
+        default=None, description="Start of the out-of-sample window (>= train_end); default: train_end"
+    )
+    train_fraction: float = 0.7
+    min_bars: int = 200
+    periods_per_year: float | None = None
+    population_size: int = 50
+    generations: int = 10
+    seed: int = 0
+    tournament_size: int = 3
+    crossover_prob: float = 0.9
+    mutation_prob: float = 0.3
+    gene_mutation_prob: float = 0.2
+    sbx_eta: float = 15.0
+    mutation_eta: float = 20.0
+    elite: int = 2
+    hall_of_fame_size: int = 10
+    oos_collapse_threshold: float = 0.5
+    fitness: FitnessRunConfig = Field(default_factory=FitnessRunConfig)
+    costs: CostsRunConfig = Field(default_factory=CostsRunConfig)
+    use_ray: bool = True
+    ray_address: str | None = Field(
+        default=None, description="Existing Ray cluster (ray://host:10001); empty: local Ray"
+    )
+    num_workers: int = 2
+    batch_size: int | None = None
+    run_id: str | None = Field(
+        default=None, description="Run id; an existing id with the same config resumes it"
+    )
+    resume: bool = False
+
+
+def _fitness_curve_md(png: bytes) -> str:
+    return f"![fitness per generation](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def _make_evaluator(config: Any, ray_cluster: RayClusterResource, context: Any) -> Any:
+    from qt_pipeline.evolution.ray_eval import RayEvaluator, SerialEvaluator
+
+    if not config.use_ray:
+        return SerialEvaluator()
+
+    class _ResourceRayEvaluator(RayEvaluator):
+        def start(self) -> RayEvaluator:
+            if self._remote is None:
+                ray_cluster.connect_for(context, address=self.address, num_workers=self.num_workers)
+            return super().start()
+
+    return _ResourceRayEvaluator(
+        config.ray_address or ray_cluster.address, config.num_workers, config.batch_size
+    )
+
+
+@dg.asset(
+    group_name="evolution",
+    kinds={"ray", "python"},
+    description="Trading strategies evolved by the GA on the training window (hall of fame), re-scored "
+    "out of sample; state checkpointed every generation (resume = same run_id).",
+)
+def evolved_strategies(
+    context: dg.AssetExecutionContext,
+    config: EvolutionRunConfig,
+    bar_store: StorageResource,
+    ray_cluster: RayClusterResource,
+    evolution_state: EvolutionStateResource,
+) -> dg.MaterializeResult:
+    from qt_pipeline.config import get_settings
+    from qt_pipeline.evolution.config import EvolutionConfigError, parse_config
+    from qt_pipeline.evolution.ray_eval import EvaluatorError
+    from qt_pipeline.evolution.report import plot_fitness_curve
+    from qt_pipeline.evolution.runner import run_evolution
+    from qt_pipeline.evolution.state import StateStoreError
+    from qt_pipeline.redaction import redact
+
+    try:
+        evo_cfg = parse_config(config.model_dump())
+    except EvolutionConfigError as exc:
+        raise dg.Failure(description=str(exc)) from None
+
+    def progress(stats: Any, total: int) -> None:
+        context.log.info(
+            f"generation {stats.generation + 1}/{total}: best {stats.best_fitness:.4f} mean "
+            f"{stats.mean_fitness:.4f} std {stats.std_fitness:.4f} diversity {stats.diversity:.3f} "
+            f"({stats.evaluations} evaluations, {stats.seconds:.2f} s) — committed"
+        )
+
+    def on_start(info: dict[str, Any]) -> None:
+        context.log.info(f"evolution run {info['run_id']}: {redact(info)}")
+
+    state_store = evolution_state.get_state_store()
+    try:
+        result = run_evolution(
+            evo_cfg,
+            bar_store.get_store(),
+            state_store,
+            _make_evaluator(evo_cfg, ray_cluster, context),
+            progress,
+            on_start=on_start,
+        )
+    except (EvolutionConfigError, StateStoreError, EvaluatorError) as exc:
+        raise dg.Failure(description=redact(exc)) from None
+    finally:
+        state_store.close()
+
+    out_dir = get_settings().data_dir / "evolution" / result.run_id
+    png_path = out_dir / "fitness_curve.png"
+    png = plot_fitness_curve(result.stats, png_path, title=f"run {result.run_id}")
+    report = result.report
+    return dg.MaterializeResult(
+        metadata={
+            "run_id": result.run_id,
+            "generations": result.last_generation + 1,
+            "generations_this_run": result.generations_run,
+            "resumed_from_generation": result.resumed_from if result.resumed_from is not None else -1,
+            "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            "evolve_seconds": dg.MetadataValue.float(round(result.evolve_seconds, 3)),
+            "evaluations": result.evaluations,
+            "evaluations_per_s": dg.MetadataValue.float(round(result.evaluations_per_s, 2)),
+            "strategy_bars_per_s": dg.MetadataValue.float(round(result.strategy_bars_per_s, 1)),
+            "ray_startup_s": dg.MetadataValue.float(
+                round(float(result.extra.get("startup_seconds", 0.0)), 3)
+            ),
+            "best_fitness": dg.MetadataValue.float(result.best_fitness),
+            "best_strategy": dg.MetadataValue.md(result.best_description),
+            "is_vs_oos": dg.MetadataValue.md(report.to_markdown()),
+            "flagged_strategies": report.n_flagged,
+            "fitness_curve": dg.MetadataValue.md(_fitness_curve_md(png)),
+            "fitness_curve_path": dg.MetadataValue.path(str(png_path)),
+            "evaluator": result.evaluator,
+            "state_store": redact(result.state_location),
+        }
+    )

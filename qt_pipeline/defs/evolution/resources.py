@@ -1,0 +1,96 @@
+"""Resources of the evolution domain: ``ray_cluster`` (dagster-ray LocalRay, or an existing cluster by
+address) and ``evolution_state`` (where run state is checkpointed)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import dagster as dg
+from dagster_ray import Lifecycle, LocalRay
+
+
+class RayClusterResource(LocalRay):
+    """dagster-ray's :class:`LocalRay`, extended to connect to an existing cluster when ``address`` (or
+    the run config's ``ray_address``, or ``QT_RAY_ADDRESS``) is set — no code change between laptop and
+    cluster.
+
+    Configure it with ``lifecycle.connect=False`` (as ``evolution_resources`` does): the evolution asset validates its config first and then calls
+    :meth:`connect_for`, so bad input fails before the 7–14 s Ray start. At step end the resource's
+    cleanup disconnects (a local Ray started here is shut down).
+    """
+
+    address: Optional[str] = None  # noqa: UP045 - dagster config needs typing.Optional
+    num_cpus: Optional[int] = None  # noqa: UP045 - local Ray only; default: the run's num_workers
+
+    @property
+    def ray_address(self) -> Optional[str]:  # type: ignore[override]  # noqa: UP045
+        return self.address or None
+
+    @property
+    def name(self) -> str:
+        return f"Ray cluster {self.address}" if self.address else "LocalRay"
+
+    def connect_for(
+        self, context: Any, *, address: str | None = None, num_workers: int | None = None
+    ) -> None:
+        """Start a local Ray / connect to ``address`` (probed first); a no-op if Ray is already up."""
+        import ray
+
+        from qt_pipeline.config import get_settings
+        from qt_pipeline.evolution.ray_eval import probe_ray_address
+        from qt_pipeline.redaction import redact
+
+        if ray.is_initialized():
+            context.log.info("Ray is already initialised in this process; using it")
+            return
+        addr = address or self.address or get_settings().ray_address
+        options = dict(self.ray_init_options)
+        options.setdefault("ignore_reinit_error", True)
+        options.setdefault("logging_level", "WARNING")
+        env = self.get_env_vars_to_inject()
+        if env:
+            options.setdefault("runtime_env", {}).setdefault("env_vars", {}).update(env)
+        if addr:
+            probe_ray_address(addr)
+            context.log.info(f"connecting to the Ray cluster at {redact(addr)}")
+            self._context = ray.init(address=addr, **options)
+        else:
+            options.setdefault("num_cpus", self.num_cpus or num_workers)
+            options.setdefault("include_dashboard", False)
+            context.log.info(f"starting a local Ray (num_cpus={options['num_cpus']})")
+            self._context = ray.init(**options)
+        self.on_connect(context)
+
+    def connect(self, context: Any) -> Any:  # lifecycle.connect=True path
+        self.connect_for(context)
+        return self._context
+
+
+class EvolutionStateResource(dg.ConfigurableResource):
+    """The evolution state store. ``backend`` empty = automatic (Postgres when a central database is
+    configured, else ``QT_DATA_DIR/evolution.duckdb``); ``postgres`` or ``duckdb`` forces one."""
+
+    backend: Optional[str] = None  # noqa: UP045
+
+    def get_state_store(self) -> Any:
+        from pathlib import Path
+
+        from qt_pipeline.config import get_settings
+        from qt_pipeline.evolution.state import DuckDBStateStore, state_store_from_settings
+
+        settings = get_settings()
+        if self.backend in (None, "", "auto"):
+            return state_store_from_settings(settings)
+        if self.backend == "duckdb":
+            return DuckDBStateStore(Path(settings.data_dir) / "evolution.duckdb")
+        if self.backend == "postgres":
+            settings = settings.model_copy(update={"storage_backend": "neon"})
+            return state_store_from_settings(settings)
+        raise dg.Failure(f"evolution_state.backend must be auto, postgres or duckdb, got {self.backend!r}")
+
+
+evolution_resources = {
+    # connect=False: the asset validates its input first, then connects (see RayClusterResource)
+    "ray_cluster": RayClusterResource(lifecycle=Lifecycle(connect=False)),
+    "evolution_state": EvolutionStateResource(),
+}

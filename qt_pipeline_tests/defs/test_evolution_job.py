@@ -1,0 +1,103 @@
+"""``evolution_job`` through Dagster (execute_in_process) on a real local Ray started by the
+``ray_cluster`` resource (dagster-ray LocalRay), reading bars through ``bar_store`` (local DuckDB)."""
+
+from __future__ import annotations
+
+import pytest
+
+from qt_pipeline_tests.evolution.evo_helpers import small_config, write_bars
+
+
+def _job():
+    from qt_pipeline.definitions import defs
+
+    return defs.resolve_job_def("evolution_job")
+
+
+def _run_config(**overrides):
+    cfg = small_config(**overrides)
+    return {"ops": {"evolved_strategies": {"config": cfg}}}
+
+
+def _failure_message(result) -> str:
+    return "\n".join(
+        str(e.event_specific_data.error.message)
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    )
+
+
+def test_bad_config_fails_the_run_before_ray_starts_and_writes_nothing(settings):
+    write_bars(settings, {"BTCUSD": 4320})
+    result = _job().execute_in_process(
+        run_config=_run_config(symbols=["BTCUSD", "XRPUSD"], use_ray=True, run_id="bad"), raise_on_error=False
+    )
+    assert not result.success
+    msg = _failure_message(result)
+    assert "symbol(s) ['XRPUSD'] are not in the bar store" in msg
+    logs = [e.message or "" for e in result.all_events]
+    assert not any("starting a local Ray" in m or "Connected to" in m for m in logs)  # Ray never started
+    import ray
+
+    assert not ray.is_initialized()
+    from qt_pipeline.evolution.state import state_store_from_settings
+
+    with state_store_from_settings(settings) as state:
+        assert state.table_counts() == {
+            "evolution_runs": 0,
+            "evolution_generations": 0,
+            "evolution_strategies": 0,
+        }
+
+    result = _job().execute_in_process(run_config=_run_config(population_size=1), raise_on_error=False)
+    assert not result.success and "population_size" in _failure_message(result)
+
+
+@pytest.mark.slow
+def test_evolution_job_materialises_on_local_ray(settings):
+    write_bars(settings, {"BTCUSD": 4320})
+    result = _job().execute_in_process(
+        run_config=_run_config(population_size=10, generations=2, use_ray=True, num_workers=2, run_id="dag1")
+    )
+    assert result.success
+    mats = result.asset_materializations_for_node("evolved_strategies")
+    assert len(mats) == 1
+    md = mats[0].metadata
+    assert md["run_id"].value == "dag1"
+    assert md["generations"].value == 2
+    assert md["evaluations"].value == 10 + 8  # generation 0 + offspring of generation 1 (2 elites kept)
+    assert md["evaluations_per_s"].value > 0 and md["seconds"].value > md["evolve_seconds"].value > 0
+    assert md["evaluator"].value.startswith("ray (local, 2 workers")
+    assert md["fitness_curve"].value.startswith("![fitness per generation](data:image/png;base64,iVBOR")
+    assert "| rank | fitness IS | fitness OOS |" in md["is_vs_oos"].value
+    assert "strategy" in md["best_strategy"].value.lower()
+    from pathlib import Path
+
+    png = Path(md["fitness_curve_path"].value)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import ray
+
+    assert not ray.is_initialized()  # the resource shut its local Ray down at step end
+    from qt_pipeline.evolution.state import state_store_from_settings
+
+    with state_store_from_settings(settings) as state:
+        rec = state.get_run("dag1")
+        assert rec.status == "completed" and rec.last_generation == 1
+        strategies = state.load_strategies("dag1")
+        assert len(strategies) == 5 and strategies["oos_metrics"].notna().all()
+
+
+def test_example_run_config_matches_the_job_schema():
+    from pathlib import Path
+
+    import dagster as dg
+    import yaml
+
+    example = Path(__file__).resolve().parents[2] / "configs" / "evolution.example.yaml"
+    run_config = yaml.safe_load(example.read_text())
+    resolved = dg.validate_run_config(_job(), run_config)
+    cfg = resolved["ops"]["evolved_strategies"]["config"]
+    assert cfg["population_size"] == 40 and cfg["fitness"]["metric"] == "sharpe"
+    from qt_pipeline.evolution.config import parse_config
+
+    assert parse_config(cfg).symbols == ("BTCUSD", "ETHUSD")  # and the domain model accepts it as well
