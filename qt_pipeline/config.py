@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     market_source: Literal["synthetic", "landing"] = Field(default="synthetic", alias="QT_MARKET_SOURCE")
     synthetic_seed: int = Field(default=42, alias="QT_SYNTHETIC_SEED")
     landing_timezone: str | None = Field(default=None, alias="QT_LANDING_TIMEZONE")
+    # how often the landing directory sensor may tick (seconds)
+    landing_sensor_interval_s: int = Field(default=30, alias="QT_LANDING_SENSOR_INTERVAL_S")
+    # landing files: source column -> canonical column, "ts=timestamp,ticker=symbol" or a JSON object
+    landing_column_map: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, alias="QT_LANDING_COLUMN_MAP"
+    )
 
     # --- the central store (Neon / PostgreSQL) ------------------------------------------------------
     neon_database_url: SecretStr | None = Field(default=None, alias="NEON_DATABASE_URL")
@@ -53,6 +59,13 @@ class Settings(BaseSettings):
     pg_connect_timeout_s: int = Field(default=10, alias="QT_PG_CONNECT_TIMEOUT_S")
     pg_statement_timeout_ms: int = Field(default=300_000, alias="QT_PG_STATEMENT_TIMEOUT_MS")
     pg_retry_attempts: int = Field(default=5, alias="QT_PG_RETRY_ATTEMPTS")
+    pg_retry_initial_s: float = Field(default=0.25, alias="QT_PG_RETRY_INITIAL_S")
+    pg_retry_max_s: float = Field(default=10.0, alias="QT_PG_RETRY_MAX_S")
+    pg_lock_timeout_ms: int = Field(default=30_000, alias="QT_PG_LOCK_TIMEOUT_MS")
+    pg_idle_in_tx_timeout_ms: int = Field(default=600_000, alias="QT_PG_IDLE_IN_TX_TIMEOUT_MS")
+    pg_schema: str = Field(default="public", alias="QT_PG_SCHEMA")
+    pg_timescaledb: Literal["auto", "off"] = Field(default="auto", alias="QT_PG_TIMESCALEDB")
+    pg_partitions_ahead_days: int = Field(default=2, alias="QT_PG_PARTITIONS_AHEAD_DAYS")
     pg_sslmode: str | None = Field(default=None, alias="QT_PG_SSLMODE")
     application_name: str = Field(default="qt_pipeline", alias="QT_APPLICATION_NAME")
     cold_after_days: int = Field(default=30, alias="QT_COLD_AFTER_DAYS")
@@ -66,6 +79,16 @@ class Settings(BaseSettings):
     # --- hybrid cache policy --------------------------------------------------------------------------
     hot_days: int = Field(default=7, alias="QT_HOT_DAYS")
     warm_days: int = Field(default=30, alias="QT_WARM_DAYS")
+    # hybrid store: its own DuckDB cache file (default <data_dir>/hybrid_cache.duckdb), durable outbox
+    # (default <data_dir>/outbox), a short central retry budget so an outage is noticed fast, how often a
+    # degraded store re-probes the centre, the health sensor interval and the warming schedule.
+    hybrid_cache_path: Path | None = Field(default=None, alias="QT_HYBRID_CACHE_PATH")
+    outbox_dir: Path | None = Field(default=None, alias="QT_OUTBOX_DIR")
+    hybrid_pg_retry_attempts: int = Field(default=2, alias="QT_HYBRID_PG_RETRY_ATTEMPTS")
+    hybrid_connect_timeout_s: int = Field(default=3, alias="QT_HYBRID_CONNECT_TIMEOUT_S")
+    hybrid_probe_interval_s: float = Field(default=5.0, alias="QT_HYBRID_PROBE_INTERVAL_S")
+    health_interval_s: int = Field(default=30, alias="QT_HEALTH_INTERVAL_S")
+    warm_cron: str = Field(default="*/15 * * * *", alias="QT_WARM_CRON")
 
     # --- evolution -------------------------------------------------------------------------------------
     ray_address: str | None = Field(default=None, alias="QT_RAY_ADDRESS")
@@ -75,6 +98,25 @@ class Settings(BaseSettings):
     def _split_symbols(cls, v: object) -> object:
         if isinstance(v, str):
             return tuple(s.strip().upper() for s in v.split(",") if s.strip())
+        return v
+
+    @field_validator("landing_column_map", mode="before")
+    @classmethod
+    def _parse_column_map(cls, v: object) -> object:
+        if isinstance(v, str):
+            import json
+
+            text = v.strip()
+            if not text:
+                return {}
+            if text.startswith("{"):
+                return json.loads(text)
+            pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+            if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+                raise ValueError(
+                    f"QT_LANDING_COLUMN_MAP={v!r} must look like 'ts=timestamp,ticker=symbol' or a JSON object"
+                )
+            return {k.strip(): t.strip() for k, t in pairs}
         return v
 
     @field_validator("bar_interval")
@@ -115,6 +157,14 @@ class Settings(BaseSettings):
     @property
     def resolved_cold_tier_dir(self) -> Path:
         return self.cold_tier_dir or self.data_dir / "cold_tier"
+
+    @property
+    def resolved_hybrid_cache_path(self) -> Path:
+        return self.hybrid_cache_path or self.data_dir / "hybrid_cache.duckdb"
+
+    @property
+    def resolved_outbox_dir(self) -> Path:
+        return self.outbox_dir or self.data_dir / "outbox"
 
     @property
     def database_url(self) -> str | None:
