@@ -26,15 +26,25 @@ class StorageResource(dg.ConfigurableResource):
 
     backend: Optional[str] = None  # noqa: UP045 - dagster config needs typing.Optional
 
-    def get_store(self) -> DataStorageInterface:
+    def _key(self) -> tuple[str, str]:
         settings = get_settings()
-        name = self.backend or settings.storage_backend
-        key = (name, str(settings.data_dir.resolve()))
+        return (self.backend or settings.storage_backend, str(settings.data_dir.resolve()))
+
+    def get_store(self) -> DataStorageInterface:
+        key = self._key()
         store = _STORES.get(key)
         if store is None:
-            store = get_storage(name, settings)
+            store = get_storage(key[0], get_settings())
             _STORES[key] = store
         return store
+
+    def release(self) -> None:
+        """Close this backend's cached store; the next :meth:`get_store` opens it again. A long
+        computation that has read what it needs calls this so it does not hold the DuckDB file (one
+        writer per file) while ingestion runs want it."""
+        store = _STORES.pop(self._key(), None)
+        if store is not None:
+            store.close()
 
 
 def close_cached_stores() -> None:

@@ -122,6 +122,8 @@ def evolved_strategies(
         )
 
     def on_start(info: dict[str, Any]) -> None:
+        # the bars are in memory now: free the store (the DuckDB file lock) for the rest of the run
+        bar_store.release()
         context.log.info(f"evolution run {info['run_id']}: {redact(info)}")
 
     state_store = evolution_state.get_state_store()
