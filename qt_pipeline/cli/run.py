@@ -1,7 +1,6 @@
 """``qt run``: the main job with embedded defaults.
 
-Stages run in order over one :class:`RunContext`; the lead appends further stages (migration, evolution)
-to :data:`STAGES`. A stage is ``fn(ctx) -> None`` and raises :class:`StageError` with a clear message to
+Stages run in order over one :class:`RunContext` (:data:`STAGES`): ingest, report, migrate, evolve. A stage is ``fn(ctx) -> None`` and raises :class:`StageError` with a clear message to
 stop the run (exit code 1).
 
 Ingestion materialises the ``raw_ohlcv`` partitions (synthetic bars unless QT_MARKET_SOURCE says otherwise)
@@ -35,6 +34,9 @@ class RunContext:
     days: list[date]
     symbols: list[str]
     checks: bool = True
+    population: int = 24
+    generations: int = 5
+    use_ray: bool = True
     log_level: str = "WARNING"  # Dagster console log level during materialisations
     instance: Any = None
     defs: Any = None
@@ -164,6 +166,72 @@ def stage_migrate(ctx: RunContext) -> None:
     )
 
 
+def stage_evolve(ctx: RunContext) -> None:
+    """Evolve strategies on local Ray over the ingested days (bars through STORAGE_BACKEND, state in the
+    central store), then print the best strategies with in- and out-of-sample metrics."""
+    from datetime import UTC, datetime
+
+    from qt_pipeline.evolution.config import EvolutionConfigError, parse_config
+    from qt_pipeline.evolution.runner import print_summary, run_evolution
+    from qt_pipeline.evolution.state import PostgresStateStore
+    from qt_pipeline.storage import get_storage
+    from qt_pipeline.storage.postgres.store import PostgresStore
+
+    if ctx.generations < 1:
+        ctx.console.print("evolution skipped (--generations 0)")
+        return
+    start = datetime.combine(ctx.days[0], datetime.min.time(), tzinfo=UTC)
+    end = datetime.combine(ctx.days[-1] + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    try:
+        config = parse_config(
+            {
+                "symbols": list(ctx.symbols),
+                "start": start,
+                "end": end,
+                "train_fraction": 2 / 3 if len(ctx.days) > 1 else 0.5,
+                "population_size": ctx.population,
+                "generations": ctx.generations,
+                "seed": ctx.settings.synthetic_seed,
+                "use_ray": ctx.use_ray,
+                "ray_address": ctx.settings.ray_address,
+                "num_workers": 2,
+            }
+        )
+    except EvolutionConfigError as exc:
+        raise StageError(str(exc)) from None
+    central = PostgresStore.from_settings(ctx.settings)
+    state = PostgresStateStore(
+        central.direct_engine, central.schema, location=central.config.location, settings=ctx.settings
+    )
+    bars = get_storage(settings=ctx.settings)
+    with Progress(
+        TextColumn("[bold]evolve[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=ctx.console,
+        transient=False,
+    ) as progress:
+        where = "local Ray" if ctx.use_ray and not ctx.settings.ray_address else "serial"
+        task = progress.add_task(f"starting ({where})", total=config.generations)
+
+        def on_generation(stats: Any, total: int) -> None:
+            progress.update(
+                task, completed=stats.generation + 1, description=f"best {stats.best_fitness:.3f}"
+            )
+
+        try:
+            result = run_evolution(config, bars, state, progress=on_generation)
+        except EvolutionConfigError as exc:
+            raise StageError(str(exc)) from None
+        finally:
+            state.close()
+            bars.close()
+            central.close()
+    print_summary(result, ctx.console, top=3)
+    ctx.results["evolve"] = {"run_id": result.run_id, "best_fitness": result.best_fitness}
+
+
 def stage_report(ctx: RunContext) -> None:
     """Print what the local store holds for the ingested symbols, where, and the rejects count."""
     from qt_pipeline.storage import get_storage
@@ -195,11 +263,12 @@ def stage_report(ctx: RunContext) -> None:
 
 
 Stage = Callable[[RunContext], None]
-# (name, function) in execution order; the lead appends migration / evolution stages here.
+# (name, function) in execution order.
 STAGES: list[tuple[str, Stage]] = [
     ("ingest", stage_ingest),
     ("report", stage_report),
     ("migrate", stage_migrate),
+    ("evolve", stage_evolve),
 ]
 
 
@@ -210,9 +279,16 @@ def run_command(
         typer.Option(help="Comma-separated symbols (a subset of QT_SYMBOLS); default all."),
     ] = None,
     checks: Annotated[bool, typer.Option(help="Run the bar quality check on each partition.")] = True,
+    population: Annotated[int, typer.Option(help="Evolution: strategies per generation.")] = 24,
+    generations: Annotated[int, typer.Option(help="Evolution: generations (0 skips evolution).")] = 5,
+    ray: Annotated[
+        bool, typer.Option(help="Evolution: evaluate on Ray (local unless QT_RAY_ADDRESS).")
+    ] = True,
 ) -> None:
-    """Run the main job: ingest the last N days of bars (synthetic by default) through Dagster and show
-    what was stored."""
+    """Run the main job on embedded defaults: ingest the last N days of bars (synthetic by default)
+    through Dagster, migrate them into the central PostgreSQL (an embedded server when NEON_DATABASE_URL
+    is unset) proving each partition consistent, then evolve strategies on local Ray and print the best
+    with in- and out-of-sample metrics."""
     from qt_pipeline.config import get_settings
     from qt_pipeline.defs.ingestion.partitions import newest_closed_day
 
@@ -234,6 +310,9 @@ def run_command(
             days=ingestion_days(days, settings.partitions_start, newest_closed_day()),
             symbols=chosen,
             checks=checks,
+            population=population,
+            generations=generations,
+            use_ray=ray,
         )
         from qt_pipeline.definitions import defs
 
