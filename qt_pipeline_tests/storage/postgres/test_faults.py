@@ -10,6 +10,7 @@ import traceback
 import pandas as pd
 import pytest
 
+from qt_pipeline.redaction import redact
 from qt_pipeline.storage.interface import StorageError, StorageUnavailableError
 from qt_pipeline.storage.postgres.store import PostgresStore
 from qt_pipeline_tests.faults import TcpProxy, ThrowawayPostgres
@@ -133,7 +134,9 @@ def test_wrong_password_fails_fast_with_a_clear_message(throwaway_pg, make_setti
         assert not isinstance(info.value, StorageUnavailableError)
         text = _all_text(info.value)
         assert "authentication failed" in text and "check the user and password" in text
-        assert f"127.0.0.1:{throwaway_pg.port}/postgres" in text
+        # the location is named (redacted like every message: a registered password such as the
+        # TimescaleDB harness's "postgres" is masked wherever it appears, database names included)
+        assert redact(f"127.0.0.1:{throwaway_pg.port}/postgres") in text
         assert wrong not in text and throwaway_pg.password not in text
         assert wrong not in caplog.text
         assert not any("transient database error" in r.getMessage() for r in caplog.records)  # not retried
