@@ -25,7 +25,7 @@ pick_python() {
 ensure_env() {
   local py stamp want
   py=$(pick_python)
-  if ! command -v uv >/dev/null 2>&1 && [[ ! -x $VENV/bin/uv ]]; then
+  if ! command -v uv >/dev/null 2>&1 && [[ ! -x $HOME/.local/bin/uv ]]; then
     log "installing uv (fast installer) with pip"
     "$py" -m pip install -q --user uv 2>/dev/null || "$py" -m pip install -q uv || true
   fi

@@ -53,7 +53,10 @@ class GAParams:
 
 @dataclass(frozen=True)
 class HallOfFame:
-    """The best ``size`` unique genomes ever evaluated, best first (ties: the earlier one first)."""
+    """The best ``size`` genomes ever evaluated, best first (ties: the earlier one first), one per genome,
+    one per behaviour (genomes with bit-identical fitness and metrics count once) and, with a
+    ``phenotype`` function, one per phenotype (near-clones that differ only below the precision a
+    researcher reads, e.g. a position size of 77.2% vs 77.4%, count once)."""
 
     genomes: np.ndarray  # (k, G)
     fitness: np.ndarray  # (k,)
@@ -68,8 +71,17 @@ class HallOfFame:
         return len(self.fitness)
 
     def update(
-        self, pop: np.ndarray, fitness: np.ndarray, metrics: np.ndarray, generation: int, size: int
+        self,
+        pop: np.ndarray,
+        fitness: np.ndarray,
+        metrics: np.ndarray,
+        generation: int,
+        size: int,
+        phenotype: Callable[[np.ndarray], object] | None = None,
     ) -> HallOfFame:
+        """The hall of fame after seeing ``pop``. ``phenotype(genome)`` (optional) names what a genome
+        looks like to a researcher (the GA passes the strategy's plain-English description): of several
+        genomes with the same phenotype only the fittest (earliest on ties) is kept."""
         genomes = np.concatenate([self.genomes, pop])
         fit = np.concatenate([self.fitness, fitness])
         met = np.concatenate([self.metrics, metrics])
@@ -78,7 +90,28 @@ class HallOfFame:
             np.ascontiguousarray(genomes).view(np.dtype((np.void, genomes.shape[1] * 8))), return_index=True
         )
         first = np.sort(first)  # keep the earliest occurrence of each genome, in insertion order
-        order = first[np.argsort(-fit[first], kind="stable")][:size]
+        ranked = first[np.argsort(-fit[first], kind="stable")]
+        # Different genomes can behave identically (a gene that does not act, e.g. an ATR period while the
+        # ATR stop is off): the same fitness and metric row bit for bit. A hall of fame of clones tells a
+        # researcher nothing, so keep one strategy per behaviour, the earliest found.
+        behaviour = np.ascontiguousarray(np.column_stack([fit[ranked], met[ranked]]))
+        _, distinct = np.unique(
+            behaviour.view(np.dtype((np.void, behaviour.shape[1] * 8))), return_index=True
+        )
+        order = ranked[np.sort(distinct)]
+        if phenotype is None:
+            order = order[:size]
+        else:
+            seen: set[object] = set()
+            keep: list[int] = []
+            for i in order:
+                key = phenotype(genomes[i])
+                if key not in seen:
+                    seen.add(key)
+                    keep.append(int(i))
+                    if len(keep) == size:
+                        break
+            order = np.asarray(keep, dtype=np.int64)
         return HallOfFame(
             np.ascontiguousarray(genomes[order]),
             fit[order].copy(),
@@ -236,6 +269,13 @@ def generation_stats(
     )
 
 
+def _strategy_text(g: np.ndarray) -> str:
+    """A genome's phenotype as the researcher sees it: the decoded strategy's description."""
+    from qt_pipeline.evolution.genome import decode
+
+    return decode(g).describe()
+
+
 class GeneticAlgorithm:
     """Generational GA over genome vectors; ``evaluate`` maps a population to (metrics, fitness).
 
@@ -250,6 +290,7 @@ class GeneticAlgorithm:
         self.params = params
         self.evaluate = evaluate
         self._genome = genome
+        self._phenotype = _strategy_text
         self.low = np.asarray(genome.LOWER, dtype=np.float64)
         self.up = np.asarray(genome.UPPER, dtype=np.float64)
 
@@ -276,7 +317,7 @@ class GeneticAlgorithm:
         )
         metrics, fitness = self._eval(pop)
         hof = HallOfFame.empty(pop.shape[1], metrics.shape[1]).update(
-            pop, fitness, metrics, 0, self.params.hall_of_fame_size
+            pop, fitness, metrics, 0, self.params.hall_of_fame_size, self._phenotype
         )
         stats = generation_stats(0, pop, fitness, len(pop), time.perf_counter() - t0)
         return GAState(0, pop, fitness, metrics, rng.bit_generator.state, hof, len(pop), stats)
@@ -311,7 +352,9 @@ class GeneticAlgorithm:
         fitness = np.concatenate([state.fitness[elite_idx], c_fitness])
         metrics = np.concatenate([state.metrics[elite_idx], c_metrics])
         gen = state.generation + 1
-        hof = state.hall_of_fame.update(children, c_fitness, c_metrics, gen, self.params.hall_of_fame_size)
+        hof = state.hall_of_fame.update(
+            children, c_fitness, c_metrics, gen, self.params.hall_of_fame_size, self._phenotype
+        )
         stats = generation_stats(gen, pop, fitness, len(children), time.perf_counter() - t0)
         return replace(
             state,

@@ -259,7 +259,10 @@ class Strategy:
         if self.atr_stop > 0 and self.atr_period < 1:
             raise ValueError(f"atr_period must be >= 1, got {self.atr_period!r}")
 
-    def describe(self) -> str:
+    def describe(self, *, regime_data: bool = True, correlation_data: bool = True) -> str:
+        """Plain-English description. ``regime_data``/``correlation_data`` say whether the data the
+        strategy runs on carries those series: a filter gene without its series is inactive (the backtester
+        ignores it), and the text says so instead of promising a filter that does not act."""
         d = {"long": "Long-only", "short": "Short-only", "both": "Long/short"}[self.direction]
         ex = self.exit or self.entry
         parts = []
@@ -281,12 +284,18 @@ class Strategy:
         risk.append(f"take-profit {self.take_profit:.2%}" if self.take_profit > 0 else "no take-profit")
         parts.append(", ".join(risk))
         filters = []
-        if self.regime_mask:
+        if self.regime_mask and regime_data:
             codes = [str(k) for k in range(N_REGIMES) if self.regime_mask >> k & 1]
             filters.append(f"enters only in regime(s) {'/'.join(codes)}")
-        if self.correlation_max > 0:
+        if self.correlation_max > 0 and correlation_data:
             filters.append(f"enters only while |correlation| <= {self.correlation_max:.2f}")
-        parts.append("; ".join(filters) if filters else "no regime or correlation filter")
+        if not filters:
+            missing = [
+                n for n, have in (("regime", regime_data), ("correlation", correlation_data)) if not have
+            ]
+            why = f" (the data has no {' or '.join(missing)} series)" if missing else ""
+            filters.append(f"no regime or correlation filter{why}")
+        parts.append("; ".join(filters))
         if self.direction == "both" and self.entry.kind != "always":
             parts.append("an opposite entry signal flips the position")
         return "; ".join(parts) + ". Orders act on the bar after the signal."

@@ -126,6 +126,10 @@ def build_report(
     oos = oos3.mean(axis=1)
     oos_fit = symbol_fitness(oos3, fitness_cfg)
     idx = {m: i for i, m in enumerate(METRIC_NAMES)}
+    has = {
+        "regime_data": all(getattr(d, "regime", None) is not None for d in test_data),
+        "correlation_data": all(getattr(d, "correlation", None) is not None for d in test_data),
+    }
     rows = []
     for i in range(len(hof)):
         row: dict[str, Any] = {
@@ -133,7 +137,7 @@ def build_report(
             "generation": int(hof.generation[i]),
             "fitness": float(hof.fitness[i]),
             "oos_fitness": float(oos_fit[i]),
-            "description": decode(hof.genomes[i]).describe(),
+            "description": decode(hof.genomes[i]).describe(**has),
         }
         for m in METRIC_NAMES:
             row[f"is_{m}"] = float(hof.metrics[i, idx[m]])

@@ -269,8 +269,6 @@ def run_evolution(
     finally:
         if own_evaluator:
             evaluator.close()
-    from qt_pipeline.evolution.genome import decode
-
     best = state.hall_of_fame.genomes[0]
     return EvolutionResult(
         run_id=config.run_id,
@@ -281,7 +279,7 @@ def run_evolution(
         generations_run=ran,
         best_genome=best.copy(),
         best_fitness=float(state.hall_of_fame.fitness[0]),
-        best_description=decode(best).describe(),
+        best_description=str(report.table["description"].iloc[0]),
         hall_of_fame=state.hall_of_fame,
         final=state,
         stats=state_store.generation_stats(config.run_id),
@@ -312,7 +310,9 @@ def print_summary(result: EvolutionResult, console: Any = None, *, top: int = 5)
         f"({result.evaluations_per_s:.1f} genomes/s, {result.strategy_bars_per_s / 1e6:.2f} M strategy-bars/s) "
         f"on {result.evaluator}; state: {redact(result.state_location)}"
     )
-    table = Table(title="best strategies (in-sample | out-of-sample)")
+    n_sym = len(result.config.symbols)
+    per = f"; metrics are means over {n_sym} symbols" if n_sym > 1 else ""
+    table = Table(title=f"best strategies (in-sample | out-of-sample{per})")
     for col in (
         "#",
         "fitness IS",
@@ -341,5 +341,7 @@ def print_summary(result: EvolutionResult, console: Any = None, *, top: int = 5)
             f"{d['oos_n_trades']:.0f}",
             d["flags"] or "-",
         )
-    console.print(table)
+    # piped output (a log, CI): rich would assume 80 columns and elide the numbers; print it full width
+    wide = console if console.is_terminal else Console(file=console.file, width=max(console.width, 136))
+    wide.print(table)
     console.print(f"[bold]best strategy:[/bold] {result.best_description}")

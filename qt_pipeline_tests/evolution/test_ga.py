@@ -99,6 +99,22 @@ def test_hall_of_fame_keeps_best_unique_genomes_earliest_first():
     assert np.array_equal(hof3.genomes[0], new[0]) and hof3.generation[0] == 7 and len(hof3) == 4
 
 
+def test_hall_of_fame_keeps_one_strategy_per_behaviour():
+    pop = _pop(12, 5)
+    fit = np.array([2.0, 2.0, 1.5, 2.0, 0.1])
+    met = np.arange(5 * 9, dtype=float).reshape(5, 9)
+    met[1] = met[0]  # genome 1 behaves exactly like genome 0 (same fitness, same metrics)
+    hof = HallOfFame.empty(N_GENES, 9).update(pop, fit, met, 0, 4)
+    assert [g.tobytes() for g in hof.genomes] == [pop[i].tobytes() for i in (0, 3, 2, 4)]
+    # a clone arriving later does not displace the earlier one either
+    later = HallOfFame.empty(N_GENES, 9).update(pop[[3]], fit[[3]], met[[3]], 0, 4)
+    later = later.update(_pop(13, 1), fit[[3]], met[[3]], 1, 4)
+    assert len(later) == 1 and later.generation[0] == 0
+    # same metrics but a different fitness is a different behaviour claim and is kept
+    other = HallOfFame.empty(N_GENES, 9).update(pop[:2], np.array([2.0, 1.0]), met[:2], 0, 4)
+    assert len(other) == 2
+
+
 def _run(ga: GeneticAlgorithm, seed: int, gens: int):
     state = ga.initial(seed)
     history = [state]
@@ -145,3 +161,47 @@ def test_restored_rng_state_continues_exactly(evaluate):
     s3 = ga.step(ga.step(restored))
     assert s3.population.tobytes() == h[3].population.tobytes()
     assert s3.fitness.tobytes() == h[3].fitness.tobytes()
+
+
+def test_hall_of_fame_keeps_the_fittest_of_each_phenotype():
+    pop = _pop(14, 6)
+    pop[:, 0] = [1.0, 1.0, 2.0, 1.0, 3.0, 2.0]  # phenotype = first gene
+    fit = np.array([1.0, 5.0, 2.0, 0.5, 0.1, 4.0])
+    met = np.arange(6 * 9, dtype=float).reshape(6, 9)
+    hof = HallOfFame.empty(N_GENES, 9).update(pop, fit, met, 0, 5, phenotype=lambda g: g[0])
+    assert list(hof.fitness) == [5.0, 4.0, 0.1]  # best of phenotype 1, 2, 3
+    assert [g.tobytes() for g in hof.genomes] == [pop[i].tobytes() for i in (1, 5, 4)]
+    # a fitter near-clone arriving later replaces the member with its phenotype
+    clone = pop[[4]].copy()
+    clone[0, 1] += 0.5
+    hof2 = hof.update(clone, np.array([9.0]), met[:1], 3, 5, phenotype=lambda g: g[0])
+    assert list(hof2.fitness) == [9.0, 5.0, 4.0] and hof2.generation[0] == 3
+
+
+def test_ga_hall_of_fame_drops_near_clones_of_a_strategy():
+    from qt_pipeline.evolution.ga import _strategy_text
+    from qt_pipeline.evolution.genome import GENE_INDEX, decode, random_population
+
+    base = repair(random_population(np.random.default_rng(3), 1))[0]
+    base[GENE_INDEX["position_size"]] = 0.5
+    near = base.copy()
+    near[GENE_INDEX["position_size"]] = 0.501  # reads "50% of equity" too
+    other = base.copy()
+    other[GENE_INDEX["position_size"]] = 0.6
+    pop = np.stack([base, near, other])
+    assert decode(base).describe() == decode(near).describe() != decode(other).describe()
+    met = np.arange(3 * 9, dtype=float).reshape(3, 9)  # three different behaviours
+    fit = np.array([1.0, 2.0, 0.5])
+    hof = HallOfFame.empty(N_GENES, 9).update(pop, fit, met, 0, 5, phenotype=_strategy_text)
+    assert [g.tobytes() for g in hof.genomes] == [near.tobytes(), other.tobytes()]
+
+    def evaluate(p: np.ndarray):
+        return np.ascontiguousarray(p[:, :9]), np.round(p[:, 0]) + np.round(p[:, 1])
+
+    ga = GeneticAlgorithm(GAParams(population_size=30, elite=2, hall_of_fame_size=8), evaluate)
+    state = ga.initial(5)
+    for _ in range(4):
+        state = ga.step(state)
+    texts = [decode(g).describe() for g in state.hall_of_fame.genomes]
+    assert len(texts) == len(set(texts)) == len(state.hall_of_fame) == 8
+    assert list(state.hall_of_fame.fitness) == sorted(state.hall_of_fame.fitness, reverse=True)
