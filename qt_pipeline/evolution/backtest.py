@@ -27,8 +27,9 @@ bar whose regime code k (0..3) has bit k set in the mask (other codes, e.g. -1 "
 ``|correlation[t]| <= correlation_max`` (NaN blocks). Filters never force an exit. Both series must
 themselves be free of look-ahead (value at t known at the close of t).
 
-Performance. Each distinct indicator series (kind, period) is computed once per call into a shared
-bank and reused by the whole population; then one fused Numba loop per strategy computes positions,
+Performance. Each distinct indicator series (kind, period) is computed once into a shared bank and
+reused by the whole population — and by later calls on the same bars, i.e. later GA generations (see
+:mod:`qt_pipeline.evolution.series_cache`); then one fused Numba loop per strategy computes positions,
 stops, costs, equity and all metric accumulators in a single pass without per-strategy temporaries. The
 result is a pure function of the inputs (no cross-strategy reductions), bit-identical in any process and
 with or without ``parallel=True``.
@@ -44,13 +45,21 @@ import pandas as pd
 
 from qt_pipeline.evolution import _kernels as K
 from qt_pipeline.evolution import indicators as ind
+from qt_pipeline.evolution import series_cache
 from qt_pipeline.evolution.genome import N_GENES, Rule, Strategy, decode
 from qt_pipeline.evolution.metrics import METRIC_NAMES
 
 NS_PER_YEAR = 365.25 * 86_400 * 1e9
-DEFAULT_BANK_BUDGET_BYTES = 256 * 2**20
+# memory for one dataset's indicator series: ~190 series of 500k bars, i.e. every series a population of
+# 200 asks for in one pass (a smaller budget works in chunks and recomputes the series they share)
+DEFAULT_BANK_BUDGET_BYTES = 768 * 2**20
 
 _PRICE_FIELDS = ("open", "high", "low", "close")
+
+
+def release_workspace() -> None:
+    """Free this thread's cached indicator series (evaluators call it when they close)."""
+    series_cache.release()
 
 
 def _vec(name: str, a: object, dtype: type = np.float64) -> np.ndarray:
@@ -386,31 +395,22 @@ def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs:
     if not strategies:
         return out
     needs = [_strategy_needs(s) for s in strategies]
-    max_rows = max(4, int(bank_budget_bytes // (8 * len(data))))
-    # group strategies into chunks whose distinct series fit the memory budget; strategies are visited
-    # sorted by the series they use so that chunks share as much as possible (the result of a strategy
-    # does not depend on its chunk)
-    order = sorted(range(len(strategies)), key=lambda i: sorted(needs[i][0]))
-    chunks: list[tuple[list[int], list[_SeriesKey]]] = []
-    idx: list[int] = []
-    keys: dict[_SeriesKey, None] = {}
-    for i in order:
-        new = [x for x in dict.fromkeys(needs[i][0]) if x not in keys]
-        if idx and len(keys) + len(new) > max_rows:
-            chunks.append((idx, list(keys)))
-            idx, keys = [], {}
-            new = list(dict.fromkeys(needs[i][0]))
-        idx.append(i)
-        keys.update(dict.fromkeys(new))
-    chunks.append((idx, list(keys)))
-    kernel = K.run_population_parallel if parallel else K.run_population
     d = prep.data
-    buf = np.empty((max(1, max(len(k) for _, k in chunks)), len(data)))  # reused by every chunk
+    # indicator series come from this thread's cache for these bars (computed once, reused by later
+    # generations); strategies are grouped into chunks whose series fit the rows the cache may use
+    token = series_cache.fingerprint(d.high, d.low, d.close)
+    cache, limit = series_cache.cache_for(token, len(data), bank_budget_bytes)
+    chunks = series_cache.group_by_budget((n[0] for n in needs), limit)
+    kernel = K.run_population_parallel if parallel else K.run_population
+
+    def compute(key: _SeriesKey, out_row: np.ndarray) -> None:
+        _SERIES[key[0]](d, key[1], out_row)
+
     for idx, keys_ in chunks:
-        bank, rows = prep.bank(keys_, buf)
+        rows = cache.ensure(keys_, compute, limit)
         params = np.stack([_params(strategies[i], rows, needs[i][1]) for i in idx])
         res = np.empty((len(idx), len(METRIC_NAMES)))
-        kernel(params, bank, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
+        kernel(params, cache.buf, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
                prep.has_regime, prep.has_corr, prep.rate, prep.ppy, res)  # fmt: skip
         out[idx] = res
     return out

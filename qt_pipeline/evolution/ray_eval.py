@@ -71,7 +71,10 @@ class SerialEvaluator:
         return "serial (in process)"
 
     def close(self) -> None:
+        from qt_pipeline.evolution.backtest import release_workspace
+
         self._datasets = ()
+        release_workspace()
 
 
 def parse_ray_address(address: str) -> tuple[str, int] | None:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from qt_pipeline.evolution.backtest import release_workspace
 from qt_pipeline.evolution.config import EvolutionConfig, EvolutionConfigError
 from qt_pipeline.evolution.ga import GAParams, GAState, GenerationStats, GeneticAlgorithm, HallOfFame
 from qt_pipeline.evolution.report import OOSReport, build_report, symbol_fitness
@@ -269,6 +270,7 @@ def run_evolution(
     finally:
         if own_evaluator:
             evaluator.close()
+        release_workspace()  # indicator series cached in this thread (serial runs, the OOS report)
     best = state.hall_of_fame.genomes[0]
     return EvolutionResult(
         run_id=config.run_id,

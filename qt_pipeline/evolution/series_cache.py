@@ -1,0 +1,170 @@
+"""Indicator series kept between evaluations of the same bars (private to the backtester).
+
+A GA evaluates a new population on the *same* bars every generation, and the genome can only ask for a
+bounded set of indicator series (8 kinds x a few dozen periods). Computing them once per process and
+reusing them across generations removes most of the non-kernel work of an evaluation, and keeping the
+rows in one long-lived 2-D buffer avoids the page faults of a fresh multi-hundred-MB bank per call
+(measured on a 2-core VM: ~1.4 s per 660 MB of fresh pages against ~0.25 s of indicator arithmetic for
+200 genomes x 500k bars).
+
+* One cache per dataset, keyed by a SHA-1 of the bars the indicators read (high, low, close) and their
+  length: a different dataset, or the same arrays with changed values, never sees another's series.
+* Caches are per thread (concurrent evaluations never share a buffer) and bounded: a dataset's buffer
+  holds at most ``budget_bytes`` of rows; when the rows of every cached dataset would exceed
+  ``WORKSPACE_BUDGET_BYTES`` a cache stops growing and reuses its least recently used rows instead.
+* A row is an exact copy of what computing the series now would give (indicators are deterministic
+  functions of the bars), so results are bit-identical with or without the cache.
+
+:func:`release` drops this thread's caches (evaluators call it when they close).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+WORKSPACE_BUDGET_BYTES = 1536 * 2**20  # all datasets of one thread together
+MIN_ROWS = 8  # a strategy reads at most 5 series (entry 2, exit 2, ATR)
+
+SeriesKey = tuple[str, int]
+ComputeFn = Callable[[SeriesKey, np.ndarray], None]  # (key, out row)
+
+_local = threading.local()
+
+
+def fingerprint(*arrays: np.ndarray) -> bytes:
+    h = hashlib.sha1(usedforsecurity=False)
+    for a in arrays:
+        h.update(np.int64(a.shape[0]).tobytes())
+        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+    return h.digest()
+
+
+def _allocate(rows: int, n: int) -> np.ndarray:
+    """An uninitialised C-contiguous ``(rows, n)`` float64 array. Large ones are anonymous mappings
+    advised to use transparent huge pages where the OS offers them: first-touch page faults of a
+    660 MB bank drop from ~0.7 s to ~0.15 s on the 2-core VM."""
+    nbytes = rows * n * 8
+    if nbytes >= 32 * 2**20 and hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        except (OSError, ValueError):
+            return np.empty((rows, n))
+        with contextlib.suppress(OSError):  # THP disabled: ordinary pages, still correct
+            m.madvise(mmap.MADV_HUGEPAGE)
+        return np.frombuffer(m, dtype=np.float64).reshape(rows, n)  # the array keeps the mapping alive
+    return np.empty((rows, n))
+
+
+class SeriesCache:
+    """The series of one dataset: rows of one C-contiguous ``(capacity, n)`` buffer, LRU-evicted."""
+
+    def __init__(self, n: int, capacity: int):
+        self.n = n
+        self.capacity = max(MIN_ROWS, capacity)
+        # address space only; pages become resident as rows are first written
+        self.buf = _allocate(self.capacity, n)
+        self.rows: OrderedDict[SeriesKey, int] = OrderedDict()  # key -> row, least recently used first
+        self.high_water = 0  # rows ever written (resident memory)
+        self.computed = 0  # series computed (for tests and benchmarks)
+        self.reused = 0
+
+    @property
+    def resident_bytes(self) -> int:
+        return self.high_water * self.n * 8
+
+    def allowed_rows(self, spare_bytes: int) -> int:
+        """How many rows this cache may use given ``spare_bytes`` of workspace budget left."""
+        return max(MIN_ROWS, min(self.capacity, self.high_water + max(0, spare_bytes) // (8 * self.n)))
+
+    def ensure(self, keys: Sequence[SeriesKey], compute: ComputeFn, limit: int) -> dict[SeriesKey, int]:
+        """Rows holding every series of ``keys`` (at most ``limit`` distinct keys), computing the
+        missing ones into free rows or into the rows of the least recently used keys not asked for."""
+        want = list(dict.fromkeys(keys))
+        if len(want) > limit:
+            raise ValueError(f"{len(want)} series asked for but only {limit} rows allowed")
+        wanted = set(want)
+        for k in want:
+            if k in self.rows:
+                self.rows.move_to_end(k)
+        missing = [k for k in want if k not in self.rows]
+        self.reused += len(want) - len(missing)
+        for k in missing:
+            if self.high_water < limit:
+                row = self.high_water
+                self.high_water += 1
+            else:
+                victim = next((v for v in self.rows if v not in wanted), None)
+                if victim is None:  # pragma: no cover - excluded by the limit check above
+                    raise RuntimeError("series cache has no evictable row")
+                row = self.rows.pop(victim)
+            compute(k, self.buf[row])
+            self.rows[k] = row
+            self.computed += 1
+        return {k: self.rows[k] for k in want}
+
+
+def _caches() -> OrderedDict[bytes, SeriesCache]:
+    c = getattr(_local, "caches", None)
+    if c is None:
+        c = OrderedDict()
+        _local.caches = c
+    return c
+
+
+def cache_for(token: bytes, n: int, budget_bytes: int) -> tuple[SeriesCache, int]:
+    """This thread's cache for the dataset ``token`` (``n`` bars) and how many rows it may use now."""
+    caches = _caches()
+    cache = caches.get(token)
+    if cache is None:
+        cache = SeriesCache(n, max(MIN_ROWS, budget_bytes // (8 * max(n, 1))))
+        caches[token] = cache
+    caches.move_to_end(token)
+    spare = WORKSPACE_BUDGET_BYTES - sum(c.resident_bytes for c in caches.values())
+    per_call = max(MIN_ROWS, budget_bytes // (8 * max(n, 1)))
+    return cache, min(cache.allowed_rows(spare), per_call)
+
+
+def release() -> None:
+    """Drop every cache of this thread (frees the buffers)."""
+    _local.caches = None
+
+
+def stats() -> dict[str, Any]:
+    """Counters of this thread's caches (computed/reused series, resident bytes)."""
+    caches = _caches()
+    return {
+        "datasets": len(caches),
+        "computed": sum(c.computed for c in caches.values()),
+        "reused": sum(c.reused for c in caches.values()),
+        "resident_bytes": sum(c.resident_bytes for c in caches.values()),
+    }
+
+
+def group_by_budget(
+    needs: Iterable[Sequence[SeriesKey]], max_rows: int
+) -> list[tuple[list[int], list[SeriesKey]]]:
+    """Split strategies (their series keys, in order) into chunks whose distinct series fit ``max_rows``;
+    strategies are visited sorted by the series they use so that chunks share as much as possible."""
+    needs = list(needs)
+    order = sorted(range(len(needs)), key=lambda i: sorted(needs[i]))
+    chunks: list[tuple[list[int], list[SeriesKey]]] = []
+    idx: list[int] = []
+    keys: dict[SeriesKey, None] = {}
+    for i in order:
+        new = [x for x in dict.fromkeys(needs[i]) if x not in keys]
+        if idx and len(keys) + len(new) > max_rows:
+            chunks.append((idx, list(keys)))
+            idx, keys = [], {}
+            new = list(dict.fromkeys(needs[i]))
+        idx.append(i)
+        keys.update(dict.fromkeys(new))
+    chunks.append((idx, list(keys)))
+    return chunks

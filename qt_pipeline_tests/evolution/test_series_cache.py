@@ -1,0 +1,117 @@
+"""The backtester's per-process indicator cache: reuse across generations never changes a bit, never
+mixes datasets, and stays within its memory budget."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from qt_pipeline.evolution import Costs, random_population, repair
+from qt_pipeline.evolution import series_cache as sc
+from qt_pipeline.evolution.backtest import evaluate_population, release_workspace, simulate
+
+from . import MINUTES_PER_YEAR, synthetic_market
+
+PPY = MINUTES_PER_YEAR
+COSTS = Costs(fee_bps=2.0, slippage_bps=1.0)
+
+
+@pytest.fixture(autouse=True)
+def fresh_workspace():
+    release_workspace()
+    yield
+    release_workspace()
+
+
+def _pop(seed: int, n: int = 40) -> np.ndarray:
+    return repair(random_population(np.random.default_rng(seed), n))
+
+
+def _fresh(pop, data, **kw) -> np.ndarray:
+    """Metrics computed with an empty cache (what the first generation of a process sees)."""
+    release_workspace()
+    out = evaluate_population(pop, data, COSTS, PPY, **kw)
+    release_workspace()
+    return out
+
+
+def test_later_generations_reuse_series_and_get_identical_metrics():
+    data = synthetic_market(2500, seed=3)
+    a, b = _pop(1), _pop(2)
+    want_a, want_b = _fresh(a, data), _fresh(b, data)
+    got_a = evaluate_population(a, data, COSTS, PPY)
+    computed_after_a = sc.stats()["computed"]
+    got_b = evaluate_population(b, data, COSTS, PPY)
+    again_a = evaluate_population(a, data, COSTS, PPY)
+    st = sc.stats()
+    assert got_a.tobytes() == want_a.tobytes()
+    assert got_b.tobytes() == want_b.tobytes()
+    assert again_a.tobytes() == want_a.tobytes()
+    assert computed_after_a > 0 and st["reused"] > 0
+    assert st["computed"] < 2 * computed_after_a  # b shares series with a; a again computes nothing new
+    assert st["datasets"] == 1 and st["resident_bytes"] > 0
+    # and each row is exactly what a single-strategy simulation (no cache at all) gives
+    for i in (0, 7, 19):
+        assert simulate(a[i], data, COSTS, PPY).metrics.tobytes() == again_a[i].tobytes()
+
+
+def test_datasets_of_the_same_length_never_share_series():
+    d1, d2 = synthetic_market(2000, seed=4), synthetic_market(2000, seed=5)
+    pop = _pop(3)
+    want1, want2 = _fresh(pop, d1), _fresh(pop, d2)
+    assert want1.tobytes() != want2.tobytes()
+    got1 = evaluate_population(pop, d1, COSTS, PPY)
+    got2 = evaluate_population(pop, d2, COSTS, PPY)
+    assert got1.tobytes() == want1.tobytes() and got2.tobytes() == want2.tobytes()
+    assert sc.stats()["datasets"] == 2
+    # the same values in new arrays are the same dataset (keyed by content, not identity)
+    clone = synthetic_market(2000, seed=4)
+    assert evaluate_population(pop, clone, COSTS, PPY).tobytes() == want1.tobytes()
+    assert sc.stats()["datasets"] == 2
+
+
+def test_a_small_budget_evicts_and_recomputes_without_changing_a_bit():
+    data = synthetic_market(1500, seed=6)
+    pop = _pop(4, 60)
+    want = _fresh(pop, data)
+    # 1 byte -> the minimum of 8 rows: the population is split into many chunks that evict each other
+    small = evaluate_population(pop, data, COSTS, PPY, bank_budget_bytes=1)
+    assert small.tobytes() == want.tobytes()
+    cache, _ = sc.cache_for(sc.fingerprint(data.high, data.low, data.close), len(data), 1)
+    assert cache.high_water == sc.MIN_ROWS and cache.computed > sc.MIN_ROWS  # rows were reused for others
+    # a later call with the default budget grows the same cache and still agrees
+    assert evaluate_population(pop, data, COSTS, PPY).tobytes() == want.tobytes()
+
+
+def test_the_workspace_budget_caps_resident_memory(monkeypatch):
+    d1, d2 = synthetic_market(3000, seed=7), synthetic_market(3000, seed=8)
+    pop = _pop(5, 60)
+    want1, want2 = _fresh(pop, d1), _fresh(pop, d2)
+    row_bytes = 3000 * 8
+    monkeypatch.setattr(sc, "WORKSPACE_BUDGET_BYTES", 30 * row_bytes)
+    assert evaluate_population(pop, d1, COSTS, PPY).tobytes() == want1.tobytes()
+    assert evaluate_population(pop, d2, COSTS, PPY).tobytes() == want2.tobytes()
+    assert evaluate_population(pop, d1, COSTS, PPY).tobytes() == want1.tobytes()
+    # the second dataset only got what the first left (at least the minimum it needs to work)
+    assert sc.stats()["resident_bytes"] <= 30 * row_bytes + sc.MIN_ROWS * row_bytes
+
+
+def test_threads_have_their_own_caches():
+    data = synthetic_market(2000, seed=9)
+    pops = [_pop(10 + i) for i in range(4)]
+    want = [_fresh(p, data) for p in pops]
+    got: dict[int, bytes] = {}
+
+    def work(i: int) -> None:
+        for _ in range(3):
+            got[i] = evaluate_population(pops[i], data, COSTS, PPY, parallel=i % 2 == 0).tobytes()
+        release_workspace()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(4)] == [w.tobytes() for w in want]
