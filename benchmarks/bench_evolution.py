@@ -90,7 +90,7 @@ def bench_throughput(args) -> None:
         f"{cs['resident_bytes'] / 2**20:.0f} MiB resident"
     )
     print(
-        f"  cold round (series computed): serial {t_serial[0]:.2f} s ({work / t_serial[0] / 1e6:.1f} M/s), "
+        f"  cold round (first use of each indicator kernel, series computed): serial {t_serial[0]:.2f} s ({work / t_serial[0] / 1e6:.1f} M/s), "
         f"ray {t_ray[0]:.2f} s ({work / t_ray[0] / 1e6:.1f} M/s), speedup {t_serial[0] / t_ray[0]:.2f}x"
     )
     steady_s, steady_r = t_serial[1:], t_ray[1:]
