@@ -9,6 +9,7 @@ one conversion into that shape (it checks, it never silently fixes — use
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
 import numpy as np
@@ -110,6 +111,22 @@ def empty_bars() -> pd.DataFrame:
 
 def empty_rejects() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in REJECT_DTYPES.items()})
+
+
+def select_bar_columns(columns: Sequence[str] | None) -> list[str]:
+    """The bar columns a read asks for, in canonical order (all when None). Unknown names and an empty
+    selection are a :class:`ContractError` naming the known columns."""
+    if columns is None:
+        return list(BAR_COLUMNS)
+    if isinstance(columns, str):
+        columns = [columns]
+    unknown = set(columns) - set(BAR_COLUMNS)
+    if unknown:
+        raise ContractError(f"unknown bar column(s) {sorted(unknown)}; known: {list(BAR_COLUMNS)}")
+    cols = [c for c in BAR_COLUMNS if c in columns]
+    if not cols:
+        raise ContractError(f"columns must name at least one bar column of {list(BAR_COLUMNS)}")
+    return cols
 
 
 def to_canonical(df: pd.DataFrame, *, columns: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:

@@ -38,6 +38,7 @@ from qt_pipeline.market.contract import (
     ContractError,
     empty_bars,
     empty_rejects,
+    select_bar_columns,
     to_canonical,
     to_canonical_rejects,
 )
@@ -48,6 +49,7 @@ from qt_pipeline.storage.interface import (
     StorageError,
     WriteResult,
     as_utc,
+    as_utc_us,
 )
 
 BARS_TABLE = "ohlcv_bars"
@@ -97,17 +99,9 @@ _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<holder>.+?)(?:\. See
 
 
 def _bound(ts: datetime | pd.Timestamp | None) -> datetime | None:
-    """A tz-aware UTC bound as a microsecond ``datetime`` (what DuckDB stores).
-
-    Stored timestamps are whole microseconds, so ``t >= b`` and ``t < b`` are unchanged when a bound with
-    nanoseconds is rounded *up* to the next microsecond.
-    """
-    t = as_utc(ts)
-    if t is None:
-        return None
-    if t.nanosecond:
-        t = t.ceil("us")
-    return t.to_pydatetime()
+    """A tz-aware UTC bound as a microsecond ``datetime`` (what DuckDB stores); see :func:`as_utc_us`."""
+    t = as_utc_us(ts)
+    return None if t is None else t.to_pydatetime()
 
 
 def _where(symbol_sql: str, start: datetime | None, end: datetime | None, params: list[Any]) -> str:
@@ -339,15 +333,7 @@ class DuckDBStore(DataStorageInterface):
         columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         lo, hi = _bound(start), _bound(end)
-        if columns is None:
-            cols = BAR_COLUMNS
-        else:
-            unknown = set(columns) - set(BAR_COLUMNS)
-            if unknown:
-                raise ContractError(f"unknown bar column(s) {sorted(unknown)}; known: {list(BAR_COLUMNS)}")
-            cols = tuple(c for c in BAR_COLUMNS if c in columns)
-            if not cols:
-                raise ContractError("read_bars: columns must name at least one bar column")
+        cols = tuple(select_bar_columns(columns))
         if limit is not None and limit < 0:
             raise ValueError(f"read_bars: limit must be >= 0, got {limit}")
         col_sql = ", ".join(cols)

@@ -56,7 +56,7 @@ from qt_pipeline.storage.interface import (
     StorageError,
     StorageUnavailableError,
     WriteResult,
-    as_utc,
+    as_utc_us,
 )
 from qt_pipeline.storage.outbox import Outbox, ReplayResult
 
@@ -139,15 +139,6 @@ class _CentralDown(Exception):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _us_bound(ts: Any) -> pd.Timestamp | None:
-    """A UTC bound rounded *up* to whole microseconds: stored timestamps are whole microseconds, so
-    ``t >= b`` / ``t < b`` are unchanged, and every backend sees a bound it can represent exactly."""
-    t = as_utc(ts)
-    if t is not None and t.nanosecond:
-        t = t.ceil("us")
-    return t
 
 
 class HybridStore(DataStorageInterface):
@@ -239,7 +230,7 @@ class HybridStore(DataStorageInterface):
         return sorted(p for p in self._covered if symbol is None or p[0] == symbol)
 
     def is_covered(self, symbol: str, start: Any, end: Any) -> bool:
-        lo, hi = _us_bound(start), _us_bound(end)
+        lo, hi = as_utc_us(start), as_utc_us(end)
         if lo is None or hi is None:
             return False
         covered = self._covered
@@ -414,7 +405,7 @@ class HybridStore(DataStorageInterface):
         from_end: bool = False,
         columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        lo, hi = _us_bound(start), _us_bound(end)
+        lo, hi = as_utc_us(start), as_utc_us(end)
 
         def local_read() -> pd.DataFrame:
             return self.local.read_bars(symbol, lo, hi, limit=limit, from_end=from_end, columns=columns)
@@ -466,7 +457,7 @@ class HybridStore(DataStorageInterface):
         start: datetime | pd.Timestamp | None = None,
         end: datetime | pd.Timestamp | None = None,
     ) -> pd.DataFrame:
-        lo, hi = _us_bound(start), _us_bound(end)
+        lo, hi = as_utc_us(start), as_utc_us(end)
         if symbols is not None:
             frames = [self.read_bars(s, lo, hi) for s in sorted(set(symbols))]
             warnings = [f.attrs["warning"] for f in frames if "warning" in f.attrs]

@@ -129,3 +129,12 @@ def as_utc(ts: datetime | pd.Timestamp | str | None) -> pd.Timestamp | None:
     if t.tzinfo is None:
         raise ValueError(f"time bound {ts!r} is naive; pass a tz-aware (UTC) timestamp")
     return t.tz_convert("UTC")
+
+
+def as_utc_us(ts: datetime | pd.Timestamp | str | None) -> pd.Timestamp | None:
+    """:func:`as_utc`, rounded *up* to whole microseconds. Stored timestamps are whole microseconds, so
+    ``t >= b`` and ``t < b`` are unchanged, and every backend gets a bound it can represent exactly."""
+    t = as_utc(ts)
+    if t is not None and t.nanosecond:
+        t = t.ceil("us")
+    return t

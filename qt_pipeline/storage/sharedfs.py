@@ -50,6 +50,7 @@ from qt_pipeline.market.contract import (
     ContractError,
     empty_bars,
     empty_rejects,
+    select_bar_columns,
     to_canonical,
     to_canonical_rejects,
 )
@@ -325,7 +326,7 @@ class SharedFSStore(DataStorageInterface):
         columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         lo, hi = as_utc(start), as_utc(end)
-        cols = _columns(columns)
+        cols = select_bar_columns(columns)
         if limit is not None and limit < 0:
             raise ValueError(f"read_bars: limit must be >= 0, got {limit}")
         paths = [p for _, p in self._files_for([symbol], lo, hi)]
@@ -496,18 +497,6 @@ def _check_no_nulls(canon: pd.DataFrame, where: str) -> None:
             "required — validate the frame with qt_pipeline.market.validation (NaN is a not_finite reject) "
             "— nothing was written"
         )
-
-
-def _columns(columns: Sequence[str] | None) -> list[str]:
-    if columns is None:
-        return list(BAR_COLUMNS)
-    unknown = set(columns) - set(BAR_COLUMNS)
-    if unknown:
-        raise ContractError(f"unknown bar column(s) {sorted(unknown)}; known: {list(BAR_COLUMNS)}")
-    cols = [c for c in BAR_COLUMNS if c in columns]
-    if not cols:
-        raise ContractError("read_bars: columns must name at least one bar column")
-    return cols
 
 
 def _ts_stat(path: Path, which: str) -> pd.Timestamp:

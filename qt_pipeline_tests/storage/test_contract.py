@@ -134,6 +134,8 @@ def test_columns_subset(store: DataStorageInterface):
     assert_canonical_empty(store.read_bars("ZZZ", columns=["vwap", "symbol"]), ("symbol", "vwap"))
     with pytest.raises(ContractError, match="unknown bar column"):
         store.read_bars("AAA", columns=["close", "price"])
+    with pytest.raises(ContractError, match="at least one bar column"):
+        store.read_bars("AAA", columns=[])
 
 
 def test_empty_results_are_canonical(store: DataStorageInterface):

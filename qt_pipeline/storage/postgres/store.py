@@ -41,6 +41,7 @@ from qt_pipeline.market.contract import (
     ContractError,
     empty_bars,
     empty_rejects,
+    select_bar_columns,
     to_canonical,
     to_canonical_rejects,
 )
@@ -562,11 +563,7 @@ class PostgresStore(DataStorageInterface):
         columns: Sequence[str] | None = None,
         order_by_symbol: bool = False,
     ) -> pd.DataFrame:
-        if columns is not None:
-            unknown = [c for c in columns if c not in BAR_COLUMNS]
-            if unknown:
-                raise ContractError(f"unknown bar column(s) {unknown}; known: {list(BAR_COLUMNS)}")
-        want = [c for c in BAR_COLUMNS if columns is None or c in columns]
+        want = select_bar_columns(columns)
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         lo, hi = as_utc(start), as_utc(end)
