@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from qt_pipeline.config import Settings
-from qt_pipeline.redaction import register_secret
+from qt_pipeline.redaction import redact, register_secret
 from qt_pipeline.storage.interface import StorageError
 
 log = logging.getLogger("qt_pipeline.storage.postgres")
@@ -89,10 +89,60 @@ def _paths(settings: Settings, *, create: bool = False) -> tuple[Path, Path, Pat
     return real, secret, lock
 
 
-def _as_pg_user(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+def _as_pg_user(
+    cmd: list[str], timeout: float = 120, input: str | None = None
+) -> subprocess.CompletedProcess:
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, input=input)
+
+
+def _socket_dir(pgdata: Path) -> str | None:
+    """The unix-socket directory of a running postmaster (``postmaster.pid`` line 5)."""
+    try:
+        return (pgdata / "postmaster.pid").read_text().splitlines()[4].strip() or None
+    except (OSError, IndexError):
+        return None
+
+
+def _discard_orphan(real: Path, bindir: Path) -> None:
+    """A cluster in ``$TMPDIR`` whose ``QT_DATA_DIR`` (symlink and password file) was deleted: the user
+    reset the data directory, so the cluster that belonged to it goes too (stopped first if running)."""
+    log.warning(
+        "removing the embedded PostgreSQL cluster %s: the data directory it belonged to was deleted", real
+    )
+    if _running_port(real) is not None:
+        _as_pg_user([str(bindir / "pg_ctl"), "-D", str(real), "-m", "immediate", "-w", "stop"], timeout=90)
+    shutil.rmtree(real, ignore_errors=True)
+    if real.exists():
+        raise EmbeddedPostgresError(
+            f"could not remove the orphaned embedded PostgreSQL cluster {real}; remove it by hand and retry"
+        )
+
+
+def _reset_password(pgdata: Path, port: int, password: str) -> None:
+    """Give the superuser ``password`` over the local socket (``--auth-local=trust``): the cluster
+    outlived its password file (``QT_DATA_DIR/postgres.secret`` was deleted); its data is kept."""
+    import psycopg2
+    from psycopg2 import sql
+
+    sockdir = _socket_dir(pgdata) or str(pgdata)
+    try:
+        conn = psycopg2.connect(host=sockdir, port=port, user=SUPERUSER, dbname=DATABASE, connect_timeout=10)
+        try:
+            conn.autocommit = True
+            conn.cursor().execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(SUPERUSER), sql.Literal(password))
+            )
+        finally:
+            conn.close()
+    except psycopg2.Error as exc:
+        raise EmbeddedPostgresError(
+            f"the embedded PostgreSQL in {pgdata} has lost its password file and the password could not be "
+            f"reset over its local socket ({sockdir}): {redact(str(exc).strip())}. Stop it "
+            f"(pg_ctl -D {pgdata} stop) and remove that directory to start afresh, or set NEON_DATABASE_URL"
+        ) from None
+    log.warning("the embedded PostgreSQL in %s had lost its password file; a new password was set", pgdata)
 
 
 def _running_port(pgdata: Path) -> int | None:
@@ -134,8 +184,13 @@ def ensure_embedded_postgres(settings: Settings) -> str:
         bindir = _pg_bin_dir()
         if bindir is None:
             return _pgserver_url(settings.data_dir.expanduser().resolve() / "postgres")
+        link = settings.data_dir.expanduser().resolve() / "postgres"
+        real, _, _ = _paths(settings)
+        if os.geteuid() == 0 and not link.exists() and not link.is_symlink() and real.exists():
+            _discard_orphan(real, bindir)
         pgdata, _, _ = _paths(settings, create=True)
-        if secret_file.exists():
+        new_password = not secret_file.exists()
+        if not new_password:
             password = secret_file.read_text().strip()
         else:
             password = "qt-" + secrets.token_urlsafe(18)
@@ -144,13 +199,16 @@ def ensure_embedded_postgres(settings: Settings) -> str:
                 f.write(password + "\n")
         register_secret(password)
 
+        existing = (pgdata / "PG_VERSION").exists()
         port = _running_port(pgdata)
         if port is not None:
             log.info("reusing the embedded PostgreSQL in %s (port %d)", pgdata, port)
+            if new_password:
+                _reset_password(pgdata, port, password)
             return _url(password, port)
 
         is_root = os.geteuid() == 0
-        if not (pgdata / "PG_VERSION").exists():
+        if not existing:
             if pgdata.exists() and any(pgdata.iterdir()):
                 raise EmbeddedPostgresError(
                     f"{pgdata} exists but is not a PostgreSQL data directory; move it away or set QT_DATA_DIR"
@@ -217,6 +275,8 @@ def ensure_embedded_postgres(settings: Settings) -> str:
             )
             if out.returncode == 0:
                 log.info("started the embedded PostgreSQL in %s on port %d", pgdata, port)
+                if new_password and existing:
+                    _reset_password(pgdata, port, password)
                 return _url(password, port)
             last_err = out.stderr.strip()[-800:]
             with contextlib.suppress(OSError):
