@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Optional
 
 import typer
@@ -54,6 +54,28 @@ def ingestion_days(n_days: int, partitions_start: date, newest: date) -> list[da
         )
     first = max(newest - timedelta(days=n_days - 1), partitions_start)
     return [first + timedelta(days=i) for i in range((newest - first).days + 1)]
+
+
+def explicit_days(
+    start: date, end: date | None, n_days: int, partitions_start: date, newest: date
+) -> list[date]:
+    """Days ``start..end`` (inclusive; ``end`` defaults to ``start + n_days - 1``), inside the partition
+    range ``[partitions_start, newest]``."""
+    if n_days < 1:
+        raise StageError(f"--days must be >= 1, got {n_days}")
+    last = end if end is not None else start + timedelta(days=n_days - 1)
+    if last < start:
+        raise StageError(f"--end {last} is before --start {start}; give the first and last day to ingest")
+    if start < partitions_start:
+        raise StageError(
+            f"--start {start} is before QT_PARTITIONS_START={partitions_start}, the first raw_ohlcv partition; "
+            "set QT_PARTITIONS_START earlier or start later"
+        )
+    if last > newest:
+        raise StageError(
+            f"--end {last} is after the newest closed UTC day {newest} (a day is ingested once it has closed)"
+        )
+    return [start + timedelta(days=i) for i in range((last - start).days + 1)]
 
 
 def _instance():
@@ -284,6 +306,14 @@ def run_command(
     ray: Annotated[
         bool, typer.Option(help="Evolution: evaluate on Ray (local unless QT_RAY_ADDRESS).")
     ] = True,
+    start: Annotated[
+        Optional[datetime],  # noqa: UP045 - typer
+        typer.Option(formats=["%Y-%m-%d"], help="First day to ingest (instead of the last --days days)."),
+    ] = None,
+    end: Annotated[
+        Optional[datetime],  # noqa: UP045 - typer
+        typer.Option(formats=["%Y-%m-%d"], help="Last day to ingest, inclusive (with --start)."),
+    ] = None,
 ) -> None:
     """Run the main job on embedded defaults: ingest the last N days of bars (synthetic by default)
     through Dagster, migrate them into the central PostgreSQL (an embedded server when NEON_DATABASE_URL
@@ -295,6 +325,8 @@ def run_command(
     settings = get_settings()
     console = Console(highlight=False, soft_wrap=True)
     try:
+        if end is not None and start is None:
+            raise StageError("--end needs --start (without them the last --days closed days are ingested)")
         chosen = list(settings.symbols)
         if symbols is not None:
             chosen = [s.strip().upper() for s in symbols.split(",") if s.strip()]
@@ -307,7 +339,17 @@ def run_command(
         ctx = RunContext(
             settings=settings,
             console=console,
-            days=ingestion_days(days, settings.partitions_start, newest_closed_day()),
+            days=(
+                explicit_days(
+                    start.date(),
+                    end.date() if end else None,
+                    days,
+                    settings.partitions_start,
+                    newest_closed_day(),
+                )
+                if start is not None
+                else ingestion_days(days, settings.partitions_start, newest_closed_day())
+            ),
             symbols=chosen,
             checks=checks,
             population=population,

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qt_pipeline.cli import app
-from qt_pipeline.cli.run import StageError, ingestion_days
+from qt_pipeline.cli.run import StageError, explicit_days, ingestion_days
 from qt_pipeline.defs.ingestion.partitions import newest_closed_day
 from qt_pipeline.defs.resources import StorageResource
 
@@ -108,6 +108,27 @@ def test_run_rejects_unknown_symbols_and_bad_days(settings):
     assert "not in QT_SYMBOLS" in res.output and "NOPE" in res.output
     res = runner.invoke(app, ["run", "--days", "0"])
     assert res.exit_code == 1 and "--days must be >= 1" in res.output
+    res = runner.invoke(app, ["run", "--end", "2024-01-05"])
+    assert res.exit_code == 1 and "--end needs --start" in res.output
+    res = runner.invoke(app, ["run", "--start", "2024-01-05", "--end", "2024-01-03"])
+    assert res.exit_code == 1 and "--end 2024-01-03 is before --start 2024-01-05" in res.output
+    res = runner.invoke(app, ["run", "--start", "2023-12-30"])
+    assert res.exit_code == 1 and "before QT_PARTITIONS_START=2024-01-01" in res.output
+    res = runner.invoke(app, ["run", "--start", "2024-13-01"])
+    assert res.exit_code != 0 and "2024-13-01" in res.output  # typer: not a date
+
+
+def test_explicit_days_are_inclusive_and_inside_the_partitions():
+    d = pd.Timestamp
+    start, newest = d("2024-01-01").date(), d("2024-01-10").date()
+    days = explicit_days(d("2024-01-02").date(), d("2024-01-04").date(), 3, start, newest)
+    assert days == [d(x).date() for x in ("2024-01-02", "2024-01-03", "2024-01-04")]
+    assert explicit_days(d("2024-01-09").date(), None, 2, start, newest) == [
+        d("2024-01-09").date(),
+        d("2024-01-10").date(),
+    ]
+    with pytest.raises(StageError, match="after the newest closed UTC day 2024-01-10"):
+        explicit_days(d("2024-01-09").date(), None, 3, start, newest)
 
 
 def test_ingestion_days_respects_partitions_start():
