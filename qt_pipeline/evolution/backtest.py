@@ -354,14 +354,9 @@ class _Prepared:
         self.regime = data.regime if data.regime is not None else np.zeros(1, dtype=np.int8)
         self.corr = data.correlation if data.correlation is not None else np.zeros(1)
 
-    def bank(self, keys: Sequence[_SeriesKey], buf: np.ndarray | None = None
-             ) -> tuple[np.ndarray, dict[_SeriesKey, int]]:  # fmt: skip
-        """The series ``keys`` as rows of one C-contiguous 2-D array (written into ``buf`` if given)."""
-        n = len(self.data)
-        rows_needed = max(1, len(keys))
-        if buf is None or buf.shape[0] < rows_needed or buf.shape[1] != n:
-            buf = np.empty((rows_needed, n))
-        bank = buf[:rows_needed]
+    def bank(self, keys: Sequence[_SeriesKey]) -> tuple[np.ndarray, dict[_SeriesKey, int]]:
+        """The series ``keys`` as rows of a fresh C-contiguous 2-D array (no cache: :func:`simulate`)."""
+        bank = np.empty((max(1, len(keys)), len(self.data)))
         if not keys:
             bank[0] = 0.0
         rows: dict[_SeriesKey, int] = {}

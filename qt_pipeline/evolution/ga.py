@@ -290,7 +290,6 @@ class GeneticAlgorithm:
         self.params = params
         self.evaluate = evaluate
         self._genome = genome
-        self._phenotype = _strategy_text
         self.low = np.asarray(genome.LOWER, dtype=np.float64)
         self.up = np.asarray(genome.UPPER, dtype=np.float64)
 
@@ -317,7 +316,7 @@ class GeneticAlgorithm:
         )
         metrics, fitness = self._eval(pop)
         hof = HallOfFame.empty(pop.shape[1], metrics.shape[1]).update(
-            pop, fitness, metrics, 0, self.params.hall_of_fame_size, self._phenotype
+            pop, fitness, metrics, 0, self.params.hall_of_fame_size, _strategy_text
         )
         stats = generation_stats(0, pop, fitness, len(pop), time.perf_counter() - t0)
         return GAState(0, pop, fitness, metrics, rng.bit_generator.state, hof, len(pop), stats)
@@ -353,7 +352,7 @@ class GeneticAlgorithm:
         metrics = np.concatenate([state.metrics[elite_idx], c_metrics])
         gen = state.generation + 1
         hof = state.hall_of_fame.update(
-            children, c_fitness, c_metrics, gen, self.params.hall_of_fame_size, self._phenotype
+            children, c_fitness, c_metrics, gen, self.params.hall_of_fame_size, _strategy_text
         )
         stats = generation_stats(gen, pop, fitness, len(children), time.perf_counter() - t0)
         return replace(

@@ -121,14 +121,14 @@ def _caches() -> OrderedDict[bytes, SeriesCache]:
 
 def cache_for(token: bytes, n: int, budget_bytes: int) -> tuple[SeriesCache, int]:
     """This thread's cache for the dataset ``token`` (``n`` bars) and how many rows it may use now."""
+    per_call = max(MIN_ROWS, budget_bytes // (8 * max(n, 1)))
     caches = _caches()
     cache = caches.get(token)
     if cache is None:
-        cache = SeriesCache(n, max(MIN_ROWS, budget_bytes // (8 * max(n, 1))))
+        cache = SeriesCache(n, per_call)
         caches[token] = cache
     caches.move_to_end(token)
     spare = WORKSPACE_BUDGET_BYTES - sum(c.resident_bytes for c in caches.values())
-    per_call = max(MIN_ROWS, budget_bytes // (8 * max(n, 1)))
     return cache, min(cache.allowed_rows(spare), per_call)
 
 

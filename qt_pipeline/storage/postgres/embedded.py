@@ -89,12 +89,10 @@ def _paths(settings: Settings, *, create: bool = False) -> tuple[Path, Path, Pat
     return real, secret, lock
 
 
-def _as_pg_user(
-    cmd: list[str], timeout: float = 120, input: str | None = None
-) -> subprocess.CompletedProcess:
+def _as_pg_user(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, input=input)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _socket_dir(pgdata: Path) -> str | None:
@@ -181,10 +179,10 @@ def ensure_embedded_postgres(settings: Settings) -> str:
     _, secret_file, lock_file = _paths(settings)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_file), timeout=120):
+        link = settings.data_dir.expanduser().resolve() / "postgres"
         bindir = _pg_bin_dir()
         if bindir is None:
-            return _pgserver_url(settings.data_dir.expanduser().resolve() / "postgres")
-        link = settings.data_dir.expanduser().resolve() / "postgres"
+            return _pgserver_url(link)
         real, _, _ = _paths(settings)
         if os.geteuid() == 0 and not link.exists() and not link.is_symlink() and real.exists():
             _discard_orphan(real, bindir)
