@@ -38,10 +38,3 @@ def redact(text: object) -> str:
     for secret in _extra_secrets:
         s = s.replace(secret, MASK)
     return s
-
-
-class RedactedError(RuntimeError):
-    """An error whose message has been redacted; raise it ``from None`` to drop a leaky cause chain."""
-
-    def __init__(self, message: str):
-        super().__init__(redact(message))

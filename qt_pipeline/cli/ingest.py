@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -34,11 +34,11 @@ def _parse_mapping(column_map: str | None) -> dict[str, str]:
 def validate_command(
     files: Annotated[list[Path], typer.Argument(help="Landing files (CSV) to validate.")],
     timezone: Annotated[
-        Optional[str],  # noqa: UP045 - typer
+        str | None,
         typer.Option(help="IANA zone of naive timestamps (default QT_LANDING_TIMEZONE)."),
     ] = None,
     column_map: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             help='JSON object file→canonical column names, e.g. \'{"ts": "timestamp"}\' (default QT_LANDING_COLUMN_MAP).'
         ),
@@ -98,7 +98,7 @@ def validate_command(
 
 def status_command(
     backend: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(help="local|sharedfs|neon|hybrid (default STORAGE_BACKEND)."),
     ] = None,
 ) -> None:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -297,7 +297,7 @@ STAGES: list[tuple[str, Stage]] = [
 def run_command(
     days: Annotated[int, typer.Option(help="Closed UTC days to ingest, ending yesterday.")] = 3,
     symbols: Annotated[
-        Optional[str],  # noqa: UP045 - typer
+        str | None,
         typer.Option(help="Comma-separated symbols (a subset of QT_SYMBOLS); default all."),
     ] = None,
     checks: Annotated[bool, typer.Option(help="Run the bar quality check on each partition.")] = True,
@@ -307,11 +307,11 @@ def run_command(
         bool, typer.Option(help="Evolution: evaluate on Ray (local unless QT_RAY_ADDRESS).")
     ] = True,
     start: Annotated[
-        Optional[datetime],  # noqa: UP045 - typer
+        datetime | None,
         typer.Option(formats=["%Y-%m-%d"], help="First day to ingest (instead of the last --days days)."),
     ] = None,
     end: Annotated[
-        Optional[datetime],  # noqa: UP045 - typer
+        datetime | None,
         typer.Option(formats=["%Y-%m-%d"], help="Last day to ingest, inclusive (with --start)."),
     ] = None,
 ) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import dagster as dg
 
 from qt_pipeline.config import get_settings
@@ -24,7 +22,7 @@ class StorageResource(dg.ConfigurableResource):
     SQLAlchemy pool instead of reconnecting per call.
     """
 
-    backend: Optional[str] = None  # noqa: UP045 - dagster config needs typing.Optional
+    backend: str | None = None
 
     def _key(self) -> tuple[str, str]:
         settings = get_settings()

@@ -60,10 +60,6 @@ class CachePolicy:
             return "warm"
         return "cold"
 
-    def keeps(self, day: date, today: date) -> bool:
-        """Whether the cache keeps ``day`` (hot or warm)."""
-        return self.tier(day, today) != "cold"
-
     def hot_start(self, today: date) -> date:
         """First day of the hot window (inclusive); the window ends with ``today``."""
         return today - timedelta(days=self.hot_days - 1)

@@ -191,13 +191,6 @@ class Outbox:
             last_error=self.last_error,
         )
 
-    def pending_frame(self, kind: Kind = "bars") -> pd.DataFrame:
-        """All pending rows of ``kind`` concatenated in sequence order (for inspection/tests)."""
-        frames = [self.read(b) for b in self.list_batches(with_rows=False) if b.kind == kind]
-        if not frames:
-            return pd.DataFrame()
-        return pd.concat(frames, ignore_index=True)
-
     # --- replay --------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _replay_lock(self, wait_s: float) -> Iterator[bool]:

@@ -1,7 +1,7 @@
 """Assets of the central store: ``neon_ohlcv`` (per-partition migration) and ``neon_cold_tier``."""
 
 from datetime import date
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 
@@ -68,7 +68,7 @@ def neon_ohlcv(
 
 
 class ColdTierConfig(dg.Config):
-    older_than_days: Optional[int] = None  # noqa: UP045 - default QT_COLD_AFTER_DAYS
+    older_than_days: int | None = None  # default QT_COLD_AFTER_DAYS
     mode: str = "auto"  # auto (by capabilities) | parquet | compression
 
 

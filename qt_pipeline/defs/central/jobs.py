@@ -1,7 +1,5 @@
 """Jobs of the central store: whole-history consistency, reconcile (repair), cold tier."""
 
-from typing import Optional
-
 import dagster as dg
 
 from qt_pipeline.defs.central.assets import neon_cold_tier
@@ -11,9 +9,9 @@ from qt_pipeline.redaction import redact
 
 
 class HistoryRangeConfig(dg.Config):
-    symbols: Optional[list[str]] = None  # noqa: UP045 - dagster config needs typing.Optional
-    start: Optional[str] = None  # noqa: UP045 - ISO date/timestamp (UTC), inclusive
-    end: Optional[str] = None  # noqa: UP045 - exclusive
+    symbols: list[str] | None = None
+    start: str | None = None  # ISO date/timestamp (UTC), inclusive
+    end: str | None = None  # exclusive
 
 
 class ReconcileConfig(HistoryRangeConfig):

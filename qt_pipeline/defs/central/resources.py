@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 
@@ -21,7 +21,7 @@ class CentralStoreResource(dg.ConfigurableResource):
     store cache, so ``close_cached_stores()`` closes them too): a run reuses one SQLAlchemy pool.
     """
 
-    pg_schema: Optional[str] = None  # noqa: UP045 - dagster config needs typing.Optional; None = QT_PG_SCHEMA
+    pg_schema: str | None = None  # None = QT_PG_SCHEMA
 
     def get_store(self) -> Any:
         from qt_pipeline.storage.postgres.store import PostgresStore

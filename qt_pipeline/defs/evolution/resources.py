@@ -3,7 +3,7 @@ address) and ``evolution_state`` (where run state is checkpointed)."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 from dagster_ray import Lifecycle, LocalRay
@@ -19,11 +19,11 @@ class RayClusterResource(LocalRay):
     cleanup disconnects (a local Ray started here is shut down).
     """
 
-    address: Optional[str] = None  # noqa: UP045 - dagster config needs typing.Optional
-    num_cpus: Optional[int] = None  # noqa: UP045 - local Ray only; default: the run's num_workers
+    address: str | None = None
+    num_cpus: int | None = None  # local Ray only; default: the run's num_workers
 
     @property
-    def ray_address(self) -> Optional[str]:  # type: ignore[override]  # noqa: UP045
+    def ray_address(self) -> str | None:  # type: ignore[override]
         return self.address or None
 
     @property
@@ -70,7 +70,7 @@ class EvolutionStateResource(dg.ConfigurableResource):
     """The evolution state store. ``backend`` empty = automatic (Postgres when a central database is
     configured, else ``QT_DATA_DIR/evolution.duckdb``); ``postgres`` or ``duckdb`` forces one."""
 
-    backend: Optional[str] = None  # noqa: UP045
+    backend: str | None = None
 
     def get_state_store(self) -> Any:
         from pathlib import Path

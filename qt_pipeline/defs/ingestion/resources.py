@@ -6,7 +6,6 @@ Defaults come from the settings (``QT_MARKET_SOURCE``, ``QT_SYNTHETIC_SEED``, ``
 """
 
 import json
-from typing import Optional
 
 import dagster as dg
 
@@ -20,11 +19,11 @@ class MarketSourceResource(dg.ConfigurableResource):
     (``{"ts": "timestamp", "ticker": "symbol"}``); unset means ``QT_LANDING_COLUMN_MAP``.
     """
 
-    kind: Optional[str] = None  # noqa: UP045 - "synthetic" | "landing"; None = QT_MARKET_SOURCE
-    seed: Optional[int] = None  # noqa: UP045
-    landing_dir: Optional[str] = None  # noqa: UP045
-    column_mapping: Optional[str] = None  # noqa: UP045 - JSON object text
-    timezone: Optional[str] = None  # noqa: UP045
+    kind: str | None = None  # "synthetic" | "landing"; None = QT_MARKET_SOURCE
+    seed: int | None = None
+    landing_dir: str | None = None
+    column_mapping: str | None = None  # JSON object text
+    timezone: str | None = None
 
     def resolved_kind(self) -> str:
         kind = self.kind or get_settings().market_source

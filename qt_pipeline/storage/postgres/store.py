@@ -182,11 +182,6 @@ class PostgresStore(DataStorageInterface):
         """``"schema"."table"`` for SQL."""
         return f"{qi(self._schema)}.{qi(check_identifier(table, 'table'))}"
 
-    def run(self, action: str, fn: Callable[[], T], *, attempts: int | None = None) -> T:
-        """Run ``fn`` (idempotent database work, e.g. ``lambda: …engine.begin()…``) with this store's retry
-        policy; database errors come out as redacted :class:`StorageError` naming ``action``."""
-        return self._run(action, fn, attempts=attempts)
-
     def _run(self, action: str, fn: Callable[[], T], *, attempts: int | None = None) -> T:
         """Run ``fn`` with retries on transient errors; translate database errors (redacted, no cause)."""
         err: StorageError | None = None
