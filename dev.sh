@@ -62,6 +62,14 @@ ensure_postgres() {
   log "PostgreSQL is not reachable on 127.0.0.1:5432 (set QT_TEST_PG_ADMIN_URL to use another server)"
 }
 
+check_node() {
+  # The TimescaleDB tests (-m timescale) run the repository's own test server on Node.js
+  # (qt_pipeline_tests/timescale_harness; it installs its pinned npm package on first use).
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    log "Node.js >= 18.3 and npm are not on PATH: the TimescaleDB tests will fail (install Node.js, see README 'Prerequisites'; or pass -m 'not timescale')"
+  fi
+}
+
 cmd=${1:-main}
 shift || true
 case $cmd in
@@ -72,6 +80,7 @@ case $cmd in
   test)
     ensure_env
     ensure_postgres
+    check_node
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   ui)

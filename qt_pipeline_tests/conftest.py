@@ -1,5 +1,5 @@
 """Fixtures shared by every test package: isolated settings, a real PostgreSQL database per session,
-and the TimescaleDB harness from ../shared/timescale-harness.
+and the repository's TimescaleDB test server (qt_pipeline_tests/timescale_harness/).
 
 Real parts only: tests talk to the machine's PostgreSQL (127.0.0.1:5432, trust auth; override with
 QT_TEST_PG_ADMIN_URL), a real DuckDB file under tmp_path and, where marked, a real local Ray.
@@ -7,9 +7,9 @@ QT_TEST_PG_ADMIN_URL), a real DuckDB file under tmp_path and, where marked, a re
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +19,7 @@ import pytest
 
 from qt_pipeline.config import Settings, get_settings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = Path(os.environ.get("QT_SHARED_DIR", REPO_ROOT.parent / "shared"))
+TIMESCALE_HARNESS = Path(__file__).resolve().parent / "timescale_harness" / "start"
 PG_ADMIN_URL = os.environ.get("QT_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -77,22 +76,54 @@ def pg_schema(pg_url: str) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def timescale_dsn() -> Iterator[str]:
-    """DSN of a throwaway TimescaleDB (full TSL feature set) from ../shared/timescale-harness.
+def timescale_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """DSN of a throwaway TimescaleDB (full TSL feature set): the repository's test server
+    (qt_pipeline_tests/timescale_harness/, Node.js; ``npm ci`` of its pinned package on first use).
 
-    All connections share one backend session (see the harness README): isolate tests by schema/table
-    name and keep transactions short.
+    All connections share one backend session (see timescale_harness/README.md): isolate tests by
+    schema/table name and keep transactions short. The server is stopped at the end of the session, and
+    exits by itself if this process dies (it watches its stdin, a pipe from here).
     """
-    start = SHARED_DIR / "timescale-harness" / "start"
-    if not start.exists():
-        pytest.fail(f"TimescaleDB harness not found at {start}; set QT_SHARED_DIR to the shared/ folder")
-    out = subprocess.run([str(start)], capture_output=True, text=True, timeout=600, check=False)
-    if out.returncode != 0:
-        pytest.fail(f"TimescaleDB harness failed to start: {out.stderr[-2000:]}")
-    env = dict(line.split("=", 1) for line in out.stdout.strip().splitlines() if "=" in line)
-    pid = int(env["PID"])
+    log_path = tmp_path_factory.mktemp("timescale") / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(TIMESCALE_HARNESS), "--exit-on-stdin-eof"],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        yield env["DSN"]
+        dsn = _wait_for_timescale(proc, log_path, timeout=600)
+        yield dsn
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 15)
+        _stop(proc)
+
+
+def _wait_for_timescale(proc: subprocess.Popen, log_path: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        for line in text.splitlines():
+            if line.startswith("READY "):
+                return line.split()[1]
+        if proc.poll() is not None:
+            first = next((ln for ln in text.splitlines() if ln.startswith("timescale test server:")), None)
+            pytest.fail(
+                first or f"TimescaleDB test server exited with status {proc.returncode}: {text[-2000:]}",
+                pytrace=False,
+            )
+        time.sleep(0.2)
+    _stop(proc)
+    pytest.fail(f"TimescaleDB test server not ready after {timeout:.0f} s; log: {log_path}", pytrace=False)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if proc.stdin:
+        proc.stdin.close()
