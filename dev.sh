@@ -4,6 +4,7 @@
 #   ./dev.sh test [pytest options]   run the whole test suite
 #   ./dev.sh ui                      open the Dagster UI (dagster dev) on http://127.0.0.1:3000
 #   ./dev.sh qt <command> ...        any operator command of the `qt` CLI
+#   ./dev.sh lock [uv lock options]  re-resolve uv.lock (+ requirements.lock.txt); --check: are they current?
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -11,6 +12,7 @@ VENV=${QT_VENV:-$ROOT/.venv}
 export QT_DATA_DIR=${QT_DATA_DIR:-$ROOT/.qt_data}
 export DAGSTER_HOME=${DAGSTER_HOME:-$QT_DATA_DIR/dagster_home}
 
+UV_REQ='uv>=0.9,<0.14'
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
 
 pick_python() {
@@ -22,28 +24,44 @@ pick_python() {
   log "need Python 3.11 or 3.12 on PATH"; exit 1
 }
 
+# uv is how the environment is installed: exactly the versions in uv.lock. It is taken from PATH,
+# ~/.local/bin or the chosen Python; else installed with pip (--user).
+find_uv() {
+  UV=$(command -v uv || true)
+  if [[ -z $UV && -x $HOME/.local/bin/uv ]]; then UV=$HOME/.local/bin/uv; fi
+  if [[ -z $UV ]]; then UV=$("$1" -c 'import uv; print(uv.find_uv_bin())' 2>/dev/null || true); fi
+}
+
+ensure_uv() {
+  find_uv "$1"
+  if [[ -z $UV ]]; then
+    log "installing uv (the installer that reads uv.lock) with pip"
+    "$1" -m pip install -q --user "$UV_REQ" 2>/dev/null || "$1" -m pip install -q "$UV_REQ" 2>/dev/null || true
+    find_uv "$1"
+  fi
+}
+
 ensure_env() {
   local py stamp want
   py=$(pick_python)
-  if ! command -v uv >/dev/null 2>&1 && [[ ! -x $HOME/.local/bin/uv ]]; then
-    log "installing uv (fast installer) with pip"
-    "$py" -m pip install -q --user uv 2>/dev/null || "$py" -m pip install -q uv || true
-  fi
-  local UV
-  UV=$(command -v uv || true)
-  if [[ -z $UV && -x $HOME/.local/bin/uv ]]; then UV=$HOME/.local/bin/uv; fi
-  if [[ ! -x $VENV/bin/python ]]; then
-    log "creating virtual environment $VENV"
-    if [[ -n $UV ]]; then "$UV" venv -q --python "$py" "$VENV"; else "$py" -m venv "$VENV"; fi
-  fi
+  UV=
+  [[ ${QT_INSTALLER:-uv} == pip ]] || ensure_uv "$py"   # QT_INSTALLER=pip: the fallback path, on purpose
+  [[ -f uv.lock ]] || { log "uv.lock is missing: run ./dev.sh lock"; exit 1; }
   stamp=$VENV/.qt_installed
-  want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
-  if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
-    log "installing qt_pipeline and its dependencies into $VENV"
+  # keyed on the lock (and pyproject: scripts, extras) and on the installer used
+  want="$(cat uv.lock pyproject.toml | sha256sum | cut -d' ' -f1) ${UV:+uv}"
+  if [[ ! -x $VENV/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     if [[ -n $UV ]]; then
-      VIRTUAL_ENV=$VENV "$UV" pip install -q -e '.[dev]'
+      log "installing qt_pipeline and the versions pinned in uv.lock into $VENV (uv sync)"
+      # --locked: fail (instead of silently re-resolving) when pyproject.toml changed without `./dev.sh lock`
+      UV_PROJECT_ENVIRONMENT=$VENV "$UV" sync -q --locked --extra dev --python "$py" --no-python-downloads ||
+        { log "uv sync failed; if pyproject.toml changed, run ./dev.sh lock (README: Reproducible installs)"; exit 1; }
     else
-      "$VENV/bin/python" -m pip install -q -e '.[dev]'
+      # No uv: the same pins, exported from uv.lock with hashes (./dev.sh lock keeps the file in step).
+      log "uv unavailable; installing the pinned versions of requirements.lock.txt with pip into $VENV"
+      [[ -x $VENV/bin/python ]] || "$py" -m venv "$VENV" || { log "need the venv module (Debian: apt-get install python3-venv)"; exit 1; }
+      "$VENV/bin/python" -m pip install -q --require-hashes -r requirements.lock.txt
+      "$VENV/bin/python" -m pip install -q --no-deps -e .
     fi
     echo "$want" >"$stamp"
   fi
@@ -51,15 +69,36 @@ ensure_env() {
   [[ -f $DAGSTER_HOME/dagster.yaml ]] || cp infra/dagster.yaml "$DAGSTER_HOME/dagster.yaml" 2>/dev/null || true
 }
 
+lock() {
+  # Re-resolve uv.lock (arguments go to `uv lock`, e.g. --upgrade-package dagster) and re-export the
+  # hashed requirements.lock.txt that the pip fallback installs. `lock --check`: both up to date?
+  local py
+  py=$(pick_python)
+  ensure_uv "$py"
+  [[ -n $UV ]] || { log "need uv (pip install '$UV_REQ')"; exit 1; }
+  local export=("$UV" export -q --frozen --format requirements-txt --extra dev --no-emit-project)
+  if [[ ${1:-} == --check ]]; then
+    "$UV" lock --check --python "$py" || { log "uv.lock is out of date with pyproject.toml: run ./dev.sh lock"; exit 1; }
+    "${export[@]}" | cmp -s - requirements.lock.txt ||
+      { log "requirements.lock.txt is out of date with uv.lock: run ./dev.sh lock"; exit 1; }
+    log "uv.lock and requirements.lock.txt are up to date"
+  else
+    "$UV" lock --python "$py" "$@"
+    "${export[@]}" >requirements.lock.txt
+    log "uv.lock and requirements.lock.txt updated; commit both"
+  fi
+}
+
 ensure_postgres() {
   # The test suite talks to the machine's PostgreSQL (127.0.0.1:5432). Start it if it is down.
+  [[ -z ${QT_TEST_PG_ADMIN_URL:-} ]] || return 0
   if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432; then return 0; fi
   if command -v pg_ctlcluster >/dev/null 2>&1 && [[ -d /etc/postgresql ]]; then
     log "starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
     for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && return 0; sleep 1; done
   fi
-  log "PostgreSQL is not reachable on 127.0.0.1:5432 (set QT_TEST_PG_ADMIN_URL to use another server)"
+  log "PostgreSQL is not reachable on 127.0.0.1:5432: install/start PostgreSQL 15-17 with trust auth for 'postgres' (README 'Prerequisites'), or set QT_TEST_PG_ADMIN_URL to another server"
 }
 
 check_node() {
@@ -87,11 +126,14 @@ case $cmd in
     ensure_env
     exec "$VENV/bin/dagster" dev -w workspace.yaml "$@"
     ;;
+  lock)
+    lock "$@"
+    ;;
   qt)
     ensure_env
     exec "$VENV/bin/qt" "$@"
     ;;
   *)
-    sed -n '2,7p' "$0"; exit 2
+    sed -n '2,8p' "$0"; exit 2
     ;;
 esac
