@@ -1,6 +1,6 @@
 """The cold tier: what happens to central bars older than ``QT_COLD_AFTER_DAYS``.
 
-Capabilities decide (DESIGN.md matrix), they are detected, never assumed:
+Capabilities decide (docs/architecture.md, capability matrix), they are detected, never assumed:
 
 * **TimescaleDB with the full (``timescale``) license** — native compression: compression is enabled on
   ``ohlcv_bars`` (segment by ``symbol``, order by ``timestamp``) and every chunk older than the cutoff is

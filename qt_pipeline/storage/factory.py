@@ -1,7 +1,7 @@
 """The one factory every caller uses to get a store: ``STORAGE_BACKEND=local|sharedfs|neon|hybrid``.
 
 Callers never import a backend module directly, so switching backends changes no calling code (the
-"drop-in" promise of DESIGN.md). Backends are imported lazily so a missing optional dependency of one
+"drop-in" promise of docs/architecture.md). Backends are imported lazily so a missing optional dependency of one
 backend never breaks another.
 """
 

@@ -1,4 +1,4 @@
-"""DataStorageInterface: the one storage contract every backend implements (see DESIGN.md).
+"""DataStorageInterface: the one storage contract every backend implements (see docs/architecture.md).
 
 Semantics every backend honours (the contract test suite in ``qt_pipeline_tests/storage`` checks them):
 

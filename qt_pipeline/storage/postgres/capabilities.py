@@ -1,4 +1,4 @@
-"""What the connected server can do — detected, never assumed (DESIGN.md capability matrix)."""
+"""What the connected server can do — detected, never assumed (capability matrix in docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Connection configuration for the central PostgreSQL/Neon store: pooled vs direct URL, TLS, timeouts,
 and SQLAlchemy engines that are safe behind PgBouncer in transaction mode.
 
-Rules (DESIGN.md "Neon connection facts"):
+Rules (docs/architecture.md, "Central store: connection rules"):
 
 * the pooled host (``…-pooler…``) is PgBouncer in transaction mode: no session ``SET``, no startup
   ``options=-c …``. Every transaction therefore starts with ``set_config(name, value, true)`` (the function

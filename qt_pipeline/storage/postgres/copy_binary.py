@@ -1,7 +1,7 @@
 """PostgreSQL binary COPY encoding of canonical bar tables, vectorised with NumPy.
 
-Why binary: DESIGN.md measured that turning rows into CSV text dominates a Python → COPY load, and the
-server then parses that text back. The binary format is fixed-width per field, so a whole batch is laid
+Why binary: measured on a 2-core VM (docs/architecture.md, "Speed references"), turning rows into CSV
+text dominates a Python → COPY load, and the server then parses that text back. The binary format is fixed-width per field, so a whole batch is laid
 out with one NumPy structured array per symbol length (no per-row Python), floats travel as their exact
 IEEE-754 bits (no text round trip), and the server does no number parsing.
 
