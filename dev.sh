@@ -49,7 +49,9 @@ ensure_env() {
   [[ -f uv.lock ]] || { log "uv.lock is missing: run ./dev.sh lock"; exit 1; }
   stamp=$VENV/.qt_installed
   # keyed on the lock (and pyproject: scripts, extras) and on the installer used
-  want="$(cat uv.lock pyproject.toml | sha256sum | cut -d' ' -f1) ${UV:+uv}"
+  local installer=pip
+  [[ -z $UV ]] || installer=uv
+  want="$(cat uv.lock pyproject.toml | sha256sum | cut -d' ' -f1) $installer"
   if [[ ! -x $VENV/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     if [[ -n $UV ]]; then
       log "installing qt_pipeline and the versions pinned in uv.lock into $VENV (uv sync)"
@@ -60,7 +62,8 @@ ensure_env() {
       # No uv: the same pins, exported from uv.lock with hashes (./dev.sh lock keeps the file in step).
       log "uv unavailable; installing the pinned versions of requirements.lock.txt with pip into $VENV"
       [[ -x $VENV/bin/python ]] || "$py" -m venv "$VENV" || { log "need the venv module (Debian: apt-get install python3-venv)"; exit 1; }
-      "$VENV/bin/python" -m pip install -q --require-hashes -r requirements.lock.txt
+      # --no-deps: the export is the complete closure (and pip rejects extras such as gql[requests] in hash mode)
+      "$VENV/bin/python" -m pip install -q --require-hashes --no-deps -r requirements.lock.txt
       "$VENV/bin/python" -m pip install -q --no-deps -e .
     fi
     echo "$want" >"$stamp"
