@@ -43,6 +43,18 @@ class RunContext:
     results: dict[str, Any] = field(default_factory=dict)
 
 
+def _progress(console: Console, label: str) -> Progress:
+    """A progress bar ``label <item> [bar] done/total elapsed`` that stays on screen."""
+    return Progress(
+        TextColumn(f"[bold]{label}[/bold] {{task.description}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
 def ingestion_days(n_days: int, partitions_start: date, newest: date) -> list[date]:
     """The last ``n_days`` closed days ending ``newest``, never before ``partitions_start``."""
     if n_days < 1:
@@ -105,14 +117,7 @@ def _materialize_partitions(
 
     resources = {k: v for k, v in ctx.defs.resources.items() if k in resource_keys}
     keys = [partition_key_for(d, s) for d in ctx.days for s in ctx.symbols]
-    with Progress(
-        TextColumn(f"[bold]{label}[/bold] {{task.description}}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=ctx.console,
-        transient=False,
-    ) as progress:
+    with _progress(ctx.console, label) as progress:
         task = progress.add_task(label, total=len(keys))
         for key in keys:
             progress.update(task, description=str(key))
@@ -223,14 +228,7 @@ def stage_evolve(ctx: RunContext) -> None:
         raise StageError(str(exc)) from None
     state = PostgresStateStore(open_central(ctx.settings), owns_central=True)
     bars = get_storage(settings=ctx.settings)
-    with Progress(
-        TextColumn("[bold]evolve[/bold] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=ctx.console,
-        transient=False,
-    ) as progress:
+    with _progress(ctx.console, "evolve") as progress:
         where = "local Ray" if ctx.use_ray and not ctx.settings.ray_address else "serial"
         task = progress.add_task(f"starting ({where})", total=config.generations)
 

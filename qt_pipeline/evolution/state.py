@@ -12,7 +12,7 @@ SQL is written once with ``:name`` parameters; SQLAlchemy binds them on PostgreS
 DuckDB's ``?`` placeholders.
 
 :func:`state_store_from_settings` chooses: Postgres when a central database is configured
-(``NEON_DATABASE_URL`` set, or ``STORAGE_BACKEND`` is ``neon``/``hybrid``), else DuckDB.
+(``NEON_DATABASE_URL`` set, or ``STORAGE_BACKEND`` is ``central``/``hybrid``), else DuckDB.
 
 Every generation is committed in **one transaction** (checkpoint row + run record update), so a process
 killed at any moment leaves the last committed generation complete and consistent. Arrays are stored as
@@ -508,7 +508,7 @@ class DuckDBStateStore(EvolutionStateStore):
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         try:
-            self._con = duckdb.connect(str(self._path))
+            self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(str(self._path))
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StateStoreError(
@@ -527,6 +527,8 @@ class DuckDBStateStore(EvolutionStateStore):
     def setup(self) -> None:
         with self._lock:
             con = self._con
+            if con is None:
+                raise StateStoreError(f"evolution state store {self._path} is closed")
             con.execute(
                 "CREATE TABLE IF NOT EXISTS evolution_schema_version (version INTEGER NOT NULL, "
                 "applied_at TIMESTAMPTZ NOT NULL)"
@@ -658,7 +660,7 @@ class PostgresStateStore(EvolutionStateStore):
 
 
 def uses_central_state(settings: Any) -> bool:
-    return settings.database_url is not None or settings.storage_backend in ("neon", "hybrid")
+    return settings.database_url is not None or settings.storage_backend in ("central", "hybrid")
 
 
 def state_store_from_settings(settings: Any = None) -> EvolutionStateStore:

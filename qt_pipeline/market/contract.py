@@ -130,6 +130,29 @@ def check_bar_batch(canon: pd.DataFrame, where: str, *, unique_keys: bool = True
         )
 
 
+def check_range_batch(
+    canon: pd.DataFrame, symbol: str, lo: pd.Timestamp | None, hi: pd.Timestamp | None, where: str
+) -> None:
+    """A ``replace_range`` batch holds only ``symbol``'s bars inside ``[lo, hi)`` (either bound may be
+    ``None``); raises :class:`ContractError` naming the first offending row."""
+    other = canon["symbol"] != symbol
+    if other.any():
+        raise ContractError(
+            f"{where}: {int(other.sum())} row(s) are of another symbol, e.g. "
+            f"{canon.loc[other, 'symbol'].iloc[0]!r}; pass only {symbol!r} bars — nothing was written"
+        )
+    outside = pd.Series(False, index=canon.index)
+    if lo is not None:
+        outside |= canon["timestamp"] < lo
+    if hi is not None:
+        outside |= canon["timestamp"] >= hi
+    if outside.any():
+        raise ContractError(
+            f"{where}: {int(outside.sum())} row(s) lie outside [start, end), e.g. "
+            f"{canon.loc[outside, 'timestamp'].iloc[0].isoformat()}; nothing was written"
+        )
+
+
 def day_bounds(day: date | datetime | str) -> tuple[pd.Timestamp, pd.Timestamp]:
     """``[00:00, next 00:00)`` UTC of ``day`` (a date, an ISO date string or a timestamp's date)."""
     if isinstance(day, str):
@@ -165,7 +188,7 @@ def select_bar_columns(columns: Sequence[str] | None) -> list[str]:
     return cols
 
 
-def to_canonical(df: pd.DataFrame, *, columns: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:
+def to_canonical(df: pd.DataFrame, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Return ``df`` restricted/reordered to the canonical columns (or the ``columns`` subset, kept in
     canonical order) with canonical dtypes and a fresh RangeIndex.
 

@@ -37,6 +37,7 @@ from qt_pipeline.market.contract import (
     REJECT_COLUMNS,
     ContractError,
     check_bar_batch,
+    check_range_batch,
     empty_bars,
     empty_rejects,
     select_bar_columns,
@@ -45,12 +46,14 @@ from qt_pipeline.market.contract import (
 )
 from qt_pipeline.storage.interface import (
     SYMBOL_SUMMARY_COLUMNS,
-    DataStorageInterface,
     HealthStatus,
+    RangeStore,
     StorageError,
+    TimeBound,
     WriteResult,
     as_utc,
     as_utc_us,
+    symbol_days_frame,
 )
 
 BARS_TABLE = "ohlcv_bars"
@@ -99,7 +102,7 @@ _REJECT_UPDATE_SQL = ", ".join(
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<holder>.+?)(?:\. See also|$)")
 
 
-def _bound(ts: datetime | pd.Timestamp | None) -> datetime | None:
+def _bound(ts: TimeBound) -> datetime | None:
     """A tz-aware UTC bound as a microsecond ``datetime`` (what DuckDB stores); see :func:`as_utc_us`."""
     t = as_utc_us(ts)
     return None if t is None else t.to_pydatetime()
@@ -123,7 +126,7 @@ def _fast_canonical(df: pd.DataFrame, columns: Sequence[str] | None = None) -> p
     return to_canonical(df, columns=columns)
 
 
-class DuckDBStore(DataStorageInterface):
+class DuckDBStore(RangeStore):
     """Canonical bars in a DuckDB file. ``read_only=True`` opens the file shared (no writes, no DDL)."""
 
     backend_name = "local"
@@ -310,6 +313,9 @@ class DuckDBStore(DataStorageInterface):
                 "nothing was written"
             )
 
+    def _result(self, canon: pd.DataFrame, t0: float, **details: Any) -> WriteResult:
+        return WriteResult(len(canon), self.backend_name, self.location, time.perf_counter() - t0, details)
+
     def write_bars(self, bars: pd.DataFrame) -> WriteResult:
         t0 = time.perf_counter()
         canon = self._prepare_bars(bars)
@@ -317,18 +323,13 @@ class DuckDBStore(DataStorageInterface):
         if len(canon):
             with self._registered(canon, "bars") as view, self._transaction() as con:
                 self._insert(con, view, len(canon))
-        return WriteResult(
-            rows=len(canon),
-            backend=self.backend_name,
-            location=self.location,
-            seconds=time.perf_counter() - t0,
-        )
+        return self._result(canon, t0)
 
     def read_bars(
         self,
         symbol: str,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
         *,
         limit: int | None = None,
         from_end: bool = False,
@@ -399,8 +400,8 @@ class DuckDBStore(DataStorageInterface):
     def read_range(
         self,
         symbols: Sequence[str] | None = None,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
     ) -> pd.DataFrame:
         lo, hi = _bound(start), _bound(end)
         if symbols is not None and not len(symbols):
@@ -440,8 +441,8 @@ class DuckDBStore(DataStorageInterface):
     # --- helpers for later code (documented in .coord/NOTES.md) ------------------------------------
     def symbol_days(
         self,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
         symbols: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """What the store holds per UTC symbol-day in ``[start, end)`` (of ``symbols``, default all):
@@ -463,21 +464,14 @@ class DuckDBStore(DataStorageInterface):
                 )
                 .fetchnumpy()
             )
-        return pd.DataFrame(
-            {
-                "symbol": pd.Series(df["symbol"], dtype=BAR_DTYPES["symbol"]),
-                "day": pd.Series(
-                    [d.date() for d in pd.to_datetime(df["day"])] if len(df["day"]) else [], dtype="object"
-                ),
-                "rows": pd.Series(df["rows"], dtype="int64"),
-            }
-        )
+        days = [d.date() for d in pd.to_datetime(df["day"])] if len(df["day"]) else []
+        return symbol_days_frame(df["symbol"].tolist(), days, df["rows"].tolist())
 
     def delete_range(
         self,
         symbol: str,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
     ) -> int:
         """Delete ``symbol``'s bars in ``[start, end)`` in one transaction; returns the rows deleted."""
         lo, hi = _bound(start), _bound(end)
@@ -490,8 +484,8 @@ class DuckDBStore(DataStorageInterface):
     def replace_range(
         self,
         symbol: str,
-        start: datetime | pd.Timestamp | None,
-        end: datetime | pd.Timestamp | None,
+        start: TimeBound,
+        end: TimeBound,
         bars: pd.DataFrame,
     ) -> WriteResult:
         """Make ``symbol``'s bars in ``[start, end)`` exactly ``bars`` (delete + insert, one transaction).
@@ -502,22 +496,7 @@ class DuckDBStore(DataStorageInterface):
         canon = self._prepare_bars(bars)
         lo, hi = as_utc(start), as_utc(end)
         where = f"replace_range({symbol!r}, {lo}, {hi}) on {self._path}"
-        other = canon["symbol"] != symbol
-        if other.any():
-            raise ContractError(
-                f"{where}: {int(other.sum())} row(s) are of another symbol, e.g. "
-                f"{canon.loc[other, 'symbol'].iloc[0]!r}; pass only {symbol!r} bars — nothing was written"
-            )
-        outside = pd.Series(False, index=canon.index)
-        if lo is not None:
-            outside |= canon["timestamp"] < lo
-        if hi is not None:
-            outside |= canon["timestamp"] >= hi
-        if outside.any():
-            raise ContractError(
-                f"{where}: {int(outside.sum())} row(s) lie outside [start, end), e.g. "
-                f"{canon.loc[outside, 'timestamp'].iloc[0].isoformat()}; nothing was written"
-            )
+        check_range_batch(canon, symbol, lo, hi, where)
         self._require_writable()
         params: list[Any] = [symbol]
         sql_where = _where("symbol = ?", _bound(lo), _bound(hi), params)
@@ -525,13 +504,7 @@ class DuckDBStore(DataStorageInterface):
             deleted = int(con.execute(f"DELETE FROM {BARS_TABLE} WHERE {sql_where}", params).fetchall()[0][0])
             if len(canon):
                 self._insert(con, view, len(canon))
-        return WriteResult(
-            rows=len(canon),
-            backend=self.backend_name,
-            location=self.location,
-            seconds=time.perf_counter() - t0,
-            details={"deleted": deleted},
-        )
+        return self._result(canon, t0, deleted=deleted)
 
     def export_parquet(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
         """Export the bars and rejects to ``<directory>/ohlcv_bars.parquet`` and

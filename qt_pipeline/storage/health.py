@@ -143,6 +143,8 @@ def check_central_health(
         from qt_pipeline.storage.neon_api import NeonApiClient
 
         client = api_client or NeonApiClient.from_settings(settings)
+        if client is None:
+            return report
         try:
             ep = client.endpoint(settings.neon_project_id, settings.neon_endpoint_id)
             report.endpoint_state = ep.current_state

@@ -13,9 +13,9 @@
   ledger row is written right after the data in its own transaction: a crash between the two only
   causes a harmless re-copy of that symbol-day on the next run.
 
-Plain Python: no Dagster imports. The central store is duck-typed against
-``qt_pipeline.storage.postgres.store.PostgresStore`` (``engine``, ``qualified``, ``write_bars``,
-``ensure_schema``, ``settings``).
+Plain Python: no Dagster imports. The central store is a
+:class:`~qt_pipeline.storage.postgres.store.PostgresStore`; the ledger's SQL lives with it
+(:mod:`qt_pipeline.storage.postgres.ledger`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -42,6 +42,9 @@ from qt_pipeline.storage.postgres.ledger import (
     read_ledger,
     record_ledger,
 )
+
+if TYPE_CHECKING:
+    from qt_pipeline.storage.postgres.store import PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +147,7 @@ def _frame_bytes(frame: pd.DataFrame) -> int:
     return int(frame.memory_usage(index=False, deep=True).sum()) if len(frame) else 0
 
 
-def _write(central: Any, frame: pd.DataFrame) -> str:
+def _write(central: PostgresStore, frame: pd.DataFrame) -> str:
     """Write a batch; the store COPYs straight into the table when the batch's range is empty (checked in
     the write transaction) and otherwise stages + upserts. Returns the path taken."""
     if not len(frame):
@@ -155,7 +158,7 @@ def _write(central: Any, frame: pd.DataFrame) -> str:
 
 def migrate_partition(
     local: DataStorageInterface,
-    central: Any,
+    central: PostgresStore,
     symbol: str,
     day: date | str,
     *,
@@ -279,7 +282,7 @@ class _InFlight:
     nbytes: int
 
 
-def _timed_write(central: Any, frame: pd.DataFrame) -> tuple[str, float]:
+def _timed_write(central: PostgresStore, frame: pd.DataFrame) -> tuple[str, float]:
     t0 = time.perf_counter()
     method = _write(central, frame)
     return method, time.perf_counter() - t0
@@ -287,7 +290,7 @@ def _timed_write(central: Any, frame: pd.DataFrame) -> tuple[str, float]:
 
 def migrate_all(
     local: DataStorageInterface,
-    central: Any,
+    central: PostgresStore,
     *,
     symbols: Sequence[str] | None = None,
     start: date | datetime | pd.Timestamp | str | None = None,
@@ -314,7 +317,7 @@ def migrate_all(
         raise ValueError(f"migrate_all: start {lo.isoformat()} must be before end {hi.isoformat()}")
     central.ensure_schema()
     t_run = time.perf_counter()
-    sd = local.symbol_days(lo, hi)  # type: ignore[attr-defined]
+    sd = local.symbol_days(lo, hi)
     if symbols is not None:
         wanted = {s.upper() for s in symbols}
         sd = sd[sd["symbol"].isin(wanted)]

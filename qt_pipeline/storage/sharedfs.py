@@ -457,11 +457,11 @@ def _ts_stat(path: Path, which: str) -> pd.Timestamp:
     """min/max of the timestamp column from the footer statistics (falls back to reading the column)."""
     meta = pq.ParquetFile(path).metadata
     idx = BAR_SCHEMA.get_field_index("timestamp")
-    values = []
+    values: list[Any] = []
     for rg in range(meta.num_row_groups):
         stats = meta.row_group(rg).column(idx).statistics
         if stats is None or not stats.has_min_max:
-            values = None
+            values = []
             break
         values.append(stats.min if which == "min" else stats.max)
     if values:

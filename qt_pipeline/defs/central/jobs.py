@@ -1,6 +1,6 @@
 """Jobs of the central store: whole-history consistency, reconcile (repair), cold tier."""
 
-from typing import Optional
+from typing import Any, Optional
 
 import dagster as dg
 
@@ -77,7 +77,7 @@ def reconcile_op(
     for a in summary.actions:
         verb = "would re-copy" if config.dry_run else "re-copied"
         context.log.info(f"{verb} {a.day.isoformat()}|{a.symbol}: {a.local_rows} local row(s)")
-    metadata: dict[str, object] = {
+    metadata: dict[str, Any] = {
         "dry_run": config.dry_run,
         "symbol_days_differing": len(out.before.differing),
         "repaired": summary.repaired,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, cast
 
 import dagster as dg
 
@@ -39,7 +39,7 @@ class CentralStoreResource(dg.ConfigurableResource):
         if store is None:
             store = open_central(settings, schema=schema)
             shared._STORES[key] = store
-        return store
+        return cast("PostgresStore", store)  # this key only ever holds a central store
 
 
 central_resources = {CENTRAL_STORE_KEY: CentralStoreResource()}

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from qt_pipeline.market.contract import BAR_DTYPES, KEY, empty_bars, to_canonical
 from qt_pipeline.storage.interface import StorageError
-from qt_pipeline.storage.postgres.reader import copy_out, pg_ts, select_list, where_bars
+from qt_pipeline.storage.postgres.reader import bound_clauses, copy_out, pg_ts, select_list, where_bars
 
 COLD_RANGES_TABLE = "cold_tier_ranges"
 
@@ -22,13 +22,8 @@ COLD_RANGES_TABLE = "cold_tier_ranges"
 def _dropped_ranges(
     conn: sa.Connection, ranges_table: str, lo: pd.Timestamp | None, hi: pd.Timestamp | None
 ) -> list[tuple[datetime, datetime, str]]:
-    parts, params = ["dropped_at IS NOT NULL"], []
-    if lo is not None:
-        parts.append("range_end > %s")
-        params.append(pg_ts(lo))
-    if hi is not None:
-        parts.append("range_start < %s")
-        params.append(pg_ts(hi))
+    parts, params = bound_clauses("range_end > %s", lo, "range_start < %s", hi)
+    parts.insert(0, "dropped_at IS NOT NULL")
     rows = conn.exec_driver_sql(
         f"SELECT range_start, range_end, location FROM {ranges_table} "
         f"WHERE {' AND '.join(parts)} ORDER BY range_start",

@@ -36,6 +36,12 @@ class ConnectionConfigError(ValueError):
     """The database URL or its settings are unusable (message is redacted and says how to fix it)."""
 
 
+def _query_value(url: URL, name: str, default: str) -> str:
+    """The (last) value of query parameter ``name`` of ``url``."""
+    value = url.query.get(name, default)
+    return str(value[-1] if isinstance(value, tuple) else value)
+
+
 def _is_local(url: URL) -> bool:
     host = url.host
     query_host = url.query.get("host")
@@ -141,8 +147,10 @@ class ConnectionConfig:
             direct_url=direct,
             sslmode=sslmode,
             is_neon=host.endswith(".neon.tech") or host.endswith(".neon.build"),
-            connect_timeout_s=int(pooled.query.get("connect_timeout", settings.pg_connect_timeout_s)),
-            application_name=str(pooled.query.get("application_name", settings.application_name)),
+            connect_timeout_s=int(
+                _query_value(pooled, "connect_timeout", str(settings.pg_connect_timeout_s))
+            ),
+            application_name=_query_value(pooled, "application_name", settings.application_name),
             statement_timeout_ms=settings.pg_statement_timeout_ms,
             lock_timeout_ms=settings.pg_lock_timeout_ms,
             idle_in_tx_timeout_ms=settings.pg_idle_in_tx_timeout_ms,

@@ -49,7 +49,7 @@ def server_health(cfg: ConnectionConfig, engine: sa.Engine) -> tuple[Capabilitie
         details["query_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         caps = detect_capabilities(conn)
         details["database_bytes"] = int(
-            conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
+            conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one()
         )
         conn.rollback()
     if cfg.is_neon and not caps.is_neon:

@@ -8,32 +8,18 @@ SQL. Every statement runs through the store's retry-and-translate path.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import date
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, text
 
 from qt_pipeline.redaction import redact
 
 if TYPE_CHECKING:
+    from qt_pipeline.storage.migration import MigrationStats
     from qt_pipeline.storage.postgres.store import PostgresStore
 
 LEDGER_TABLE = "migration_ledger"
 STATUS_DONE = "done"
-
-
-class LedgerEntry(Protocol):
-    """What one ledger row records (a :class:`qt_pipeline.storage.migration.MigrationStats`)."""
-
-    @property
-    def partition_key(self) -> str: ...
-
-    symbol: str
-    day: date
-    rows: int
-    bytes: int
-    seconds: float
-    checksum: int
 
 
 def read_ledger(central: PostgresStore, keys: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
@@ -60,7 +46,7 @@ def read_ledger(central: PostgresStore, keys: Iterable[str] | None = None) -> di
 
 
 def record_ledger(
-    central: PostgresStore, entries: Sequence[LedgerEntry], *, source: str | None = None
+    central: PostgresStore, entries: Sequence[MigrationStats], *, source: str | None = None
 ) -> None:
     """Upsert ledger rows for migrated symbol-days (one transaction, retried on transient errors)."""
     if not entries:
@@ -114,4 +100,4 @@ def ledger_counts(central: PostgresStore) -> dict[str, int]:
     return central.run_db(f"count {LEDGER_TABLE}", _count)
 
 
-__all__ = ["LEDGER_TABLE", "STATUS_DONE", "LedgerEntry", "ledger_counts", "read_ledger", "record_ledger"]
+__all__ = ["LEDGER_TABLE", "STATUS_DONE", "ledger_counts", "read_ledger", "record_ledger"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
-from qt_pipeline.market.contract import BAR_DTYPES, empty_bars, to_canonical
+from qt_pipeline.market.contract import empty_bars, to_canonical
 from qt_pipeline.storage.postgres.schema import qi
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -52,13 +52,23 @@ def where_bars(
         else:
             parts.append("symbol = ANY(%s)")
             params.append(list(symbols))
-    if lo is not None:
-        parts.append('"timestamp" >= %s')
-        params.append(pg_ts(lo))
-    if hi is not None:
-        parts.append('"timestamp" < %s')
-        params.append(pg_ts(hi))
+    bound_parts, bound_params = bound_clauses('"timestamp" >= %s', lo, '"timestamp" < %s', hi)
+    parts += bound_parts
+    params += bound_params
     return (" AND ".join(parts) or "TRUE"), tuple(params)
+
+
+def bound_clauses(
+    lo_sql: str, lo: pd.Timestamp | None, hi_sql: str, hi: pd.Timestamp | None
+) -> tuple[list[str], list[datetime]]:
+    """``lo_sql``/``hi_sql`` (each with one ``%s``) for the bounds that are set, with their parameters."""
+    parts: list[str] = []
+    params: list[datetime] = []
+    for sql, bound in ((lo_sql, lo), (hi_sql, hi)):
+        if bound is not None:
+            parts.append(sql)
+            params.append(pg_ts(bound))
+    return parts, params
 
 
 def select_list(columns: Sequence[str]) -> str:
@@ -117,16 +127,6 @@ def summarise_symbols(conn: sa.Connection, bars_table: str) -> list[Any]:
     )
 
 
-def symbol_days_frame(symbols: list[str], days: list[date], rows: list[int]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "symbol": pd.Series(symbols, dtype=BAR_DTYPES["symbol"]),
-            "day": pd.Series(days, dtype="object"),
-            "rows": pd.Series(rows, dtype="int64"),
-        }
-    )
-
-
 __all__ = [
     "copy_out",
     "count_symbol_days",
@@ -134,6 +134,5 @@ __all__ = [
     "pg_ts",
     "select_list",
     "summarise_symbols",
-    "symbol_days_frame",
     "where_bars",
 ]

@@ -30,8 +30,8 @@ import sqlalchemy as sa
 from qt_pipeline.config import Settings
 from qt_pipeline.market.contract import (
     BAR_COLUMNS,
-    ContractError,
     check_bar_batch,
+    check_range_batch,
     empty_bars,
     select_bar_columns,
     to_canonical,
@@ -39,11 +39,13 @@ from qt_pipeline.market.contract import (
 from qt_pipeline.redaction import redact
 from qt_pipeline.storage.interface import (
     SYMBOL_SUMMARY_COLUMNS,
-    DataStorageInterface,
     HealthStatus,
+    RangeStore,
     StorageError,
+    TimeBound,
     WriteResult,
     as_utc,
+    symbol_days_frame,
 )
 from qt_pipeline.storage.postgres import cold_merge, reader, rejects, writer
 from qt_pipeline.storage.postgres.capabilities import Capabilities, detect_capabilities
@@ -59,14 +61,14 @@ WriteMode = Literal["auto", "upsert", "append"]
 NO_PARTITION = "23514"  # check_violation: no partition of a partitioned table holds the row
 
 
-class PostgresStore(DataStorageInterface):
+class PostgresStore(RangeStore):
     """Canonical OHLCV bars in PostgreSQL (Neon / TimescaleDB where present). See the module docstring.
 
     Build it with :func:`qt_pipeline.storage.central.open_central` (settings, embedded fallback) or
     directly from a URL. ``engines``: a registry shared with other stores (its owner disposes it); by
     default the store owns one and :meth:`close` disposes it."""
 
-    backend_name = "neon"
+    backend_name = "central"
 
     def __init__(
         self,
@@ -266,8 +268,8 @@ class PostgresStore(DataStorageInterface):
     def delete_range(
         self,
         symbol: str,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
     ) -> int:
         """Delete ``symbol``'s bars in ``[start, end)`` from Postgres; returns the rows deleted."""
         self.ensure_schema()
@@ -280,25 +282,16 @@ class PostgresStore(DataStorageInterface):
     def replace_range(
         self,
         symbol: str,
-        start: datetime | pd.Timestamp | None,
-        end: datetime | pd.Timestamp | None,
+        start: TimeBound,
+        end: TimeBound,
         bars: pd.DataFrame,
     ) -> WriteResult:
         """Make ``symbol``'s bars in ``[start, end)`` exactly ``bars`` (delete + insert, one transaction)."""
         batch = self._prepare(bars, "replace_range")
         lo, hi = as_utc(start), as_utc(end)
-        if not batch.empty:
-            wrong_sym = batch["symbol"] != symbol
-            outside = pd.Series(False, index=batch.index)
-            if lo is not None:
-                outside |= batch["timestamp"] < lo
-            if hi is not None:
-                outside |= batch["timestamp"] >= hi
-            if wrong_sym.any() or outside.any():
-                raise ContractError(
-                    f"replace_range({symbol}, {start}, {end}) got {int(wrong_sym.sum())} row(s) of another "
-                    f"symbol and {int(outside.sum())} row(s) outside the range; nothing was written"
-                )
+        check_range_batch(
+            batch, symbol, lo, hi, f"replace_range({symbol}, {start}, {end}) in {self.location}"
+        )
         self.ensure_schema()
         t0 = time.perf_counter()
         table = writer.bars_to_arrow(batch) if not batch.empty else None
@@ -327,8 +320,8 @@ class PostgresStore(DataStorageInterface):
     def _read(
         self,
         symbols: Sequence[str] | None,
-        start: datetime | pd.Timestamp | None,
-        end: datetime | pd.Timestamp | None,
+        start: TimeBound,
+        end: TimeBound,
         *,
         limit: int | None = None,
         from_end: bool = False,
@@ -373,8 +366,8 @@ class PostgresStore(DataStorageInterface):
     def read_bars(
         self,
         symbol: str,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
         *,
         limit: int | None = None,
         from_end: bool = False,
@@ -385,23 +378,23 @@ class PostgresStore(DataStorageInterface):
     def read_range(
         self,
         symbols: Sequence[str] | None = None,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
     ) -> pd.DataFrame:
         syms = sorted(set(symbols)) if symbols is not None else None
         return self._read(syms, start, end, order_by_symbol=True)
 
     def symbol_days(
         self,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
         symbols: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """Rows per UTC symbol-day in ``[start, end)``: ``symbol, day (datetime.date), rows (int64)``,
         sorted; archived cold-tier rows included."""
         lo, hi = as_utc(start), as_utc(end)
         if symbols is not None and not len(symbols):
-            return reader.symbol_days_frame([], [], [])
+            return symbol_days_frame([], [], [])
         self.ensure_schema()
         where, params = reader.where_bars(list(symbols) if symbols is not None else None, lo, hi)
 
@@ -411,9 +404,9 @@ class PostgresStore(DataStorageInterface):
                 cold = self._cold_rows(conn, symbols, lo, hi)
             out = cold_merge.merge_symbol_days(counted, cold)
             if out is None:
-                return reader.symbol_days_frame([], [], [])
+                return symbol_days_frame([], [], [])
             out = out.sort_values(["symbol", "day"])
-            return reader.symbol_days_frame(out["symbol"].tolist(), out["day"].tolist(), out["rows"].tolist())
+            return symbol_days_frame(out["symbol"].tolist(), out["day"].tolist(), out["rows"].tolist())
 
         return self.run_db("count bars per symbol-day", _do)
 

@@ -25,6 +25,12 @@ def _connected(pool: sa.pool.Pool) -> int:
     return pool.checkedin() + pool.checkedout()  # type: ignore[attr-defined]
 
 
+def _assert_close_releases(owner: PostgresStore | PostgresStateStore, pool: sa.pool.Pool) -> None:
+    assert _connected(pool) >= 1
+    owner.close()
+    assert _connected(pool) == 0
+
+
 def test_stores_on_one_registry_share_one_engine_and_the_owner_disposes_it(pg_schema, make_settings):
     url, schema = pg_schema
     settings = _central_settings(make_settings, url, schema)
@@ -45,28 +51,18 @@ def test_stores_on_one_registry_share_one_engine_and_the_owner_disposes_it(pg_sc
 
 def test_a_store_without_a_registry_disposes_its_own_engine(pg_schema, make_settings):
     url, schema = pg_schema
-    store = get_storage("neon", _central_settings(make_settings, url, schema))
+    store = get_storage("central", _central_settings(make_settings, url, schema))
     assert isinstance(store, PostgresStore) and store.schema == schema
     assert store.list_symbols().empty
-    pool = store.engine.pool
-    assert _connected(pool) >= 1
-    store.close()
-    assert _connected(pool) == 0
+    _assert_close_releases(store, store.engine.pool)
 
 
 def test_state_store_from_settings_closes_the_central_engine_it_opened(pg_schema, make_settings):
     url, schema = pg_schema
     state = state_store_from_settings(_central_settings(make_settings, url, schema))
     assert isinstance(state, PostgresStateStore) and state.schema == schema
-    assert state.table_counts() == {
-        "evolution_runs": 0,
-        "evolution_generations": 0,
-        "evolution_strategies": 0,
-    }
-    pool = state.engine.pool
-    assert _connected(pool) >= 1
-    state.close()
-    assert _connected(pool) == 0
+    assert set(state.table_counts().values()) == {0}
+    _assert_close_releases(state, state.engine.pool)
 
 
 def test_health_probe_without_a_store_leaves_no_connection_behind(pg_schema, make_settings):
@@ -95,3 +91,8 @@ def test_health_probe_without_a_store_leaves_no_connection_behind(pg_schema, mak
         assert shared is not None and shared.healthy
         assert shared.pool_size == store.settings.pg_pool_size
         assert _connected(store.engine.pool) >= 1  # the caller's store stays open
+
+
+def test_storage_backend_neon_is_the_earlier_name_of_central(make_settings):
+    assert make_settings(STORAGE_BACKEND="neon").storage_backend == "central"
+    assert make_settings(STORAGE_BACKEND="central").storage_backend == "central"
