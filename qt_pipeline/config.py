@@ -18,7 +18,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from qt_pipeline.redaction import register_secret
 
-StorageBackendName = Literal["local", "sharedfs", "neon", "hybrid"]
+StorageBackendName = Literal["local", "sharedfs", "central", "hybrid"]
+# earlier name of the central backend, still accepted (STORAGE_BACKEND=neon means central)
+STORAGE_BACKEND_ALIASES = {"neon": "central"}
 
 DEFAULT_SYMBOLS = ("BTCUSD", "ETHUSD", "SOLUSD")
 
@@ -92,6 +94,11 @@ class Settings(BaseSettings):
 
     # --- evolution -------------------------------------------------------------------------------------
     ray_address: str | None = Field(default=None, alias="QT_RAY_ADDRESS")
+
+    @field_validator("storage_backend", mode="before")
+    @classmethod
+    def _backend_alias(cls, v: object) -> object:
+        return STORAGE_BACKEND_ALIASES.get(v, v) if isinstance(v, str) else v
 
     @field_validator("symbols", mode="before")
     @classmethod

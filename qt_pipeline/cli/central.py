@@ -7,8 +7,10 @@ All output goes through :func:`qt_pipeline.redaction.redact`. Exit codes: 0 ok; 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +19,11 @@ from rich.table import Table
 
 from qt_pipeline.config import get_settings
 from qt_pipeline.redaction import redact
+
+if TYPE_CHECKING:
+    from qt_pipeline.storage.duckdb_store import DuckDBStore
+    from qt_pipeline.storage.migration import MigrationSummary
+    from qt_pipeline.storage.postgres.store import PostgresStore
 
 console = Console()
 
@@ -49,19 +56,34 @@ def _parse_symbols(value: str | None) -> list[str] | None:
     return out
 
 
-def _stores() -> tuple[Any, Any]:
-    """The local DuckDB store and the central PostgresStore (from settings)."""
-    from qt_pipeline.storage import get_storage
-    from qt_pipeline.storage.postgres.store import PostgresStore
+@contextmanager
+def _open_stores() -> Iterator[tuple[DuckDBStore, PostgresStore]]:
+    """The local DuckDB store and the central store (from settings), closed on exit; a failure to open
+    them exits with a clear line."""
+    from qt_pipeline.storage.central import open_central
+    from qt_pipeline.storage.duckdb_store import DuckDBStore
 
     settings = get_settings()
-    local = get_storage("local", settings)
     try:
-        central = PostgresStore.from_settings(settings)
-    except Exception:
+        local = DuckDBStore(settings.resolved_duckdb_path)
+    except Exception as exc:
+        raise _fail("opening the stores", exc) from None
+    try:
+        central = open_central(settings)
+    except Exception as exc:
         local.close()
-        raise
-    return local, central
+        raise _fail("opening the stores", exc) from None
+    try:
+        yield local, central
+    finally:
+        central.close()
+        local.close()
+
+
+def _history_range(
+    symbols: str | None, start: str | None, end: str | None
+) -> tuple[list[str] | None, date | None, date | None]:
+    return _parse_symbols(symbols), _parse_day(start, "--start"), _parse_day(end, "--end")
 
 
 def _fail(what: str, exc: BaseException) -> typer.Exit:
@@ -84,6 +106,46 @@ def _summary_table(summary: Any) -> Table:
     return t
 
 
+def _migrate(
+    local: DuckDBStore,
+    central: PostgresStore,
+    syms: list[str] | None,
+    lo: date | None,
+    hi: date | None,
+    *,
+    resume: bool,
+) -> MigrationSummary:
+    from qt_pipeline.storage.migration import migrate_all
+
+    try:
+        console.print(f"migrating {redact(local.location)} → {redact(central.location)}")
+        with Progress(
+            TextColumn("[bold]migrate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[last]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("migrate", total=None, last="")
+
+            def on_progress(done: int, total: int, st: Any) -> None:
+                state = "skipped" if st.skipped else f"{st.rows} rows"
+                progress.update(task, completed=done, total=total, last=f"{st.partition_key} {state}")
+
+            return migrate_all(
+                local, central, symbols=syms, start=lo, end=hi, progress=on_progress, resume=resume
+            )
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted — run `qt migrate` again to resume (the ledger keeps progress)[/yellow]"
+        )
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        raise _fail("migration (run `qt migrate` again to resume)", exc) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("migrate")
     def migrate(
@@ -94,44 +156,10 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--no-resume", help="Copy every symbol-day even if the ledger has it.")
         ] = False,
     ) -> None:
-        """Migrate local DuckDB bars to the central PostgreSQL; resumes after interruption (ledger)."""
-        from qt_pipeline.storage.migration import migrate_all
-
-        syms, lo, hi = _parse_symbols(symbols), _parse_day(start, "--start"), _parse_day(end, "--end")
-        try:
-            local, central = _stores()
-        except Exception as exc:
-            raise _fail("opening the stores", exc) from None
-        try:
-            console.print(f"migrating {redact(local.location)} → {redact(central.location)}")
-            with Progress(
-                TextColumn("[bold]migrate"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[last]}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=False,
-            ) as progress:
-                task = progress.add_task("migrate", total=None, last="")
-
-                def on_progress(done: int, total: int, st: Any) -> None:
-                    state = "skipped" if st.skipped else f"{st.rows} rows"
-                    progress.update(task, completed=done, total=total, last=f"{st.partition_key} {state}")
-
-                summary = migrate_all(
-                    local, central, symbols=syms, start=lo, end=hi, progress=on_progress, resume=not no_resume
-                )
-        except KeyboardInterrupt:
-            console.print(
-                "[yellow]interrupted — run `qt migrate` again to resume (the ledger keeps progress)[/yellow]"
-            )
-            raise typer.Exit(130) from None
-        except Exception as exc:
-            raise _fail("migration (run `qt migrate` again to resume)", exc) from None
-        finally:
-            central.close()
-            local.close()
+        """Migrate local DuckDB bars to the central store; resumes after interruption (ledger)."""
+        syms, lo, hi = _history_range(symbols, start, end)
+        with _open_stores() as (local, central):
+            summary = _migrate(local, central, syms, lo, hi, resume=not no_resume)
         console.print(_summary_table(summary))
 
     @app.command("reconcile")
@@ -143,43 +171,33 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--dry-run", help="Only list what would be re-copied.")
         ] = False,
     ) -> None:
-        """Compare per-symbol-day checksums and re-copy only the differing symbol-days into Postgres."""
-        from qt_pipeline.storage.consistency import compare_history, reconcile
+        """Compare per-symbol-day checksums and re-copy only the differing symbol-days into the central store."""
+        from qt_pipeline.storage.consistency import reconcile_history
 
-        syms, lo, hi = _parse_symbols(symbols), _parse_day(start, "--start"), _parse_day(end, "--end")
-        try:
-            local, central = _stores()
-        except Exception as exc:
-            raise _fail("opening the stores", exc) from None
-        try:
-            res = compare_history(local, central, symbols=syms, start=lo, end=hi)
-            if res.ok:
-                console.print(f"{res.compared} symbol-day(s) compared: all consistent, nothing to do")
-                return
-            t = Table(title=f"{len(res.differing)} differing symbol-day(s)")
-            for col in ("day", "symbol", "reason", "local rows", "central rows"):
-                t.add_column(col)
-            for d in res.differing:
-                t.add_row(d.day.isoformat(), d.symbol, d.reason, str(d.local_rows), str(d.central_rows))
-            console.print(t)
-            summary = reconcile(local, central, res.differing, dry_run=dry_run)
-            if dry_run:
-                console.print(f"dry run: {len(summary.actions)} symbol-day(s) would be re-copied")
-                return
-            after = compare_history(local, central, symbols=syms, start=lo, end=hi)
-            console.print(
-                f"re-copied {summary.repaired} symbol-day(s), {summary.rows_copied} row(s); "
-                f"{len(after.differing)} still differ"
-            )
-            if not after.ok:
-                raise typer.Exit(1)
-        except typer.Exit:
-            raise
-        except Exception as exc:
-            raise _fail("reconcile", exc) from None
-        finally:
-            central.close()
-            local.close()
+        syms, lo, hi = _history_range(symbols, start, end)
+        with _open_stores() as (local, central):
+            try:
+                out = reconcile_history(local, central, symbols=syms, start=lo, end=hi, dry_run=dry_run)
+            except Exception as exc:
+                raise _fail("reconcile", exc) from None
+        if out.before.ok:
+            console.print(f"{out.before.compared} symbol-day(s) compared: all consistent, nothing to do")
+            return
+        t = Table(title=f"{len(out.before.differing)} differing symbol-day(s)")
+        for col in ("day", "symbol", "reason", "local rows", "central rows"):
+            t.add_column(col)
+        for d in out.before.differing:
+            t.add_row(d.day.isoformat(), d.symbol, d.reason, str(d.local_rows), str(d.central_rows))
+        console.print(t)
+        if dry_run:
+            console.print(f"dry run: {len(out.summary.actions)} symbol-day(s) would be re-copied")
+            return
+        console.print(
+            f"re-copied {out.summary.repaired} symbol-day(s), {out.summary.rows_copied} row(s); "
+            f"{len(out.still_differing)} still differ"
+        )
+        if not out.ok:
+            raise typer.Exit(1)
 
     @app.command("consistency")
     def consistency_cmd(
@@ -188,21 +206,15 @@ def register(app: typer.Typer) -> None:
         end: EndOpt = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
-        """Compare DuckDB and Postgres per symbol-day (rows + checksum); exit 1 if any differ."""
+        """Compare the local DuckDB and the central store per symbol-day (rows + checksum); exit 1 if any differ."""
         from qt_pipeline.storage.consistency import compare_history
 
-        syms, lo, hi = _parse_symbols(symbols), _parse_day(start, "--start"), _parse_day(end, "--end")
-        try:
-            local, central = _stores()
-        except Exception as exc:
-            raise _fail("opening the stores", exc) from None
-        try:
-            res = compare_history(local, central, symbols=syms, start=lo, end=hi)
-        except Exception as exc:
-            raise _fail("consistency check", exc) from None
-        finally:
-            central.close()
-            local.close()
+        syms, lo, hi = _history_range(symbols, start, end)
+        with _open_stores() as (local, central):
+            try:
+                res = compare_history(local, central, symbols=syms, start=lo, end=hi)
+            except Exception as exc:
+                raise _fail("consistency check", exc) from None
         if as_json:
             typer.echo(json.dumps(res.metadata(max_keys=1000)))
         else:
@@ -258,11 +270,11 @@ def db_status(settings: Any) -> dict[str, Any]:
     """What ``qt db status`` prints, as a dict (redacted)."""
     from sqlalchemy import text
 
+    from qt_pipeline.storage.central import open_central
     from qt_pipeline.storage.migration import ledger_counts
     from qt_pipeline.storage.postgres.layout import list_time_partitions, table_layout
-    from qt_pipeline.storage.postgres.store import PostgresStore
 
-    central = PostgresStore.from_settings(settings)
+    central = open_central(settings)
     try:
         central.ensure_schema()
         caps = central.capabilities

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,7 +16,7 @@ evolution_app = typer.Typer(
 )
 
 
-def _fail(console: Console, msg: object, code: int = 1) -> None:
+def _fail(console: Console, msg: object, code: int = 1) -> NoReturn:
     console.print(f"[red]error:[/red] {redact(msg)}")
     raise typer.Exit(code)
 

@@ -99,7 +99,7 @@ def validate_command(
 def status_command(
     backend: Annotated[
         str | None,
-        typer.Option(help="local|sharedfs|neon|hybrid (default STORAGE_BACKEND)."),
+        typer.Option(help="local|sharedfs|central|hybrid (default STORAGE_BACKEND)."),
     ] = None,
 ) -> None:
     """What the store holds (rows and range per symbol) and its health."""

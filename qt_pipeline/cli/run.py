@@ -43,6 +43,18 @@ class RunContext:
     results: dict[str, Any] = field(default_factory=dict)
 
 
+def _progress(console: Console, label: str) -> Progress:
+    """A progress bar ``label <item> [bar] done/total elapsed`` that stays on screen."""
+    return Progress(
+        TextColumn(f"[bold]{label}[/bold] {{task.description}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
 def ingestion_days(n_days: int, partitions_start: date, newest: date) -> list[date]:
     """The last ``n_days`` closed days ending ``newest``, never before ``partitions_start``."""
     if n_days < 1:
@@ -105,14 +117,7 @@ def _materialize_partitions(
 
     resources = {k: v for k, v in ctx.defs.resources.items() if k in resource_keys}
     keys = [partition_key_for(d, s) for d in ctx.days for s in ctx.symbols]
-    with Progress(
-        TextColumn(f"[bold]{label}[/bold] {{task.description}}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=ctx.console,
-        transient=False,
-    ) as progress:
+    with _progress(ctx.console, label) as progress:
         task = progress.add_task(label, total=len(keys))
         for key in keys:
             progress.update(task, description=str(key))
@@ -197,7 +202,7 @@ def stage_evolve(ctx: RunContext) -> None:
     from qt_pipeline.evolution.runner import print_summary, run_evolution
     from qt_pipeline.evolution.state import PostgresStateStore
     from qt_pipeline.storage import get_storage
-    from qt_pipeline.storage.postgres.store import PostgresStore
+    from qt_pipeline.storage.central import open_central
 
     if ctx.generations < 1:
         ctx.console.print("evolution skipped (--generations 0)")
@@ -221,19 +226,9 @@ def stage_evolve(ctx: RunContext) -> None:
         )
     except EvolutionConfigError as exc:
         raise StageError(str(exc)) from None
-    central = PostgresStore.from_settings(ctx.settings)
-    state = PostgresStateStore(
-        central.direct_engine, central.schema, location=central.config.location, settings=ctx.settings
-    )
+    state = PostgresStateStore(open_central(ctx.settings), owns_central=True)
     bars = get_storage(settings=ctx.settings)
-    with Progress(
-        TextColumn("[bold]evolve[/bold] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=ctx.console,
-        transient=False,
-    ) as progress:
+    with _progress(ctx.console, "evolve") as progress:
         where = "local Ray" if ctx.use_ray and not ctx.settings.ray_address else "serial"
         task = progress.add_task(f"starting ({where})", total=config.generations)
 
@@ -249,7 +244,6 @@ def stage_evolve(ctx: RunContext) -> None:
         finally:
             state.close()
             bars.close()
-            central.close()
     print_summary(result, ctx.console, top=3)
     ctx.results["evolve"] = {"run_id": result.run_id, "best_fitness": result.best_fitness}
 

@@ -63,7 +63,7 @@ def release_workspace() -> None:
 
 
 def _vec(name: str, a: object, dtype: type = np.float64) -> np.ndarray:
-    arr = np.ascontiguousarray(a, dtype=dtype)
+    arr: np.ndarray = np.ascontiguousarray(a, dtype=dtype)
     if arr.ndim != 1:
         raise ValueError(f"MarketData.{name} must be a 1-D array, got shape {arr.shape}")
     arr.setflags(write=False)
@@ -378,7 +378,7 @@ def _as_strategies(pop: np.ndarray | Sequence[Strategy]) -> list[Strategy]:
                 "every gene must be a finite float (use genome.repair on GA offspring)"
             )
         return [decode(row) for row in a]
-    return list(pop)  # type: ignore[arg-type]
+    return list(pop)
 
 
 def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs: Costs,

@@ -174,7 +174,7 @@ def sbx_bounded(
     crossed with probability ``pair_prob`` and each gene of a crossed pair with probability 0.5 —
     ``deap.tools.cxSimulatedBinaryBounded`` vectorised. Fixed-shape draws: 3 arrays per call."""
     n, g = a.shape
-    pair_draw = rng.random(n)
+    pair_draw = rng.random((n,))
     gene_draw = rng.random((n, g))
     rand = rng.random((n, g))
     c1, c2 = a.copy(), b.copy()
@@ -218,7 +218,7 @@ def polynomial_mutation(
     """Bounded polynomial mutation (Deb): each row mutates with probability ``ind_prob``, then each of
     its genes with ``gene_prob`` — ``deap.tools.mutPolynomialBounded`` vectorised."""
     n, g = x.shape
-    ind_draw = rng.random(n)
+    ind_draw = rng.random((n,))
     gene_draw = rng.random((n, g))
     rand = rng.random((n, g))
     width = up - low
@@ -319,7 +319,7 @@ class GeneticAlgorithm:
             pop, fitness, metrics, 0, self.params.hall_of_fame_size, _strategy_text
         )
         stats = generation_stats(0, pop, fitness, len(pop), time.perf_counter() - t0)
-        return GAState(0, pop, fitness, metrics, rng.bit_generator.state, hof, len(pop), stats)
+        return GAState(0, pop, fitness, metrics, dict(rng.bit_generator.state), hof, len(pop), stats)
 
     def breed(
         self, rng: np.random.Generator, pop: np.ndarray, fitness: np.ndarray

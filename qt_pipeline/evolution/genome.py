@@ -90,7 +90,10 @@ class Gene:
         if self.kind == "float":
             return v
         i = int(np.rint(v))
-        return self.choices[i] if self.kind == "choice" else i
+        if self.kind == "choice":
+            assert self.choices is not None  # a choice gene has choices (checked when it is built)
+            return self.choices[i]
+        return i
 
     def encode(self, value: Any) -> float:
         """The stored float of a native value (inverse of :meth:`decode` for in-range values)."""

@@ -20,6 +20,7 @@ Ray use:
 
 from __future__ import annotations
 
+import logging
 import math
 import socket
 import time
@@ -165,7 +166,7 @@ class RayEvaluator:
                     ray.init(
                         address=self.address,
                         ignore_reinit_error=True,
-                        logging_level="WARNING",
+                        logging_level=logging.WARNING,
                         **self.init_kwargs,
                     )
                 else:
@@ -173,7 +174,7 @@ class RayEvaluator:
                         num_cpus=self.num_workers,
                         include_dashboard=False,
                         ignore_reinit_error=True,
-                        logging_level="WARNING",
+                        logging_level=logging.WARNING,
                         **self.init_kwargs,
                     )
             except Exception as exc:

@@ -236,6 +236,7 @@ def run_evolution(
         try:
             if checkpoint is None:
                 state = ga.initial(config.seed)
+                assert state.stats is not None  # the GA always reports a generation's statistics
                 state_store.commit_generation(config.run_id, state)
                 evaluations += state.stats.evaluations
                 ran += 1
@@ -245,6 +246,7 @@ def run_evolution(
                 state = checkpoint.state
             while state.generation < total - 1:
                 state = ga.step(state)
+                assert state.stats is not None
                 state_store.commit_generation(config.run_id, state)
                 evaluations += state.stats.evaluations
                 ran += 1

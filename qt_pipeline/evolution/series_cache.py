@@ -43,7 +43,7 @@ def fingerprint(*arrays: np.ndarray) -> bytes:
     h = hashlib.sha1(usedforsecurity=False)
     for a in arrays:
         h.update(np.int64(a.shape[0]).tobytes())
-        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+        h.update(np.ascontiguousarray(a).data)
     return h.digest()
 
 

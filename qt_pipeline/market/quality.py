@@ -160,6 +160,7 @@ def run_bar_quality(
     outcomes = []
     for r in result.results:
         cfg = r.expectation_config
+        assert cfg is not None  # every result of a validation definition carries its expectation
         res = r.result or {}
         examples = res.get("partial_unexpected_list") or []
         outcomes.append(

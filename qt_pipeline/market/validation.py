@@ -461,7 +461,7 @@ def validate_bars(
     extra = [c for c in original.columns if str(c).strip().lower() not in BAR_COLUMNS]
     if extra:
         file_level.append(
-            _record(
+            reject_record(
                 source,
                 None,
                 RejectReason.EXTRA_COLUMN,
@@ -476,7 +476,7 @@ def validate_bars(
             f"({FIX_HINTS[RejectReason.MISSING_COLUMN]})"
         )
         if n == 0:
-            file_level.append(_record(source, None, RejectReason.MISSING_COLUMN, detail, now))
+            file_level.append(reject_record(source, None, RejectReason.MISSING_COLUMN, detail, now))
             return ValidationResult(empty_bars(), _reject_frame(file_level, []))
         rej = _Rejects(n)
         rej.add(np.ones(n, dtype=bool), RejectReason.MISSING_COLUMN, detail)
@@ -709,7 +709,10 @@ def _duplicates(
     rej.add(mask, RejectReason.DUPLICATE_KEY, detail)
 
 
-def _record(source: str, line: int | None, reason: str, detail: str, now: pd.Timestamp, raw=None) -> dict:
+def reject_record(
+    source: str, line: int | None, reason: str, detail: str, now: pd.Timestamp, raw: object = None
+) -> dict:
+    """One reject row not tied to a parsed bar (a file-level problem, or a row that could not be read)."""
     return {
         "source": source,
         "line": line,
@@ -739,7 +742,9 @@ def _file_level(source, reason, detail, now, original, lines) -> ValidationResul
     if n:
         rej.add(np.ones(n, dtype=bool), reason, detail)
         return _finish(source, original, lines, rej, [], now, None, None)
-    return ValidationResult(empty_bars(), _reject_frame([_record(source, None, reason, detail, now)], []))
+    return ValidationResult(
+        empty_bars(), _reject_frame([reject_record(source, None, reason, detail, now)], [])
+    )
 
 
 def _finish(source, original, lines, rej: _Rejects, file_level, now, sym, parsed) -> ValidationResult:

@@ -1,12 +1,15 @@
-"""Storage: DataStorageInterface and its backends (local DuckDB, shared-FS Parquet, Postgres/Neon, hybrid).
+"""Storage: DataStorageInterface / RangeStore and the backends (local DuckDB, shared-FS Parquet, the central
+store on PostgreSQL/Neon, hybrid).
 
-No Dagster imports. Get a store with :func:`get_storage`.
+No Dagster imports. Get a store with :func:`get_storage`; the central store with
+:func:`qt_pipeline.storage.central.open_central`.
 """
 
 from qt_pipeline.storage.factory import BACKENDS, get_storage
 from qt_pipeline.storage.interface import (
     DataStorageInterface,
     HealthStatus,
+    RangeStore,
     StorageError,
     StorageUnavailableError,
     WriteResult,
@@ -16,6 +19,7 @@ __all__ = [
     "BACKENDS",
     "DataStorageInterface",
     "HealthStatus",
+    "RangeStore",
     "StorageError",
     "StorageUnavailableError",
     "WriteResult",

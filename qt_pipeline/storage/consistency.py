@@ -18,12 +18,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
 
-from qt_pipeline.market.contract import BAR_COLUMNS, KEY, to_canonical
+from qt_pipeline.market.contract import BAR_COLUMNS, KEY, day_bounds, to_canonical
 from qt_pipeline.redaction import redact
 from qt_pipeline.storage.checksum import frame_checksum, symbol_day_checksums
 from qt_pipeline.storage.interface import DataStorageInterface
@@ -32,10 +32,12 @@ from qt_pipeline.storage.migration import (
     MigrationStats,
     _as_date,
     _bound,
-    day_bounds,
     plan_batches,
     record_ledger,
 )
+
+if TYPE_CHECKING:
+    from qt_pipeline.storage.postgres.store import PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +128,8 @@ def _py(v: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class PartitionConsistency:
-    """Result of :func:`check_partition` for one symbol-day."""
+class _SymbolDaySums:
+    """``(rows, checksum)`` of one symbol-day on both sides."""
 
     symbol: str
     day: date
@@ -135,6 +137,12 @@ class PartitionConsistency:
     central_rows: int
     local_checksum: int
     central_checksum: int
+
+
+@dataclass(frozen=True)
+class PartitionConsistency(_SymbolDaySums):
+    """Result of :func:`check_partition` for one symbol-day."""
+
     diff: FrameDiff | None = None  # only computed when the checksums differ
 
     @property
@@ -185,13 +193,8 @@ def check_partition(
 
 # --- whole history ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class SymbolDayDiff:
-    symbol: str
-    day: date
-    local_rows: int
-    central_rows: int
-    local_checksum: int
-    central_checksum: int
+class SymbolDayDiff(_SymbolDaySums):
+    """A symbol-day whose ``(rows, checksum)`` differ between the local store and the central store."""
 
     @property
     def reason(self) -> str:
@@ -240,7 +243,7 @@ def _sums(frame: pd.DataFrame) -> pd.DataFrame:
 
 def compare_history(
     local: DataStorageInterface,
-    central: Any,
+    central: PostgresStore,
     *,
     symbols: Sequence[str] | None = None,
     start: date | datetime | pd.Timestamp | str | None = None,
@@ -254,7 +257,7 @@ def compare_history(
     """
     lo, hi = _bound(start), _bound(end)
     wanted = None if symbols is None else [s.upper() for s in symbols]
-    lsd = local.symbol_days(lo, hi)  # type: ignore[attr-defined]
+    lsd = local.symbol_days(lo, hi)
     csd = central.symbol_days(start=lo, end=hi, symbols=wanted)
     both = pd.concat([lsd[["symbol", "day", "rows"]], csd[["symbol", "day", "rows"]]], ignore_index=True)
     if wanted is not None:
@@ -331,7 +334,7 @@ def _as_symbol_day(item: Any) -> tuple[str, date]:
 
 def reconcile(
     local: DataStorageInterface,
-    central: Any,
+    central: PostgresStore,
     differing: Iterable[SymbolDayDiff | PartitionConsistency | tuple[str, date] | str],
     *,
     dry_run: bool = False,
@@ -381,16 +384,63 @@ def reconcile(
     return summary
 
 
+@dataclass
+class ReconcileOutcome:
+    """What :func:`reconcile_history` found and did: the comparison before, the repair, and the
+    comparison after (``None`` when nothing was re-copied: all consistent, or a dry run)."""
+
+    before: HistoryConsistency
+    summary: ReconcileSummary
+    after: HistoryConsistency | None = None
+
+    @property
+    def still_differing(self) -> list[SymbolDayDiff]:
+        return self.after.differing if self.after is not None else []
+
+    @property
+    def ok(self) -> bool:
+        """Nothing differs any more (a dry run is ok: it only reports)."""
+        return self.summary.dry_run or self.before.ok or (self.after is not None and self.after.ok)
+
+
+class HistoryRange(TypedDict, total=False):
+    """Which symbol-days a history comparison covers (see :func:`compare_history`)."""
+
+    symbols: Sequence[str] | None
+    start: date | datetime | pd.Timestamp | str | None
+    end: date | datetime | pd.Timestamp | str | None
+
+
+def reconcile_history(
+    local: DataStorageInterface,
+    central: PostgresStore,
+    *,
+    dry_run: bool = False,
+    **history: Unpack[HistoryRange],
+) -> ReconcileOutcome:
+    """The reconcile workflow of ``qt reconcile`` and the ``reconcile_job``: compare the ``history``
+    range, re-copy the differing symbol-days (:func:`reconcile`), then compare again to verify."""
+    before = compare_history(local, central, **history)
+    if before.ok:
+        return ReconcileOutcome(before, ReconcileSummary(dry_run=dry_run))
+    summary = reconcile(local, central, before.differing, dry_run=dry_run)
+    if dry_run:
+        return ReconcileOutcome(before, summary)
+    return ReconcileOutcome(before, summary, compare_history(local, central, **history))
+
+
 __all__ = [
     "FrameDiff",
     "HistoryConsistency",
     "KeyDiff",
     "PartitionConsistency",
     "ReconcileAction",
+    "ReconcileOutcome",
     "ReconcileSummary",
     "SymbolDayDiff",
     "check_partition",
     "compare_history",
     "diff_frames",
     "reconcile",
+    "reconcile_history",
 ]

@@ -36,6 +36,8 @@ from qt_pipeline.market.contract import (
     BAR_DTYPES,
     REJECT_COLUMNS,
     ContractError,
+    check_bar_batch,
+    check_range_batch,
     empty_bars,
     empty_rejects,
     select_bar_columns,
@@ -44,12 +46,14 @@ from qt_pipeline.market.contract import (
 )
 from qt_pipeline.storage.interface import (
     SYMBOL_SUMMARY_COLUMNS,
-    DataStorageInterface,
     HealthStatus,
+    RangeStore,
     StorageError,
+    TimeBound,
     WriteResult,
     as_utc,
     as_utc_us,
+    symbol_days_frame,
 )
 
 BARS_TABLE = "ohlcv_bars"
@@ -98,7 +102,7 @@ _REJECT_UPDATE_SQL = ", ".join(
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<holder>.+?)(?:\. See also|$)")
 
 
-def _bound(ts: datetime | pd.Timestamp | None) -> datetime | None:
+def _bound(ts: TimeBound) -> datetime | None:
     """A tz-aware UTC bound as a microsecond ``datetime`` (what DuckDB stores); see :func:`as_utc_us`."""
     t = as_utc_us(ts)
     return None if t is None else t.to_pydatetime()
@@ -122,7 +126,7 @@ def _fast_canonical(df: pd.DataFrame, columns: Sequence[str] | None = None) -> p
     return to_canonical(df, columns=columns)
 
 
-class DuckDBStore(DataStorageInterface):
+class DuckDBStore(RangeStore):
     """Canonical bars in a DuckDB file. ``read_only=True`` opens the file shared (no writes, no DDL)."""
 
     backend_name = "local"
@@ -267,7 +271,8 @@ class DuckDBStore(DataStorageInterface):
             canon = to_canonical(bars)
         except ContractError as exc:
             raise ContractError(f"write_bars to {self._path}: {exc}") from None
-        _check_no_nulls(canon, f"write_bars to {self._path}")
+        # duplicate keys are checked in SQL on the registered batch (_check_unique)
+        check_bar_batch(canon, f"write_bars to {self._path}", unique_keys=False)
         return canon
 
     def _check_unique(self, con: duckdb.DuckDBPyConnection, view: str, where: str) -> None:
@@ -308,6 +313,9 @@ class DuckDBStore(DataStorageInterface):
                 "nothing was written"
             )
 
+    def _result(self, canon: pd.DataFrame, t0: float, **details: Any) -> WriteResult:
+        return WriteResult(len(canon), self.backend_name, self.location, time.perf_counter() - t0, details)
+
     def write_bars(self, bars: pd.DataFrame) -> WriteResult:
         t0 = time.perf_counter()
         canon = self._prepare_bars(bars)
@@ -315,18 +323,13 @@ class DuckDBStore(DataStorageInterface):
         if len(canon):
             with self._registered(canon, "bars") as view, self._transaction() as con:
                 self._insert(con, view, len(canon))
-        return WriteResult(
-            rows=len(canon),
-            backend=self.backend_name,
-            location=self.location,
-            seconds=time.perf_counter() - t0,
-        )
+        return self._result(canon, t0)
 
     def read_bars(
         self,
         symbol: str,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
         *,
         limit: int | None = None,
         from_end: bool = False,
@@ -397,8 +400,8 @@ class DuckDBStore(DataStorageInterface):
     def read_range(
         self,
         symbols: Sequence[str] | None = None,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
     ) -> pd.DataFrame:
         lo, hi = _bound(start), _bound(end)
         if symbols is not None and not len(symbols):
@@ -438,8 +441,8 @@ class DuckDBStore(DataStorageInterface):
     # --- helpers for later code (documented in .coord/NOTES.md) ------------------------------------
     def symbol_days(
         self,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
         symbols: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """What the store holds per UTC symbol-day in ``[start, end)`` (of ``symbols``, default all):
@@ -461,21 +464,14 @@ class DuckDBStore(DataStorageInterface):
                 )
                 .fetchnumpy()
             )
-        return pd.DataFrame(
-            {
-                "symbol": pd.Series(df["symbol"], dtype=BAR_DTYPES["symbol"]),
-                "day": pd.Series(
-                    [d.date() for d in pd.to_datetime(df["day"])] if len(df["day"]) else [], dtype="object"
-                ),
-                "rows": pd.Series(df["rows"], dtype="int64"),
-            }
-        )
+        days = [d.date() for d in pd.to_datetime(df["day"])] if len(df["day"]) else []
+        return symbol_days_frame(df["symbol"].tolist(), days, df["rows"].tolist())
 
     def delete_range(
         self,
         symbol: str,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
     ) -> int:
         """Delete ``symbol``'s bars in ``[start, end)`` in one transaction; returns the rows deleted."""
         lo, hi = _bound(start), _bound(end)
@@ -488,8 +484,8 @@ class DuckDBStore(DataStorageInterface):
     def replace_range(
         self,
         symbol: str,
-        start: datetime | pd.Timestamp | None,
-        end: datetime | pd.Timestamp | None,
+        start: TimeBound,
+        end: TimeBound,
         bars: pd.DataFrame,
     ) -> WriteResult:
         """Make ``symbol``'s bars in ``[start, end)`` exactly ``bars`` (delete + insert, one transaction).
@@ -500,22 +496,7 @@ class DuckDBStore(DataStorageInterface):
         canon = self._prepare_bars(bars)
         lo, hi = as_utc(start), as_utc(end)
         where = f"replace_range({symbol!r}, {lo}, {hi}) on {self._path}"
-        other = canon["symbol"] != symbol
-        if other.any():
-            raise ContractError(
-                f"{where}: {int(other.sum())} row(s) are of another symbol, e.g. "
-                f"{canon.loc[other, 'symbol'].iloc[0]!r}; pass only {symbol!r} bars — nothing was written"
-            )
-        outside = pd.Series(False, index=canon.index)
-        if lo is not None:
-            outside |= canon["timestamp"] < lo
-        if hi is not None:
-            outside |= canon["timestamp"] >= hi
-        if outside.any():
-            raise ContractError(
-                f"{where}: {int(outside.sum())} row(s) lie outside [start, end), e.g. "
-                f"{canon.loc[outside, 'timestamp'].iloc[0].isoformat()}; nothing was written"
-            )
+        check_range_batch(canon, symbol, lo, hi, where)
         self._require_writable()
         params: list[Any] = [symbol]
         sql_where = _where("symbol = ?", _bound(lo), _bound(hi), params)
@@ -523,13 +504,7 @@ class DuckDBStore(DataStorageInterface):
             deleted = int(con.execute(f"DELETE FROM {BARS_TABLE} WHERE {sql_where}", params).fetchall()[0][0])
             if len(canon):
                 self._insert(con, view, len(canon))
-        return WriteResult(
-            rows=len(canon),
-            backend=self.backend_name,
-            location=self.location,
-            seconds=time.perf_counter() - t0,
-            details={"deleted": deleted},
-        )
+        return self._result(canon, t0, deleted=deleted)
 
     def export_parquet(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
         """Export the bars and rejects to ``<directory>/ohlcv_bars.parquet`` and
@@ -641,19 +616,6 @@ class DuckDBStore(DataStorageInterface):
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     with contextlib.suppress(duckdb.Error):  # already rolled back by DuckDB
         con.execute("ROLLBACK")
-
-
-def _check_no_nulls(canon: pd.DataFrame, where: str) -> None:
-    """Every bar column is NOT NULL in every backend; NaN counts as missing (pandas and DuckDB agree)."""
-    nulls = canon.isna()
-    bad = [c for c in canon.columns if nulls[c].any()]
-    if bad:
-        first = int(nulls[bad].any(axis=1).to_numpy().argmax())
-        raise ContractError(
-            f"{where}: column(s) {bad} hold null/NaN values (first at batch row {first}); every bar field is "
-            "required — validate the frame with qt_pipeline.market.validation (NaN is a not_finite reject) "
-            "— nothing was written"
-        )
 
 
 def _sql_path(p: Path) -> str:

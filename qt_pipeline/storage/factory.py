@@ -1,4 +1,4 @@
-"""The one factory every caller uses to get a store: ``STORAGE_BACKEND=local|sharedfs|neon|hybrid``.
+"""The one factory every caller uses to get a store: ``STORAGE_BACKEND=local|sharedfs|central|hybrid``.
 
 Callers never import a backend module directly, so switching backends changes no calling code (the
 "drop-in" promise of docs/architecture.md). Backends are imported lazily so a missing optional dependency of one
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import importlib
 
-from qt_pipeline.config import Settings, get_settings
+from qt_pipeline.config import STORAGE_BACKEND_ALIASES, Settings, get_settings
 from qt_pipeline.storage.interface import DataStorageInterface
 
 # name -> "module:factory_function"; each factory takes a Settings and returns a DataStorageInterface.
 BACKENDS: dict[str, str] = {
     "local": "qt_pipeline.storage.duckdb_store:from_settings",
     "sharedfs": "qt_pipeline.storage.sharedfs:from_settings",
-    "neon": "qt_pipeline.storage.postgres.store:from_settings",
+    "central": "qt_pipeline.storage.central:open_central",
     "hybrid": "qt_pipeline.storage.hybrid:from_settings",
 }
 
@@ -25,6 +25,7 @@ def get_storage(backend: str | None = None, settings: Settings | None = None) ->
     """Build the store named by ``backend`` (default: ``STORAGE_BACKEND``) from ``settings``."""
     settings = settings or get_settings()
     name = backend or settings.storage_backend
+    name = STORAGE_BACKEND_ALIASES.get(name, name)
     try:
         target = BACKENDS[name]
     except KeyError:

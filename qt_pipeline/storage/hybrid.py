@@ -31,36 +31,51 @@ next warming run (every 15 min by default), which pulls what is newer.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
-from qt_pipeline.market.contract import ContractError, empty_bars, to_canonical, to_canonical_rejects
+from qt_pipeline.config import Settings
+from qt_pipeline.market.contract import (
+    ContractError,
+    day_bounds,
+    empty_bars,
+    to_canonical,
+    to_canonical_rejects,
+)
 from qt_pipeline.redaction import redact
 from qt_pipeline.storage.cache_policy import (
     CachePolicy,
-    day_bounds,
     days_in_range,
     plan_warming,
     today_utc,
 )
+from qt_pipeline.storage.duckdb_store import DuckDBStore
 from qt_pipeline.storage.interface import (
-    DataStorageInterface,
     HealthStatus,
+    RangeStore,
     StorageError,
     StorageUnavailableError,
+    TimeBound,
     WriteResult,
     as_utc_us,
 )
-from qt_pipeline.storage.outbox import Outbox, ReplayResult
+from qt_pipeline.storage.outbox import Kind, Outbox, ReplayResult
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from qt_pipeline.storage.postgres.store import PostgresStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COVERAGE_TABLE = "hybrid_coverage"
 COVERAGE_COMPONENT = "hybrid_coverage"
@@ -141,14 +156,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class HybridStore(DataStorageInterface):
+class HybridStore(RangeStore):
     backend_name = "hybrid"
 
     def __init__(
         self,
-        local: DataStorageInterface,
-        central: DataStorageInterface,
-        settings: Any,
+        local: DuckDBStore,
+        central: RangeStore,
+        settings: Settings,
         *,
         outbox: Outbox | None = None,
         policy: CachePolicy | None = None,
@@ -179,8 +194,8 @@ class HybridStore(DataStorageInterface):
             )
 
     # --- coverage (a table in the cache file + an in-memory set) ------------------------------------
-    def _con(self):
-        return self.local.connection  # type: ignore[attr-defined]
+    def _con(self) -> duckdb.DuckDBPyConnection:
+        return self.local.connection
 
     def _init_coverage(self) -> None:
         con = self._con()
@@ -220,7 +235,7 @@ class HybridStore(DataStorageInterface):
             self._covered -= gone
             con.execute(f"DELETE FROM {COVERAGE_TABLE} WHERE day < ?", [before])
             return len(gone)
-        gone = {(symbol, d) for d in days} & self._covered
+        gone = {(str(symbol), d) for d in days} & self._covered
         self._covered -= gone
         for d in days:
             con.execute(f"DELETE FROM {COVERAGE_TABLE} WHERE symbol = ? AND day = ?", [symbol, d])
@@ -229,7 +244,7 @@ class HybridStore(DataStorageInterface):
     def covered_days(self, symbol: str | None = None) -> list[tuple[str, date]]:
         return sorted(p for p in self._covered if symbol is None or p[0] == symbol)
 
-    def is_covered(self, symbol: str, start: Any, end: Any) -> bool:
+    def is_covered(self, symbol: str, start: TimeBound, end: TimeBound) -> bool:
         lo, hi = as_utc_us(start), as_utc_us(end)
         if lo is None or hi is None:
             return False
@@ -284,7 +299,7 @@ class HybridStore(DataStorageInterface):
                 self._since = self._clock()
             self._reason = ""
 
-    def _central(self, what: str, fn: Callable[[], Any]) -> Any:
+    def _central(self, what: str, fn: Callable[[], T]) -> T:
         """Run a central call; a failure that is not the caller's fault degrades the store."""
         started = time.perf_counter()
         try:
@@ -341,14 +356,14 @@ class HybridStore(DataStorageInterface):
                 self._enter_healthy()
             return result
 
-    def _apply_central(self, kind: str, frame: pd.DataFrame) -> None:
+    def _apply_central(self, kind: Kind, frame: pd.DataFrame) -> None:
         if kind == "bars":
             self.central.write_bars(frame)
         else:
             self.central.write_rejects(frame)
 
     # --- writes -------------------------------------------------------------------------------------
-    def _forward(self, kind: str, frame: pd.DataFrame) -> dict[str, Any]:
+    def _forward(self, kind: Kind, frame: pd.DataFrame) -> dict[str, Any]:
         """Send a batch already in the cache to the centre, or to the outbox when that is not possible."""
         if len(frame) == 0:
             return {"central": "nothing to write"}
@@ -362,7 +377,7 @@ class HybridStore(DataStorageInterface):
                     return {"central": "written"}
                 except _CentralDown:
                     pass
-            batch = self.outbox.append(frame, kind)  # type: ignore[arg-type]
+            batch = self.outbox.append(frame, kind)
             return {"central": "queued", "outbox_seq": batch.seq, "degraded_reason": self._reason}
 
     def write_bars(self, bars: pd.DataFrame) -> WriteResult:
@@ -398,8 +413,8 @@ class HybridStore(DataStorageInterface):
     def read_bars(
         self,
         symbol: str,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
         *,
         limit: int | None = None,
         from_end: bool = False,
@@ -447,15 +462,15 @@ class HybridStore(DataStorageInterface):
             lambda: self.central.read_bars(symbol, span_lo, span_hi),
         )
         # the outbox is empty here (synced), so the centre is the truth for these days
-        self.local.replace_range(symbol, span_lo, span_hi, frame)  # type: ignore[attr-defined]
+        self.local.replace_range(symbol, span_lo, span_hi, frame)
         self._mark_covered((symbol, d) for d in days)
         return len(frame)
 
     def read_range(
         self,
         symbols: Sequence[str] | None = None,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        start: TimeBound = None,
+        end: TimeBound = None,
     ) -> pd.DataFrame:
         lo, hi = as_utc_us(start), as_utc_us(end)
         if symbols is not None:
@@ -493,9 +508,7 @@ class HybridStore(DataStorageInterface):
             return self._fallback("read_rejects()", lambda: self.local.read_rejects(source))
 
     def symbol_days(
-        self,
-        start: datetime | pd.Timestamp | None = None,
-        end: datetime | pd.Timestamp | None = None,
+        self, start: TimeBound = None, end: TimeBound = None, symbols: Sequence[str] | None = None
     ) -> pd.DataFrame:
         """Per symbol-day row counts of the centre (the cache's when the centre is down, with a warning)."""
         with self._lock:
@@ -503,40 +516,40 @@ class HybridStore(DataStorageInterface):
                 try:
                     return self._central(
                         "central symbol_days",
-                        lambda: self.central.symbol_days(start, end),  # type: ignore[attr-defined]
+                        lambda: self.central.symbol_days(start, end, symbols),
                     )
                 except _CentralDown:
                     pass
-            return self._fallback("symbol_days()", lambda: self.local.symbol_days(start, end))  # type: ignore[attr-defined]
+            return self._fallback("symbol_days()", lambda: self.local.symbol_days(start, end, symbols))
 
-    def delete_range(self, symbol: str, start: Any = None, end: Any = None) -> int:
+    def _require_central(self, what: str, outcome: str) -> None:
+        """Sync with the centre now, or raise: ``what`` is not queued behind an outage."""
+        if not self._sync(force=True):
+            raise StorageUnavailableError(
+                f"{what} needs the central store, which is unavailable ({self._reason}); {outcome} — retry "
+                "when `qt health` reports it healthy"
+            )
+
+    def delete_range(self, symbol: str, start: TimeBound = None, end: TimeBound = None) -> int:
         """Delete in the centre, then in the cache. Needs the centre (not queued): raises when it is down."""
         with self._lock:
-            if not self._sync(force=True):
-                raise StorageUnavailableError(
-                    f"delete_range({symbol!r}) needs the central store, which is unavailable "
-                    f"({self._reason}); nothing was deleted — retry when `qt health` reports it healthy"
-                )
+            self._require_central(f"delete_range({symbol!r})", "nothing was deleted")
             n = self._central(
                 f"central delete_range of {symbol}",
-                lambda: self.central.delete_range(symbol, start, end),  # type: ignore[attr-defined]
+                lambda: self.central.delete_range(symbol, start, end),
             )
-            self.local.delete_range(symbol, start, end)  # type: ignore[attr-defined]
+            self.local.delete_range(symbol, start, end)
             return int(n)
 
-    def replace_range(self, symbol: str, start: Any, end: Any, bars: pd.DataFrame) -> WriteResult:
+    def replace_range(self, symbol: str, start: TimeBound, end: TimeBound, bars: pd.DataFrame) -> WriteResult:
         """Replace in the centre, then in the cache. Needs the centre (not queued): raises when it is down."""
         with self._lock:
-            if not self._sync(force=True):
-                raise StorageUnavailableError(
-                    f"replace_range({symbol!r}) needs the central store, which is unavailable "
-                    f"({self._reason}); nothing was changed — retry when `qt health` reports it healthy"
-                )
+            self._require_central(f"replace_range({symbol!r})", "nothing was changed")
             res = self._central(
                 f"central replace_range of {symbol}",
-                lambda: self.central.replace_range(symbol, start, end, bars),  # type: ignore[attr-defined]
+                lambda: self.central.replace_range(symbol, start, end, bars),
             )
-            self.local.replace_range(symbol, start, end, bars)  # type: ignore[attr-defined]
+            self.local.replace_range(symbol, start, end, bars)
             return WriteResult(rows=res.rows, backend=self.backend_name, location=self.location)
 
     # --- warming ------------------------------------------------------------------------------------
@@ -557,9 +570,9 @@ class HybridStore(DataStorageInterface):
             _, hot_hi = day_bounds(today)
             central_days = self._central(
                 "central symbol_days",
-                lambda: self.central.symbol_days(hot_lo, hot_hi, symbols=symbols),  # type: ignore[attr-defined]
+                lambda: self.central.symbol_days(hot_lo, hot_hi, symbols=symbols),
             )
-            local_days = self.local.symbol_days()  # type: ignore[attr-defined]
+            local_days = self.local.symbol_days()
             plan = plan_warming(
                 self.policy,
                 today=today,
@@ -581,11 +594,11 @@ class HybridStore(DataStorageInterface):
                     after = newest["timestamp"].iloc[0] + pd.Timedelta(microseconds=1)
                     new = self._central(
                         f"warming {item.symbol} {item.day}",
-                        lambda s=item.symbol, a=after, h=d_hi: self.central.read_bars(s, a, h),
+                        functools.partial(self.central.read_bars, item.symbol, after, d_hi),
                     )
                     self.local.write_bars(new)
                     report.rows_pulled += len(new)
-                    got = self.local.symbol_days(d_lo, d_hi)  # type: ignore[attr-defined]
+                    got = self.local.symbol_days(d_lo, d_hi)
                     got_rows = int(got.loc[got["symbol"] == item.symbol, "rows"].sum())
                     if got_rows == item.central_rows:
                         report.days_fetched += 1
@@ -593,10 +606,10 @@ class HybridStore(DataStorageInterface):
                     # counts still differ (rows changed before the newest cached bar): fetch the whole day
                 frame = self._central(
                     f"warming {item.symbol} {item.day}",
-                    lambda s=item.symbol, lo=d_lo, hi=d_hi: self.central.read_bars(s, lo, hi),
+                    functools.partial(self.central.read_bars, item.symbol, d_lo, d_hi),
                 )
                 self._unmark(symbol=item.symbol, days=[item.day])
-                self.local.replace_range(item.symbol, d_lo, d_hi, frame)  # type: ignore[attr-defined]
+                self.local.replace_range(item.symbol, d_lo, d_hi, frame)
                 self._mark_covered([(item.symbol, item.day)])
                 report.rows_pulled += len(frame)
                 report.days_fetched += 1
@@ -606,14 +619,14 @@ class HybridStore(DataStorageInterface):
                 self._unmark(before=warm_start)  # unmark first: a crash leaves data without coverage
                 cut, _ = day_bounds(warm_start)
                 for sym in sorted({s for s, _, _ in plan.evict}):
-                    report.rows_evicted += self.local.delete_range(sym, None, cut)  # type: ignore[attr-defined]
+                    report.rows_evicted += self.local.delete_range(sym, None, cut)
                 report.days_evicted = len(plan.evict)
             report.coverage = self._coverage_summary(symbols, today, now_ts)
         report.seconds = time.perf_counter() - t0
         return report
 
     def _coverage_summary(self, symbols: list[str], today: date, now: pd.Timestamp) -> list[SymbolCoverage]:
-        local_days = self.local.symbol_days()  # type: ignore[attr-defined]
+        local_days = self.local.symbol_days()
         summary = self.local.list_symbols().set_index("symbol")
         hot = self.policy.hot_days_list(today)
         out = []
@@ -686,7 +699,7 @@ class HybridStore(DataStorageInterface):
         return f"HybridStore({self.location}, mode={self._mode})"
 
 
-def central_settings(settings: Any) -> Any:
+def central_settings(settings: Settings) -> Settings:
     """``settings`` with the hybrid path's short central retry budget and connect timeout."""
     return settings.model_copy(
         update={
@@ -696,16 +709,15 @@ def central_settings(settings: Any) -> Any:
     )
 
 
-def make_central(settings: Any) -> DataStorageInterface:
-    from qt_pipeline.storage.postgres.store import PostgresStore
+def make_central(settings: Settings) -> PostgresStore:
+    """The central store with the hybrid path's short retry budget (see :func:`central_settings`)."""
+    from qt_pipeline.storage.central import open_central
 
-    return PostgresStore.from_settings(central_settings(settings))
+    return open_central(central_settings(settings))
 
 
-def from_settings(settings: Any) -> HybridStore:
+def from_settings(settings: Settings) -> HybridStore:
     """The factory's entry (``STORAGE_BACKEND=hybrid``)."""
-    from qt_pipeline.storage.duckdb_store import DuckDBStore
-
     local = DuckDBStore(settings.resolved_hybrid_cache_path)
     try:
         central = make_central(settings)
@@ -716,7 +728,7 @@ def from_settings(settings: Any) -> HybridStore:
 
 
 def replay_outbox(
-    settings: Any, *, max_batches: int | None = None, lock_wait_s: float = 30.0
+    settings: Settings, *, max_batches: int | None = None, lock_wait_s: float = 30.0
 ) -> ReplayResult:
     """Replay ``settings``' outbox into the centre without opening the cache file (used by the replay
     job and ``qt outbox replay``, which may run while another process holds the DuckDB cache)."""

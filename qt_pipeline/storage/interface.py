@@ -16,6 +16,11 @@ Semantics every backend honours (the contract test suite in ``qt_pipeline_tests/
 * ``write_rejects`` stores rejected rows (:data:`REJECT_COLUMNS`) idempotently on
   ``(source, line, reason)``; ``read_rejects`` returns them.
 * ``health`` never raises: it reports what it could find out.
+* ``symbol_days(start, end, symbols)`` returns what the store holds per UTC symbol-day:
+  ``symbol, day (datetime.date), rows (int64)`` sorted by ``(symbol, day)``.
+
+:class:`RangeStore` adds what the migration, reconcile and the hybrid cache need of a store whose ranges
+can be rewritten: ``delete_range`` and ``replace_range`` (delete + insert in one transaction).
 """
 
 from __future__ import annotations
@@ -23,16 +28,28 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, Self, TypeAlias
 
 import pandas as pd
 
+from qt_pipeline.market.contract import BAR_DTYPES
+
 SYMBOL_SUMMARY_COLUMNS: tuple[str, ...] = ("symbol", "rows", "first_timestamp", "last_timestamp")
+SYMBOL_DAY_COLUMNS: tuple[str, ...] = ("symbol", "day", "rows")
+
+TimeBound: TypeAlias = "datetime | pd.Timestamp | None"
+"""A range bound: tz-aware (naive bounds are rejected); ``None`` means unbounded."""
 
 
 class StorageError(RuntimeError):
-    """A storage operation failed. Messages say what failed, where and what to do; never hold secrets."""
+    """A storage operation failed. Messages say what failed, where and what to do; never hold secrets.
+
+    ``sqlstate`` is the PostgreSQL error code when the failure came from the central database."""
+
+    def __init__(self, message: str = "", *, sqlstate: str | None = None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
 
 
 class StorageUnavailableError(StorageError):
@@ -111,14 +128,59 @@ class DataStorageInterface(abc.ABC):
         frames = [f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else empty_bars()
 
+    def symbol_days(
+        self, start: TimeBound = None, end: TimeBound = None, symbols: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Rows per UTC symbol-day in ``[start, end)`` (of ``symbols``, default all):
+        ``symbol, day (datetime.date), rows (int64)``, sorted. Backends override with a single query."""
+        bars = self.read_range(symbols, start, end)
+        if bars.empty:
+            return symbol_days_frame([], [], [])
+        counts = (
+            bars.assign(day=bars["timestamp"].dt.floor("D").dt.date)
+            .groupby(["symbol", "day"], sort=True, observed=True)
+            .size()
+            .reset_index(name="rows")
+        )
+        return symbol_days_frame(counts["symbol"].tolist(), counts["day"].tolist(), counts["rows"].tolist())
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections/files. Safe to call twice."""
 
-    def __enter__(self) -> DataStorageInterface:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RangeStore(DataStorageInterface):
+    """A store whose ranges can be rewritten (local DuckDB cache, central PostgreSQL, hybrid)."""
+
+    @abc.abstractmethod
+    def symbol_days(
+        self, start: TimeBound = None, end: TimeBound = None, symbols: Sequence[str] | None = None
+    ) -> pd.DataFrame: ...
+
+    @abc.abstractmethod
+    def delete_range(self, symbol: str, start: TimeBound = None, end: TimeBound = None) -> int:
+        """Delete ``symbol``'s bars in ``[start, end)`` (one transaction); returns the rows deleted."""
+
+    @abc.abstractmethod
+    def replace_range(self, symbol: str, start: TimeBound, end: TimeBound, bars: pd.DataFrame) -> WriteResult:
+        """Make ``symbol``'s bars in ``[start, end)`` exactly ``bars`` (delete + insert, one transaction).
+        Every row of ``bars`` must be of ``symbol`` and inside the range, else nothing changes."""
+
+
+def symbol_days_frame(symbols: Sequence[str], days: Sequence[date], rows: Sequence[int]) -> pd.DataFrame:
+    """The canonical ``symbol_days`` frame."""
+    return pd.DataFrame(
+        {
+            "symbol": pd.Series(list(symbols), dtype=BAR_DTYPES["symbol"]),
+            "day": pd.Series(list(days), dtype="object"),
+            "rows": pd.Series(list(rows), dtype="int64"),
+        }
+    )
 
 
 def as_utc(ts: datetime | pd.Timestamp | str | None) -> pd.Timestamp | None:

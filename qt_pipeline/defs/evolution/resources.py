@@ -61,7 +61,7 @@ class RayClusterResource(LocalRay):
             self._context = ray.init(**options)
         self.on_connect(context)
 
-    def connect(self, context: Any) -> Any:  # lifecycle.connect=True path
+    def connect(self, context: Any) -> Any:  # type: ignore[override]  # lifecycle.connect=True path
         self.connect_for(context)
         return self._context
 
@@ -84,7 +84,7 @@ class EvolutionStateResource(dg.ConfigurableResource):
         if self.backend == "duckdb":
             return DuckDBStateStore(Path(settings.data_dir) / "evolution.duckdb")
         if self.backend == "postgres":
-            settings = settings.model_copy(update={"storage_backend": "neon"})
+            settings = settings.model_copy(update={"storage_backend": "central"})
             return state_store_from_settings(settings)
         raise dg.Failure(f"evolution_state.backend must be auto, postgres or duckdb, got {self.backend!r}")
 

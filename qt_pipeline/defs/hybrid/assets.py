@@ -1,5 +1,7 @@
 """Hybrid-domain assets: the local cache warming asset and the observed ``neon_health`` asset."""
 
+from typing import Any
+
 import dagster as dg
 
 from qt_pipeline.config import get_settings
@@ -41,7 +43,7 @@ def local_cache_warm(
     )
     if report.evict_blocked_reason:
         context.log.warning(f"eviction skipped: {report.evict_blocked_reason}")
-    metadata: dict[str, object] = {
+    metadata: dict[str, Any] = {
         "rows_pulled": report.rows_pulled,
         "rows_evicted": report.rows_evicted,
         "days_fetched": report.days_fetched,

@@ -1,5 +1,7 @@
 """Hybrid-domain jobs: cache warming (asset job) and outbox replay (op job, needs no DuckDB file)."""
 
+from typing import Any
+
 import dagster as dg
 
 from qt_pipeline.config import get_settings
@@ -12,7 +14,7 @@ def replay_outbox_op(context: dg.OpExecutionContext) -> dg.Output[int]:
     from qt_pipeline.storage.hybrid import replay_outbox
 
     result = replay_outbox(get_settings())
-    metadata = {
+    metadata: dict[str, Any] = {
         "replayed_batches": result.replayed_batches,
         "replayed_rows": result.replayed_rows,
         "remaining_batches": result.remaining_batches,

@@ -8,6 +8,7 @@ requests one ``outbox_replay_job`` run (run key unique per transition).
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
@@ -16,8 +17,8 @@ from qt_pipeline.defs.hybrid.jobs import outbox_replay_job
 from qt_pipeline.redaction import redact
 
 
-def _metadata(report_dict: dict[str, object]) -> dict[str, object]:
-    out: dict[str, object] = {}
+def _metadata(report_dict: dict[str, object]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for k, v in report_dict.items():
         if v is None:
             continue
@@ -29,7 +30,7 @@ def _metadata(report_dict: dict[str, object]) -> dict[str, object]:
 
 def _status() -> dg.DefaultSensorStatus:
     s = get_settings()
-    if s.storage_backend in ("hybrid", "neon") and s.database_url:
+    if s.storage_backend in ("hybrid", "central") and s.database_url:
         return dg.DefaultSensorStatus.RUNNING
     return dg.DefaultSensorStatus.STOPPED
 

@@ -6,6 +6,7 @@ Thin wiring: fetching and validation are :func:`qt_pipeline.market.sources.inges
 """
 
 import json
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -38,7 +39,7 @@ def markdown_preview(bars: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
     return "\n".join(lines)
 
 
-def ingestion_metadata(result, location: str) -> dict[str, object]:
+def ingestion_metadata(result, location: str) -> dict[str, Any]:
     """Materialisation metadata for one validated and stored partition."""
     accepted, rejected = result.accepted, result.rejected
     summary = result.summary()

@@ -35,7 +35,7 @@ class MarketSourceResource(dg.ConfigurableResource):
         return kind
 
     def resolved_column_mapping(self) -> dict[str, str]:
-        raw = self.column_mapping
+        raw: str | dict[str, str] | None = self.column_mapping
         if raw is None:
             raw = get_settings().landing_column_map
         if raw is None or raw == "":

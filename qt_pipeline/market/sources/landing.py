@@ -33,7 +33,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ from qt_pipeline.market.validation import (
     check_timezone,
     normalize_symbols,
     parse_timestamps,
+    reject_record,
     validate_bars,
 )
 
@@ -100,16 +101,14 @@ class _Loaded:
 
 
 def _problem(source: str, line: int | None, reason: str, detail: str, raw: object = None) -> dict:
-    return {
-        "source": source,
-        "line": line,
-        "symbol": None,
-        "timestamp": None,
-        "reason": str(reason),
-        "detail": f"{detail} ({FIX_HINTS[reason]})",
-        "raw": None if raw is None else json.dumps(raw, ensure_ascii=False),
-        "rejected_at": pd.Timestamp.now(tz="UTC"),
-    }
+    return reject_record(
+        source,
+        line,
+        reason,
+        f"{detail} ({FIX_HINTS[reason]})",
+        pd.Timestamp.now(tz="UTC"),
+        None if raw is None else json.dumps(raw, ensure_ascii=False),
+    )
 
 
 def _problems_frame(records: list[dict]) -> pd.DataFrame:
@@ -359,7 +358,8 @@ class LandingDirectorySource(MarketDataSource):
             sym, malformed = normalize_symbols(frame["symbol"])
             pts = parse_timestamps(frame["timestamp"], batch.timezone)
             placed = ~malformed.to_numpy() & pts.utc.notna().to_numpy()
-            symbol = np.where(placed, sym.to_numpy(dtype=object), None)
+            symbol = np.array(sym.to_numpy(dtype=object), dtype=object, copy=True)
+            symbol[~placed] = None
             ts_us = np.where(placed, np.asarray(pts.utc.array.asi8, dtype=np.int64), 0)
         else:
             placed = np.zeros(n, dtype=bool)
@@ -460,9 +460,3 @@ class LandingDirectorySource(MarketDataSource):
                 {"symbol": pd.Series([], dtype="str"), "day": [], "rows": pd.Series([], dtype="int64")}
             )
         return pd.concat(frames).groupby(["symbol", "day"], sort=True)["rows"].sum().reset_index()
-
-
-def day_bounds(day: date) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """``[start, end)`` of a UTC day."""
-    start = pd.Timestamp(day, tz="UTC")
-    return start, start + timedelta(days=1)

@@ -186,7 +186,7 @@ def list_time_partitions(conn: sa.Connection, schema: str) -> list[TimePartition
 
 def _parse_bound(conn: sa.Connection, text: str) -> datetime:
     # the bound is rendered in the session TimeZone; let the server parse it back
-    value = conn.exec_driver_sql("SELECT %s::timestamptz", (text,)).scalar()
+    value: datetime = conn.exec_driver_sql("SELECT %s::timestamptz", (text,)).scalar_one()
     return value.astimezone(UTC)
 
 
