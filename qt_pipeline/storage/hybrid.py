@@ -3,10 +3,15 @@
 Writes
     land in the local cache first (its own DuckDB file, ``QT_HYBRID_CACHE_PATH``, default
     ``<data_dir>/hybrid_cache.duckdb`` — never the ingestion file, because the cache evicts), then in
-    the central store. When the central write fails (after a deliberately short retry budget,
-    ``QT_HYBRID_PG_RETRY_ATTEMPTS``/``QT_HYBRID_CONNECT_TIMEOUT_S``, so an outage is noticed fast) the
-    write still succeeds: the batch goes to the durable :class:`~qt_pipeline.storage.outbox.Outbox` and
-    the store turns **degraded** (``store.state`` / ``store.degraded`` / ``health()`` say since when and
+    the central store. Every batch is written ahead to the durable
+    :class:`~qt_pipeline.storage.outbox.Outbox` before the centre is tried and leaves it only once the
+    central write committed, so a process killed mid-write leaves its batch in the outbox (replayed by the
+    next start or ``qt outbox replay``), never only in the cache. A central operation has a failover
+    budget in wall-clock time, all retries included (``QT_HYBRID_FAILOVER_S`` + rows /
+    ``QT_HYBRID_MIN_ROWS_PER_S``), enforced client-side on every call of an open connection (pre-ping,
+    query, COPY, commit — see :mod:`~qt_pipeline.storage.postgres.deadline`), so a refused, black-holed
+    (new or established) or cut connection is noticed within it. When the central write fails the
+    write still succeeds: the batch stays in the outbox and the store turns **degraded** (``store.state`` / ``store.degraded`` / ``health()`` say since when and
     why, and how long noticing took). While degraded, or while the outbox holds anything, new batches go
     to the outbox too (so a replay can never overwrite a newer direct write with an older batch).
 Recovery
@@ -59,6 +64,7 @@ from qt_pipeline.storage.interface import (
     as_utc_us,
 )
 from qt_pipeline.storage.outbox import Outbox, ReplayResult
+from qt_pipeline.storage.postgres.deadline import call_budget
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +166,8 @@ class HybridStore(DataStorageInterface):
         self.outbox = outbox or Outbox(settings.resolved_outbox_dir)
         self.policy = policy or CachePolicy.from_settings(settings)
         self.probe_interval_s = float(settings.hybrid_probe_interval_s)
+        self.failover_s = float(getattr(settings, "hybrid_failover_s", 4.0))
+        self.min_rows_per_s = float(getattr(settings, "hybrid_min_rows_per_s", 20_000.0))
         self._clock = clock
         self._lock = threading.RLock()
         self._mode = "healthy"
@@ -170,6 +178,7 @@ class HybridStore(DataStorageInterface):
         self._last_probe_at: datetime | None = None
         self.last_read_warning: str | None = None
         self.last_replay: ReplayResult | None = None
+        self._preloaded: dict[int, pd.DataFrame] = {}  # frames of batches this process just wrote ahead
         self._covered: set[tuple[str, date]] = set()
         self._init_coverage()
         if not self.outbox.is_empty():
@@ -284,11 +293,17 @@ class HybridStore(DataStorageInterface):
                 self._since = self._clock()
             self._reason = ""
 
-    def _central(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run a central call; a failure that is not the caller's fault degrades the store."""
+    def budget_for(self, rows: int = 0) -> float:
+        """Failover budget (s) of one central operation moving ``rows`` rows, all retries included."""
+        return self.failover_s + max(0, rows) / max(1.0, self.min_rows_per_s)
+
+    def _central(self, what: str, fn: Callable[[], Any], *, rows: int = 0) -> Any:
+        """Run a central call within its failover budget; a failure that is not the caller's fault
+        degrades the store."""
         started = time.perf_counter()
         try:
-            return fn()
+            with call_budget(self.budget_for(rows)):
+                return fn()
         except _CALLER_ERRORS:
             raise
         except Exception as exc:
@@ -310,7 +325,8 @@ class HybridStore(DataStorageInterface):
             self._last_probe_at = self._clock()
             if self._mode == "degraded":
                 started = time.perf_counter()
-                h = self.central.health()
+                with call_budget(self.budget_for()):
+                    h = self.central.health()
                 if not h.healthy:
                     self._enter_degraded(StorageUnavailableError(h.message), "health probe", started)
                     return False
@@ -320,7 +336,13 @@ class HybridStore(DataStorageInterface):
     def replay_outbox(self, *, max_batches: int | None = None, lock_wait_s: float = 0.0) -> ReplayResult:
         """Replay the outbox into the centre now (in order, idempotent). Healthy again when it drained."""
         with self._lock:
-            result = self.outbox.replay(self._apply_central, max_batches=max_batches, lock_wait_s=lock_wait_s)
+            result = self.outbox.replay(
+                self._apply_central_budgeted,
+                max_batches=max_batches,
+                lock_wait_s=lock_wait_s,
+                preloaded=self._preloaded,
+            )
+            self._preloaded.clear()
             self.last_replay = result
             if result.skipped_reason is not None:
                 self._reason = result.skipped_reason  # writes keep queueing behind the other replayer
@@ -347,22 +369,22 @@ class HybridStore(DataStorageInterface):
         else:
             self.central.write_rejects(frame)
 
+    def _apply_central_budgeted(self, kind: str, frame: pd.DataFrame) -> None:
+        with call_budget(self.budget_for(len(frame))):
+            self._apply_central(kind, frame)
+
     # --- writes -------------------------------------------------------------------------------------
     def _forward(self, kind: str, frame: pd.DataFrame) -> dict[str, Any]:
-        """Send a batch already in the cache to the centre, or to the outbox when that is not possible."""
+        """Send a batch already in the cache to the centre through the outbox: written ahead (durable),
+        then the outbox is replayed in order; the batch stays queued when the centre cannot take it."""
         if len(frame) == 0:
             return {"central": "nothing to write"}
         with self._lock:
-            if self._sync():
-                try:
-                    self._central(
-                        f"central write of {len(frame)} {kind} row(s)",
-                        lambda: self._apply_central(kind, frame),
-                    )
-                    return {"central": "written"}
-                except _CentralDown:
-                    pass
             batch = self.outbox.append(frame, kind)  # type: ignore[arg-type]
+            self._preloaded[batch.seq] = frame
+            if self._sync() and not batch.path.exists():
+                return {"central": "written"}
+            self._preloaded.pop(batch.seq, None)
             return {"central": "queued", "outbox_seq": batch.seq, "degraded_reason": self._reason}
 
     def write_bars(self, bars: pd.DataFrame) -> WriteResult:

@@ -19,6 +19,12 @@ def _driver_message(exc: BaseException) -> str:
     return redact(" ".join(lines[:3]))
 
 
+def sentence(text: str) -> str:
+    """``text`` ending with exactly one sentence mark ("…connections?" stays, "…failed" gets a ".")."""
+    text = text.rstrip()
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
 def translate_error(
     exc: BaseException, cfg: ConnectionConfig | None, action: str, *, schema: str | None = None
 ) -> StorageError:
@@ -82,6 +88,6 @@ def translate_error(
         hint = "the data violates a constraint of the table; check the batch (keys must be unique, values not null)"
     else:
         hint = "unexpected database error; see the message above"
-    err = cls(f"{action} failed on {where}: {msg}{state}. {hint}")
+    err = cls(f"{action} failed on {where}: {sentence(msg + state)} {hint[:1].upper()}{hint[1:]}")
     err.sqlstate = code  # type: ignore[attr-defined]
     return err
