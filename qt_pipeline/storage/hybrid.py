@@ -139,6 +139,23 @@ class WarmReport:
         return "\n".join(lines)
 
 
+@dataclass
+class RecoverReport:
+    symbols: int = 0
+    cache_rows: int = 0
+    missing: dict[str, int] = field(default_factory=dict)  # symbol -> rows the centre lacked
+    replay: ReplayResult | None = None
+    seconds: float = 0.0
+
+    @property
+    def rows_missing(self) -> int:
+        return sum(self.missing.values())
+
+    @property
+    def complete(self) -> bool:
+        return self.replay is None or self.replay.complete
+
+
 class _CentralDown(Exception):
     """Internal: the centre is (known to be) unreachable; the caller falls back to the cache."""
 
@@ -656,6 +673,47 @@ class HybridStore(DataStorageInterface):
             )
         return out
 
+    # --- repair -------------------------------------------------------------------------------------
+    def recover_cache(self, start: Any = None, end: Any = None, *, dry_run: bool = False) -> RecoverReport:
+        """Make the centre hold everything the cache holds: rows of the cache whose key the centre lacks
+        (written to the cache by a process that died before its batch reached the outbox — possible only
+        with versions before the write-ahead outbox — or lost centrally) are queued in the outbox and
+        replayed. Keys the centre has are left alone (its value may be newer, written elsewhere)."""
+        t0 = time.perf_counter()
+        lo, hi = as_utc_us(start), as_utc_us(end)
+        report = RecoverReport()
+        with self._lock:
+            if not self._sync(force=True):
+                raise StorageUnavailableError(
+                    f"cannot recover the cache into the central store: it is unavailable ({self._reason}); "
+                    "nothing was changed — retry when `qt health` reports it healthy"
+                )
+            for row in self.local.list_symbols().itertuples(index=False):
+                s_lo = max(lo, row.first_timestamp) if lo is not None else row.first_timestamp
+                s_hi = row.last_timestamp + pd.Timedelta(microseconds=1)
+                if hi is not None:
+                    s_hi = min(hi, s_hi)
+                if s_hi <= s_lo:
+                    continue
+                mine = self.local.read_bars(row.symbol, s_lo, s_hi)
+                theirs = self._central(
+                    f"central keys of {row.symbol}",
+                    lambda sym=row.symbol, a=s_lo, b=s_hi: self.central.read_bars(
+                        sym, a, b, columns=["timestamp"]
+                    ),
+                )
+                missing = mine[~mine["timestamp"].isin(theirs["timestamp"])]
+                report.symbols += 1
+                report.cache_rows += len(mine)
+                if len(missing):
+                    report.missing[str(row.symbol)] = len(missing)
+                    if not dry_run:
+                        self.outbox.append(missing, "bars")
+            if report.missing and not dry_run:
+                report.replay = self.replay_outbox()
+        report.seconds = time.perf_counter() - t0
+        return report
+
     # --- health / lifecycle -------------------------------------------------------------------------
     def health(self) -> HealthStatus:
         try:
@@ -763,6 +821,7 @@ __all__ = [
     "COVERAGE_TABLE",
     "HybridState",
     "HybridStore",
+    "RecoverReport",
     "StorageError",
     "SymbolCoverage",
     "WarmReport",
