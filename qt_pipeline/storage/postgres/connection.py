@@ -15,6 +15,8 @@ Rules (DESIGN.md "Neon connection facts"):
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -137,6 +139,8 @@ class ConnectionConfig:
     pool_recycle_s: int
     call_timeout_s: float | None = None
     session_settings: dict[str, str] = field(default_factory=dict)
+    # the embedded server: where it listens now (restarting it after a crash), asked on every connect
+    rediscover: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> ConnectionConfig:
@@ -169,6 +173,11 @@ class ConnectionConfig:
                 else settings.pg_statement_timeout_ms / 1000 + 30
             ),
         )
+        if settings.neon_database_url is None and pooled.host in LOCAL_HOSTS:
+            from qt_pipeline.storage.postgres import embedded
+
+            if pooled.port is not None and pooled.port == embedded._stored_port(settings):
+                object.__setattr__(cfg, "rediscover", functools.partial(embedded.rediscover_port, settings))
         object.__setattr__(
             cfg,
             "session_settings",
@@ -256,6 +265,10 @@ def make_engine(cfg: ConnectionConfig, *, direct: bool = False) -> sa.Engine:
 
     @event.listens_for(engine, "do_connect")
     def _budgeted_connect(dialect, conn_rec, cargs, cparams) -> None:
+        if cfg.rediscover is not None:
+            port = cfg.rediscover()
+            if port is not None:
+                cparams["port"] = port
         configured = int(cparams.get("connect_timeout") or cfg.connect_timeout_s)
         cparams["connect_timeout"] = str(budget_connect_timeout(configured))
 
