@@ -696,12 +696,19 @@ class HybridStore(DataStorageInterface):
                 if s_hi <= s_lo:
                     continue
                 mine = self.local.read_bars(row.symbol, s_lo, s_hi)
-                theirs = self._central(
-                    f"central keys of {row.symbol}",
-                    lambda sym=row.symbol, a=s_lo, b=s_hi: self.central.read_bars(
-                        sym, a, b, columns=["timestamp"]
-                    ),
-                )
+                try:
+                    theirs = self._central(
+                        f"central keys of {row.symbol}",
+                        lambda sym=row.symbol, a=s_lo, b=s_hi: self.central.read_bars(
+                            sym, a, b, columns=["timestamp"]
+                        ),
+                    )
+                except _CentralDown:
+                    raise StorageUnavailableError(
+                        f"cannot recover the cache into the central store: {self._reason}; rows queued so "
+                        f"far ({report.rows_missing}) are in the outbox — retry when `qt health` reports "
+                        "it healthy"
+                    ) from None
                 missing = mine[~mine["timestamp"].isin(theirs["timestamp"])]
                 report.symbols += 1
                 report.cache_rows += len(mine)

@@ -161,8 +161,8 @@ def budget_connect_timeout(configured_s: int) -> int:
         return configured_s
     if left < 2:  # libpq cannot bound a connect below 2 s: starting one would overrun the budget
         raise CallDeadlineExceeded(
-            f"could not connect: only {max(0.0, left):.1f} s of the client-side call budget were left "
-            "(the server did not answer in time)"
+            f"no new connection attempted: only {max(0.0, left):.1f} s of the client-side call budget were "
+            "left after the previous attempt failed (the server could not be reached in time)"
         )
     return max(2, min(configured_s, math.floor(left)))
 
