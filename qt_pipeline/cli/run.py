@@ -211,7 +211,7 @@ def stage_evolve(ctx: RunContext) -> None:
     from qt_pipeline.evolution.runner import print_summary, run_evolution
     from qt_pipeline.evolution.state import PostgresStateStore
     from qt_pipeline.storage import get_storage
-    from qt_pipeline.storage.postgres.store import PostgresStore
+    from qt_pipeline.storage.central import open_central
 
     if ctx.generations < 1:
         ctx.console.print("evolution skipped (--generations 0)")
@@ -235,10 +235,7 @@ def stage_evolve(ctx: RunContext) -> None:
         )
     except EvolutionConfigError as exc:
         raise StageError(str(exc)) from None
-    central = PostgresStore.from_settings(ctx.settings)
-    state = PostgresStateStore(
-        central.direct_engine, central.schema, location=central.config.location, settings=ctx.settings
-    )
+    state = PostgresStateStore(open_central(ctx.settings), owns_central=True)
     bars = get_storage(settings=ctx.settings)
     with Progress(
         TextColumn("[bold]evolve[/bold] {task.description}"),
@@ -263,7 +260,6 @@ def stage_evolve(ctx: RunContext) -> None:
         finally:
             state.close()
             bars.close()
-            central.close()
     print_summary(result, ctx.console, top=3)
     ctx.results["evolve"] = {"run_id": result.run_id, "best_fitness": result.best_fitness}
 

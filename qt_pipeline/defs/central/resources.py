@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import dagster as dg
 
 from qt_pipeline.config import get_settings
 from qt_pipeline.defs import resources as shared
+
+if TYPE_CHECKING:
+    from qt_pipeline.storage.postgres.store import PostgresStore
 
 CENTRAL_STORE_KEY = "central_store"
 
@@ -16,15 +19,15 @@ CENTRAL_STORE_KEY = "central_store"
 class CentralStoreResource(dg.ConfigurableResource):
     """The central store. ``pg_schema`` selects the PostgreSQL schema holding the tables (default ``QT_PG_SCHEMA``).
 
-    The URL comes from ``NEON_DATABASE_URL``; when none is set, ``PostgresStore.from_settings`` starts
-    (or reuses) the embedded PostgreSQL under the data dir. Stores are cached per process (in the shared
+    The store comes from :func:`qt_pipeline.storage.central.open_central` (``NEON_DATABASE_URL``, else the
+    embedded PostgreSQL under the data dir). Stores are cached per process (in the shared
     store cache, so ``close_cached_stores()`` closes them too): a run reuses one SQLAlchemy pool.
     """
 
     pg_schema: Optional[str] = None  # noqa: UP045 - dagster config needs typing.Optional; None = QT_PG_SCHEMA
 
-    def get_store(self) -> Any:
-        from qt_pipeline.storage.postgres.store import PostgresStore
+    def get_store(self) -> PostgresStore:
+        from qt_pipeline.storage.central import open_central
 
         settings = get_settings()
         schema = self.pg_schema or settings.pg_schema
@@ -34,11 +37,7 @@ class CentralStoreResource(dg.ConfigurableResource):
         key = (f"central:{schema}:{digest}", str(settings.data_dir.resolve()))
         store = shared._STORES.get(key)
         if store is None:
-            if not url:
-                from qt_pipeline.storage.postgres.embedded import ensure_embedded_postgres
-
-                url = ensure_embedded_postgres(settings)
-            store = PostgresStore(url, settings, schema=schema)
+            store = open_central(settings, schema=schema)
             shared._STORES[key] = store
         return store
 
