@@ -90,6 +90,7 @@ COMMAND_MODULES = (
     "qt_pipeline.cli.ingest",
     "qt_pipeline.cli.central",
     "qt_pipeline.cli.outbox",
+    "qt_pipeline.cli.cold",
     "qt_pipeline.cli.evolution",
 )
 

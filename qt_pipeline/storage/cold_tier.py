@@ -433,6 +433,163 @@ def archive_partition(
     return PartitionResult(part.name, start, end, "archived", rows, bytes_before, size, str(path), checksum)
 
 
+# --- repairs ------------------------------------------------------------------------------------------
+@dataclass
+class RepairResult:
+    """One catalogued archive handled by :func:`forget_archives` / :func:`restore_archives`."""
+
+    range_start: pd.Timestamp
+    range_end: pd.Timestamp
+    location: str
+    archived_rows: int
+    rows_in_postgres: int
+    action: str  # "forgotten" | "restored" | "kept"
+    rows_restored: int = 0
+    reason: str = ""
+
+
+def _dropped_catalogue(central: Any, start: Any, end: Any) -> list[tuple]:
+    from sqlalchemy import text
+
+    lo, hi = (_ts(start) if start is not None else None), (_ts(end) if end is not None else None)
+    sql = (
+        f"SELECT range_start, range_end, location, rows FROM {central.qualified(CATALOG_TABLE)} "
+        "WHERE dropped_at IS NOT NULL"
+    )
+    params: dict[str, Any] = {}
+    if lo is not None:
+        sql += " AND range_end > :lo"
+        params["lo"] = lo.to_pydatetime()
+    if hi is not None:
+        sql += " AND range_start < :hi"
+        params["hi"] = hi.to_pydatetime()
+    with central.engine.connect() as conn:
+        rows = conn.execute(text(sql + " ORDER BY range_start"), params).fetchall()
+        conn.rollback()
+    return [tuple(r) for r in rows]
+
+
+def _archive_keys_missing(central: Any, location: str, rs: pd.Timestamp, re_: pd.Timestamp) -> pd.DataFrame:
+    """Rows of the archive at ``location`` whose key PostgreSQL does not hold."""
+    import pyarrow.parquet as pq
+
+    archived = to_canonical(pq.read_table(location).to_pandas())
+    archived = archived[(archived["timestamp"] >= rs) & (archived["timestamp"] < re_)]
+    from qt_pipeline.storage.postgres.reader import copy_out, select_list
+
+    with central.engine.connect() as conn:  # PostgreSQL's own keys (not the cold-merged read)
+        keys = copy_out(
+            conn,
+            f"SELECT symbol, {select_list(['timestamp'])} FROM {central.qualified(BARS_TABLE)} "
+            'WHERE "timestamp" >= %s AND "timestamp" < %s',
+            (rs.to_pydatetime(), re_.to_pydatetime()),
+            ["symbol", "timestamp"],
+        )
+        conn.rollback()
+    if not len(keys):
+        return archived.reset_index(drop=True)
+    held = pd.MultiIndex.from_frame(keys[["symbol", "timestamp"]])
+    mine = pd.MultiIndex.from_frame(archived[["symbol", "timestamp"]])
+    return archived[~mine.isin(held)].reset_index(drop=True)
+
+
+def _pg_rows(central: Any, rs: pd.Timestamp, re_: pd.Timestamp) -> int:
+    from qt_pipeline.storage.postgres.cold_merge import rows_in_postgres
+
+    with central.engine.connect() as conn:
+        n = rows_in_postgres(conn, central.qualified(BARS_TABLE), rs.to_pydatetime(), re_.to_pydatetime())
+        conn.rollback()
+    return n
+
+
+def _uncatalogue(central: Any, rs: pd.Timestamp, re_: pd.Timestamp, location: str, keep_file: bool) -> None:
+    from sqlalchemy import text
+
+    with central.engine.begin() as conn:
+        conn.execute(
+            text(f"DELETE FROM {central.qualified(CATALOG_TABLE)} WHERE range_start = :a AND range_end = :b"),
+            {"a": rs.to_pydatetime(), "b": re_.to_pydatetime()},
+        )
+    if not keep_file:
+        Path(location).unlink(missing_ok=True)
+
+
+def forget_archives(
+    central: Any, start: Any = None, end: Any = None, *, force: bool = False, keep_files: bool = False
+) -> list[RepairResult]:
+    """Remove from the catalogue every archived range in ``[start, end)`` whose data PostgreSQL holds
+    again (every archived key present when the file is readable; at least as many rows as were archived
+    when it is lost), so reads and the next cold-tier run no longer touch the archive. ``force`` forgets
+    even when PostgreSQL holds less (the archived rows it lacks are given up). The files are deleted unless
+    ``keep_files``."""
+    from qt_pipeline.storage.postgres.cold_merge import archive_readable
+
+    out = []
+    for rs, re_, location, archived_rows in _dropped_catalogue(central, start, end):
+        a, b = _ts(rs), _ts(re_)
+        held = _pg_rows(central, a, b)
+        if archive_readable(location):
+            missing = len(_archive_keys_missing(central, location, a, b))
+            complete = missing == 0
+            reason = f"{missing} archived row(s) are not in PostgreSQL" if missing else ""
+        else:
+            complete = held >= int(archived_rows or 0)
+            reason = (
+                "" if complete else f"the archive is lost and PostgreSQL holds {held} of {archived_rows} rows"
+            )
+        if complete or force:
+            _uncatalogue(central, a, b, location, keep_files)
+            out.append(
+                RepairResult(a, b, location, int(archived_rows or 0), held, "forgotten", reason=reason)
+            )
+            log.warning(
+                "cold tier: forgot the archive %s of [%s, %s)%s",
+                location,
+                a,
+                b,
+                f" ({reason})" if reason else "",
+            )
+        else:
+            out.append(RepairResult(a, b, location, int(archived_rows or 0), held, "kept", reason=reason))
+    return out
+
+
+def restore_archives(central: Any, start: Any = None, end: Any = None) -> list[RepairResult]:
+    """Write every archived range in ``[start, end)`` back to PostgreSQL (only keys it does not hold:
+    rows written after the archive win), verify that every archived key is there, then remove the
+    catalogue entry and the file. An unreadable archive is kept (``action == "kept"``) and named."""
+    from qt_pipeline.storage.postgres.cold_merge import archive_readable
+
+    out = []
+    for rs, re_, location, archived_rows in _dropped_catalogue(central, start, end):
+        a, b = _ts(rs), _ts(re_)
+        if not archive_readable(location):
+            out.append(
+                RepairResult(
+                    a, b, location, int(archived_rows or 0), _pg_rows(central, a, b), "kept",
+                    reason="the archive file cannot be read: restore it from backup first (or re-migrate "
+                    "the range and run `qt cold forget`)",
+                )
+            )  # fmt: skip
+            continue
+        missing = _archive_keys_missing(central, location, a, b)
+        if len(missing):
+            central.write_bars(missing)
+        left = _archive_keys_missing(central, location, a, b)
+        if len(left):
+            raise ColdTierError(
+                f"restoring {location} left {len(left)} archived row(s) missing in PostgreSQL; the catalogue "
+                "entry was kept — run `qt cold restore` again"
+            )
+        _uncatalogue(central, a, b, location, keep_file=False)
+        out.append(
+            RepairResult(
+                a, b, location, int(archived_rows or 0), _pg_rows(central, a, b), "restored", len(missing)
+            )
+        )
+    return out
+
+
 def list_archives(central: Any) -> pd.DataFrame:
     """The ``cold_tier_ranges`` catalogue as a frame."""
     from sqlalchemy import text
@@ -453,12 +610,15 @@ __all__ = [
     "ColdTierError",
     "ColdTierReport",
     "PartitionResult",
+    "RepairResult",
     "archive_old_partitions",
     "archive_partition",
     "cold_cutoff",
     "compress_old_chunks",
     "enable_compression",
+    "forget_archives",
     "list_archives",
+    "restore_archives",
     "run_cold_tier",
     "verify_archive",
     "write_parquet_atomic",

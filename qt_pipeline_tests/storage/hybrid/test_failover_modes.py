@@ -69,7 +69,13 @@ def test_process_killed_while_its_write_hangs_leaves_the_batch_in_the_outbox(set
             proc.stdin.write("go\n")
             proc.stdin.flush()
             assert proc.stdout.readline().strip() == "writing"
-            time.sleep(1.5)  # the write is in flight (pre-ping or COPY waiting for an answer)
+            # wait until the batch was written ahead (the write is then in flight towards the silent
+            # centre: pre-ping or COPY waiting for an answer), then kill the process mid-write
+            outbox_dir = workdir / "ob"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not any(outbox_dir.glob("*.bars.parquet")):
+                time.sleep(0.05)
+            time.sleep(0.5)
             assert proc.poll() is None
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
