@@ -60,7 +60,7 @@ class PartitionResult:
     name: str
     range_start: pd.Timestamp
     range_end: pd.Timestamp
-    action: str  # "compressed" | "archived" | "dropped_empty" | "failed"
+    action: str  # "compressed" | "recompressed" | "archived" | "dropped_empty" | "failed"
     rows: int = 0
     bytes_before: int | None = None
     bytes_after: int | None = None
@@ -210,8 +210,13 @@ def enable_compression(conn: Any, schema: str) -> bool:
 
 
 def compress_old_chunks(central: Any, cutoff: pd.Timestamp) -> ColdTierReport:
-    """Compress every uncompressed chunk of ``ohlcv_bars`` whose range ends at or before ``cutoff``."""
+    """Compress every chunk of ``ohlcv_bars`` whose range ends at or before ``cutoff`` that is not
+    compressed, and compress again every one that was written to after its compression (TimescaleDB
+    leaves it *partially* compressed — and still reports ``is_compressed``). Sizes are true on-disk
+    sizes (compressed data included)."""
     from sqlalchemy import text
+
+    from qt_pipeline.storage.postgres.layout import list_time_partitions
 
     schema = central.schema
     report = ColdTierReport(mode="compression", cutoff=cutoff)
@@ -219,19 +224,13 @@ def compress_old_chunks(central: Any, cutoff: pd.Timestamp) -> ColdTierReport:
     with central.direct_engine.begin() as conn:
         enable_compression(conn, schema)
     with central.direct_engine.connect() as conn:
-        chunks = conn.execute(
-            text(
-                "SELECT chunk_schema, chunk_name, range_start, range_end, is_compressed "
-                "FROM timescaledb_information.chunks WHERE hypertable_schema = :s AND hypertable_name = :t "
-                "AND range_end <= :cutoff ORDER BY range_start"
-            ),
-            {"s": schema, "t": BARS_TABLE, "cutoff": cutoff.to_pydatetime()},
-        ).fetchall()
+        chunks = [p for p in list_time_partitions(conn, schema) if _ts(p.range_end) <= cutoff]
         conn.rollback()
-    for chunk_schema, chunk_name, rs, re_, is_compressed in chunks:
-        qualified = f"{_quote_ident(chunk_schema)}.{_quote_ident(chunk_name)}"
-        if is_compressed:
+    for part in chunks:
+        if part.is_compressed and not part.needs_recompression:
             continue
+        qualified = part.qualified_name
+        again = bool(part.is_compressed)
         t0 = time.perf_counter()
         try:
             with central.direct_engine.begin() as conn:
@@ -240,30 +239,76 @@ def compress_old_chunks(central: Any, cutoff: pd.Timestamp) -> ColdTierReport:
                     text("SELECT compress_chunk(CAST(:c AS regclass), if_not_compressed => true)"),
                     {"c": qualified},
                 )
-            with central.direct_engine.connect() as conn:
-                stats = conn.execute(
-                    text(
-                        "SELECT before_compression_total_bytes, after_compression_total_bytes "
-                        "FROM chunk_compression_stats(CAST(:ht AS regclass)) "
-                        "WHERE chunk_schema = :cs AND chunk_name = :cn"
-                    ),
-                    {"ht": ht, "cs": chunk_schema, "cn": chunk_name},
-                ).fetchone()
-                conn.rollback()
+            after = _chunk_after(central, schema, part.name)
+            if again and after is not None and after.needs_recompression:
+                _recompress_procedure(central, qualified)  # releases whose compress_chunk skips partial
+                after = _chunk_after(central, schema, part.name)
+            if after is not None and after.needs_recompression:
+                raise ColdTierError(f"chunk {part.name} is still partially compressed after compress_chunk")
+            if again:
+                before, size_after = part.bytes, (after.bytes if after is not None else None)
+            else:
+                with central.direct_engine.connect() as conn:
+                    stats = conn.execute(
+                        text(
+                            "SELECT before_compression_total_bytes, after_compression_total_bytes "
+                            "FROM chunk_compression_stats(CAST(:ht AS regclass)) "
+                            "WHERE chunk_schema = :cs AND chunk_name = :cn"
+                        ),
+                        {"ht": ht, "cs": part.relation_schema, "cn": part.name},
+                    ).fetchone()
+                    conn.rollback()
+                before, size_after = (
+                    (int(stats[0]), int(stats[1])) if stats and stats[0] is not None else (part.bytes, None)
+                )
         except Exception as exc:  # one chunk failing must not stop the others
             report.partitions.append(
-                PartitionResult(chunk_name, _ts(rs), _ts(re_), "failed", error=redact(exc))
+                PartitionResult(
+                    part.name, _ts(part.range_start), _ts(part.range_end), "failed", error=redact(exc)
+                )
             )
             continue
-        before, after = (int(stats[0]), int(stats[1])) if stats and stats[0] is not None else (None, None)
+        action = "recompressed" if again else "compressed"
         log.info(
-            "compressed chunk %s [%s, %s): %s rows, %s -> %s bytes in %.2fs",
-            chunk_name, rs, re_, rows, before, after, time.perf_counter() - t0,
+            "%s chunk %s [%s, %s): %s rows, %s -> %s bytes in %.2fs",
+            action, part.name, part.range_start, part.range_end, rows, before, size_after,
+            time.perf_counter() - t0,
         )  # fmt: skip
         report.partitions.append(
-            PartitionResult(chunk_name, _ts(rs), _ts(re_), "compressed", int(rows), before, after, qualified)
+            PartitionResult(
+                part.name,
+                _ts(part.range_start),
+                _ts(part.range_end),
+                action,
+                int(rows),
+                before,
+                size_after,
+                qualified,
+            )
         )
     return report
+
+
+def _chunk_after(central: Any, schema: str, name: str) -> Any:
+    from qt_pipeline.storage.postgres.layout import list_time_partitions
+
+    with central.direct_engine.connect() as conn:
+        found = [p for p in list_time_partitions(conn, schema) if p.name == name]
+        conn.rollback()
+    return found[0] if found else None
+
+
+def _recompress_procedure(central: Any, qualified: str) -> None:
+    """``CALL recompress_chunk(chunk)`` where this TimescaleDB has it (it commits by itself: autocommit)."""
+    with central.direct_engine.connect() as conn:
+        has = conn.exec_driver_sql(
+            "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'recompress_chunk')"
+        ).scalar()
+        conn.rollback()
+    if not has:
+        return
+    with central.direct_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("CALL recompress_chunk(%s::regclass)", (qualified,))
 
 
 # --- Parquet archive ---------------------------------------------------------------------------------
