@@ -731,7 +731,8 @@ class HybridStore(DataStorageInterface):
         try:
             with self._lock:
                 self._sync(force=True)
-                central = self.central.health()
+                with call_budget(self.budget_for()):  # a silent centre cannot hold the probe up
+                    central = self.central.health()
                 local = self.local.health()
                 st = self.state
                 healthy = central.healthy and not st.degraded

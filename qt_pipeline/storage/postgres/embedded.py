@@ -195,7 +195,9 @@ def _discard_orphan(real: Path, bindir: Path) -> None:
     """A cluster in ``$TMPDIR`` whose ``QT_DATA_DIR`` (symlink and password file) was deleted: the user
     reset the data directory, so the cluster that belonged to it goes too (stopped first if running)."""
     log.warning(
-        "removing the embedded PostgreSQL cluster %s: the data directory it belonged to was deleted", real
+        "stopping and removing the embedded PostgreSQL cluster %s (its data directory was deleted, or the "
+        "test session that owned it is ending)",
+        real,
     )
     if _postmaster_alive(real):
         _as_pg_user([str(bindir / "pg_ctl"), "-D", str(real), "-m", "immediate", "-w", "stop"], timeout=90)
