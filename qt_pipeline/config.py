@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     pg_timescaledb: Literal["auto", "off"] = Field(default="auto", alias="QT_PG_TIMESCALEDB")
     pg_partitions_ahead_days: int = Field(default=2, alias="QT_PG_PARTITIONS_AHEAD_DAYS")
     pg_sslmode: str | None = Field(default=None, alias="QT_PG_SSLMODE")
+    # dead-connection detection on open connections (connect_timeout bounds only the connect): libpq TCP
+    # keepalives + tcp_user_timeout (client-side socket options, fine behind PgBouncer), and a client-side
+    # deadline per call (unset: statement timeout + 30 s, so the server always gives up first)
+    pg_keepalives_idle_s: int = Field(default=10, alias="QT_PG_KEEPALIVES_IDLE_S")
+    pg_keepalives_interval_s: int = Field(default=5, alias="QT_PG_KEEPALIVES_INTERVAL_S")
+    pg_keepalives_count: int = Field(default=3, alias="QT_PG_KEEPALIVES_COUNT")
+    pg_tcp_user_timeout_ms: int = Field(default=20_000, alias="QT_PG_TCP_USER_TIMEOUT_MS")
+    pg_call_timeout_s: float | None = Field(default=None, alias="QT_PG_CALL_TIMEOUT_S")
     application_name: str = Field(default="qt_pipeline", alias="QT_APPLICATION_NAME")
     cold_after_days: int = Field(default=30, alias="QT_COLD_AFTER_DAYS")
 
@@ -89,6 +97,10 @@ class Settings(BaseSettings):
     hybrid_pg_retry_attempts: int = Field(default=2, alias="QT_HYBRID_PG_RETRY_ATTEMPTS")
     hybrid_connect_timeout_s: int = Field(default=3, alias="QT_HYBRID_CONNECT_TIMEOUT_S")
     hybrid_probe_interval_s: float = Field(default=5.0, alias="QT_HYBRID_PROBE_INTERVAL_S")
+    # failover budget of one central operation (all retries included): base seconds + rows / rate, so a
+    # silent centre is noticed within ~the base for a normal batch and a big batch is not cut short
+    hybrid_failover_s: float = Field(default=4.0, alias="QT_HYBRID_FAILOVER_S")
+    hybrid_min_rows_per_s: float = Field(default=20_000.0, alias="QT_HYBRID_MIN_ROWS_PER_S")
     health_interval_s: int = Field(default=30, alias="QT_HEALTH_INTERVAL_S")
     warm_cron: str = Field(default="*/15 * * * *", alias="QT_WARM_CRON")
 

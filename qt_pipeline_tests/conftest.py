@@ -39,6 +39,20 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     close_cached_stores()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_embedded_server_outlives_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every embedded PostgreSQL a test started (its QT_DATA_DIR lies under this session's temp root) is
+    stopped and removed when the session ends, even when the test that started it failed midway."""
+    yield
+    from qt_pipeline.storage.postgres.embedded import stop_orphans
+
+    removed = stop_orphans(under=tmp_path_factory.getbasetemp())
+    if removed:
+        print(
+            f"\nstopped {len(removed)} embedded PostgreSQL server(s) left by tests: {[str(r) for r in removed]}"
+        )
+
+
 def _admin_connect():
     conn = psycopg2.connect(PG_ADMIN_URL, connect_timeout=5)
     conn.autocommit = True

@@ -12,6 +12,8 @@ Usage::
         url = proxy.url_for(pg.url)                     # same URL, through the proxy
         proxy.drop_after_bytes(50_000)                  # the next connection to send >50 kB dies (RST)
         proxy.cut(); proxy.restore()                    # outage: live connections killed, new refused
+        proxy.cut("blackhole-all")                      # silence: live AND new connections never answered
+        proxy.cut("blackhole-new")                      # live connections work, new ones hang
         pg.kill9(); pg.start()                          # crash and recover the server
         proxy.close()
 """
@@ -65,6 +67,7 @@ class _Link:
         self.upstream = upstream
         self.sent_up = 0  # bytes client -> server
         self.closed = threading.Event()
+        self.frozen = threading.Event()  # black-holed: bytes are read and dropped, nothing is answered
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -77,6 +80,8 @@ class _Link:
                 data = src.recv(65536)
                 if not data:
                     break
+                if self.frozen.is_set():
+                    continue  # swallowed: the peer's kernel acknowledged it, nobody ever answers
                 if upward:
                     limit = self.proxy._budget_for(self)
                     if limit is not None and self.sent_up + len(data) > limit:
@@ -109,8 +114,11 @@ class TcpProxy:
 
     * ``port`` — the local port to connect to; ``url_for(url)`` rewrites a database URL to go through it.
     * ``cut(mode="refuse")`` — kill every live connection (RST) and refuse new ones (the listening socket
-      is closed: clients get "Connection refused"). ``mode="blackhole"`` accepts new connections but never
-      answers (clients hit their connect timeout).
+      is closed: clients get "Connection refused"). ``mode="blackhole"`` kills live connections and
+      accepts new ones but never answers (clients hit their connect timeout). ``mode="blackhole-new"``
+      leaves live connections working and black-holes new ones. ``mode="blackhole-all"`` black-holes
+      live connections too: whatever either side sends is swallowed (TCP still acknowledges it, as a
+      middlebox that lost its state would), so only a client-side deadline can notice.
     * ``restore()`` — forward again (same port).
     * ``drop_after_bytes(n, once=True)`` — the next connection(s) that send more than ``n`` bytes
       client→server (counted from the moment of the call for live connections, from the start for new
@@ -188,11 +196,13 @@ class TcpProxy:
         with self._lock:
             return len(self._links)
 
+    CUT_MODES = ("refuse", "blackhole", "blackhole-new", "blackhole-all")
+
     def cut(self, mode: str = "refuse") -> None:
-        if mode not in ("refuse", "blackhole"):
-            raise ValueError(f"cut mode must be 'refuse' or 'blackhole', not {mode!r}")
+        if mode not in self.CUT_MODES:
+            raise ValueError(f"cut mode must be one of {self.CUT_MODES}, not {mode!r}")
         with self._lock:
-            self._mode = mode
+            self._mode = "blackhole" if mode.startswith("blackhole") else mode
             links = list(self._links)
             listener = self._listener if mode == "refuse" else None
             if listener is not None:
@@ -200,15 +210,21 @@ class TcpProxy:
         if listener is not None:
             _close_listener(listener)
         for link in links:
-            link.kill()
+            if mode == "blackhole-all":
+                link.frozen.set()
+            elif mode != "blackhole-new":
+                link.kill()
 
     def restore(self) -> None:
         with self._lock:
             self._mode = "forward"
             held, self._blackholed = self._blackholed, []
             need_listener = self._listener is None and not self._closing
+            frozen = [link for link in self._links if link.frozen.is_set()]
         for s in held:
             _hard_close(s)
+        for link in frozen:  # their protocol state is lost (bytes were swallowed): the network "resets" them
+            link.kill()
         if need_listener:
             deadline = time.monotonic() + 10
             while True:

@@ -255,13 +255,18 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--remove-data", help="Also delete the embedded server's data directory.")
         ] = False,
     ) -> None:
-        """Stop the embedded PostgreSQL that `qt run` starts when NEON_DATABASE_URL is not set."""
+        """Stop the embedded PostgreSQL that `qt run` starts when NEON_DATABASE_URL is not set, and any
+        embedded server whose data directory was deleted (an orphan)."""
         from qt_pipeline.config import get_settings
-        from qt_pipeline.storage.postgres.embedded import stop_embedded_postgres
+        from qt_pipeline.storage.postgres.embedded import stop_embedded_postgres, stop_orphans
 
         settings = get_settings()
         stopped = stop_embedded_postgres(settings, remove_data=remove_data)
         typer.echo("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL was running")
+        for real in stop_orphans():
+            typer.echo(
+                f"stopped and removed an orphaned embedded PostgreSQL (its data directory is gone): {real}"
+            )
 
     app.add_typer(db_app, name="db")
 

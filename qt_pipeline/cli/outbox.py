@@ -1,4 +1,4 @@
-"""``qt outbox status|replay`` and ``qt health``: the hybrid store's outbox and the central store's health.
+"""``qt outbox status|replay``, ``qt hybrid recover`` and ``qt health``: the hybrid store's outbox and the central store's health.
 
 Neither command opens the hybrid cache's DuckDB file, so both work while a Dagster run holds it.
 Exit codes: 0 ok; 1 replay stopped / store unhealthy; 2 nothing configured.
@@ -83,6 +83,46 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     app.add_typer(outbox_app, name="outbox")
+
+    hybrid_app = typer.Typer(help="Repairs of the hybrid store's local cache.")
+
+    @hybrid_app.command("recover")
+    def recover(
+        start: Annotated[str | None, typer.Option("--start", help="Only from this time (UTC).")] = None,
+        end: Annotated[str | None, typer.Option("--end", help="Only before this time (UTC).")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what is missing.")] = False,
+    ) -> None:
+        """Push rows the hybrid cache holds but the central store lacks (through the outbox, in order)."""
+        from qt_pipeline.storage import hybrid
+
+        settings = get_settings()
+        store = hybrid.from_settings(settings)
+        try:
+            report = store.recover_cache(start, end, dry_run=dry_run)
+        finally:
+            store.close()
+        typer.echo(
+            f"compared {report.symbols} symbol(s), {report.cache_rows} cached row(s): "
+            f"{report.rows_missing} row(s) missing centrally"
+            + (
+                f" ({', '.join(f'{k}: {v}' for k, v in sorted(report.missing.items()))})"
+                if report.missing
+                else ""
+            )
+        )
+        if report.replay is not None:
+            typer.echo(
+                f"queued and replayed: {report.replay.replayed_rows} row(s); "
+                f"{report.replay.remaining_batches} batch(es) left"
+            )
+            if not report.complete:
+                typer.echo(
+                    f"replay stopped: {redact(report.replay.error or report.replay.skipped_reason)} "
+                    "(the rows are in the outbox; run `qt outbox replay`)"
+                )
+                raise typer.Exit(1)
+
+    app.add_typer(hybrid_app, name="hybrid")
 
     @app.command("health")
     def health(

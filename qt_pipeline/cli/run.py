@@ -96,13 +96,27 @@ def _instance():
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
+def _root_cause(err) -> str:
+    """First line of the innermost cause of a Dagster ``SerializableErrorInfo`` (the op's wrapper error
+    says only "Error occurred while executing op …"), without the exception's module path."""
+    while getattr(err, "cause", None) is not None:
+        err = err.cause
+    first = (err.message or "").strip().splitlines()[0] if (err.message or "").strip() else ""
+    head, sep, rest = first.partition(": ")
+    if sep and "." in head and " " not in head:  # "qt_pipeline.storage.interface.StorageError: …"
+        first = f"{head.rsplit('.', 1)[-1]}: {rest}"
+    return first
+
+
 def _failure_message(result) -> str:
-    msgs = []
+    msgs: list[str] = []
     for ev in result.all_events:
-        if ev.is_step_failure or ev.is_failure:
+        if ev.is_step_failure:
             err = getattr(ev.event_specific_data, "error", None)
-            msgs.append(err.message.strip() if err is not None else (ev.message or ""))
-    return redact("; ".join(m for m in msgs if m) or "run failed (see the Dagster event log)")
+            msg = _root_cause(err) if err is not None else (ev.message or "")
+            if msg and msg not in msgs:
+                msgs.append(msg)
+    return redact("; ".join(msgs) or "run failed (see the Dagster event log)")
 
 
 def _materialize_partitions(
@@ -313,11 +327,13 @@ def run_command(
     through Dagster, migrate them into the central PostgreSQL (an embedded server when NEON_DATABASE_URL
     is unset) proving each partition consistent, then evolve strategies on local Ray and print the best
     with in- and out-of-sample metrics."""
+    from qt_pipeline.cli import is_verbose
     from qt_pipeline.config import get_settings
     from qt_pipeline.defs.ingestion.partitions import newest_closed_day
 
     settings = get_settings()
     console = Console(highlight=False, soft_wrap=True)
+    verbose = is_verbose()
     try:
         if end is not None and start is None:
             raise StageError("--end needs --start (without them the last --days closed days are ingested)")
@@ -349,6 +365,8 @@ def run_command(
             population=population,
             generations=generations,
             use_ray=ray,
+            # Dagster prints a step failure with its whole stack at ERROR: the one-line cause is ours
+            log_level="WARNING" if verbose else "CRITICAL",
         )
         from qt_pipeline.definitions import defs
 

@@ -265,7 +265,8 @@ def run_evolution(
         except BaseException as exc:
             if isinstance(exc, Exception):  # an interrupt (Ctrl-C) leaves the run resumable as 'running'
                 try:
-                    state_store.set_status(config.run_id, "failed", f"{type(exc).__name__}: {exc}")
+                    first = (str(exc).strip().splitlines() or [""])[0]  # Ray errors span many lines
+                    state_store.set_status(config.run_id, "failed", redact(f"{type(exc).__name__}: {first}"))
                 except Exception:  # pragma: no cover - report the original error, not this one
                     log.exception("could not mark evolution run %s failed", config.run_id)
             raise

@@ -60,7 +60,7 @@ class PartitionResult:
     name: str
     range_start: pd.Timestamp
     range_end: pd.Timestamp
-    action: str  # "compressed" | "archived" | "dropped_empty" | "failed"
+    action: str  # "compressed" | "recompressed" | "archived" | "dropped_empty" | "failed"
     rows: int = 0
     bytes_before: int | None = None
     bytes_after: int | None = None
@@ -210,8 +210,13 @@ def enable_compression(conn: Any, schema: str) -> bool:
 
 
 def compress_old_chunks(central: Any, cutoff: pd.Timestamp) -> ColdTierReport:
-    """Compress every uncompressed chunk of ``ohlcv_bars`` whose range ends at or before ``cutoff``."""
+    """Compress every chunk of ``ohlcv_bars`` whose range ends at or before ``cutoff`` that is not
+    compressed, and compress again every one that was written to after its compression (TimescaleDB
+    leaves it *partially* compressed — and still reports ``is_compressed``). Sizes are true on-disk
+    sizes (compressed data included)."""
     from sqlalchemy import text
+
+    from qt_pipeline.storage.postgres.layout import list_time_partitions
 
     schema = central.schema
     report = ColdTierReport(mode="compression", cutoff=cutoff)
@@ -219,19 +224,13 @@ def compress_old_chunks(central: Any, cutoff: pd.Timestamp) -> ColdTierReport:
     with central.direct_engine.begin() as conn:
         enable_compression(conn, schema)
     with central.direct_engine.connect() as conn:
-        chunks = conn.execute(
-            text(
-                "SELECT chunk_schema, chunk_name, range_start, range_end, is_compressed "
-                "FROM timescaledb_information.chunks WHERE hypertable_schema = :s AND hypertable_name = :t "
-                "AND range_end <= :cutoff ORDER BY range_start"
-            ),
-            {"s": schema, "t": BARS_TABLE, "cutoff": cutoff.to_pydatetime()},
-        ).fetchall()
+        chunks = [p for p in list_time_partitions(conn, schema) if _ts(p.range_end) <= cutoff]
         conn.rollback()
-    for chunk_schema, chunk_name, rs, re_, is_compressed in chunks:
-        qualified = f"{_quote_ident(chunk_schema)}.{_quote_ident(chunk_name)}"
-        if is_compressed:
+    for part in chunks:
+        if part.is_compressed and not part.needs_recompression:
             continue
+        qualified = part.qualified_name
+        again = bool(part.is_compressed)
         t0 = time.perf_counter()
         try:
             with central.direct_engine.begin() as conn:
@@ -240,30 +239,76 @@ def compress_old_chunks(central: Any, cutoff: pd.Timestamp) -> ColdTierReport:
                     text("SELECT compress_chunk(CAST(:c AS regclass), if_not_compressed => true)"),
                     {"c": qualified},
                 )
-            with central.direct_engine.connect() as conn:
-                stats = conn.execute(
-                    text(
-                        "SELECT before_compression_total_bytes, after_compression_total_bytes "
-                        "FROM chunk_compression_stats(CAST(:ht AS regclass)) "
-                        "WHERE chunk_schema = :cs AND chunk_name = :cn"
-                    ),
-                    {"ht": ht, "cs": chunk_schema, "cn": chunk_name},
-                ).fetchone()
-                conn.rollback()
+            after = _chunk_after(central, schema, part.name)
+            if again and after is not None and after.needs_recompression:
+                _recompress_procedure(central, qualified)  # releases whose compress_chunk skips partial
+                after = _chunk_after(central, schema, part.name)
+            if after is not None and after.needs_recompression:
+                raise ColdTierError(f"chunk {part.name} is still partially compressed after compress_chunk")
+            if again:
+                before, size_after = part.bytes, (after.bytes if after is not None else None)
+            else:
+                with central.direct_engine.connect() as conn:
+                    stats = conn.execute(
+                        text(
+                            "SELECT before_compression_total_bytes, after_compression_total_bytes "
+                            "FROM chunk_compression_stats(CAST(:ht AS regclass)) "
+                            "WHERE chunk_schema = :cs AND chunk_name = :cn"
+                        ),
+                        {"ht": ht, "cs": part.relation_schema, "cn": part.name},
+                    ).fetchone()
+                    conn.rollback()
+                before, size_after = (
+                    (int(stats[0]), int(stats[1])) if stats and stats[0] is not None else (part.bytes, None)
+                )
         except Exception as exc:  # one chunk failing must not stop the others
             report.partitions.append(
-                PartitionResult(chunk_name, _ts(rs), _ts(re_), "failed", error=redact(exc))
+                PartitionResult(
+                    part.name, _ts(part.range_start), _ts(part.range_end), "failed", error=redact(exc)
+                )
             )
             continue
-        before, after = (int(stats[0]), int(stats[1])) if stats and stats[0] is not None else (None, None)
+        action = "recompressed" if again else "compressed"
         log.info(
-            "compressed chunk %s [%s, %s): %s rows, %s -> %s bytes in %.2fs",
-            chunk_name, rs, re_, rows, before, after, time.perf_counter() - t0,
+            "%s chunk %s [%s, %s): %s rows, %s -> %s bytes in %.2fs",
+            action, part.name, part.range_start, part.range_end, rows, before, size_after,
+            time.perf_counter() - t0,
         )  # fmt: skip
         report.partitions.append(
-            PartitionResult(chunk_name, _ts(rs), _ts(re_), "compressed", int(rows), before, after, qualified)
+            PartitionResult(
+                part.name,
+                _ts(part.range_start),
+                _ts(part.range_end),
+                action,
+                int(rows),
+                before,
+                size_after,
+                qualified,
+            )
         )
     return report
+
+
+def _chunk_after(central: Any, schema: str, name: str) -> Any:
+    from qt_pipeline.storage.postgres.layout import list_time_partitions
+
+    with central.direct_engine.connect() as conn:
+        found = [p for p in list_time_partitions(conn, schema) if p.name == name]
+        conn.rollback()
+    return found[0] if found else None
+
+
+def _recompress_procedure(central: Any, qualified: str) -> None:
+    """``CALL recompress_chunk(chunk)`` where this TimescaleDB has it (it commits by itself: autocommit)."""
+    with central.direct_engine.connect() as conn:
+        has = conn.exec_driver_sql(
+            "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'recompress_chunk')"
+        ).scalar()
+        conn.rollback()
+    if not has:
+        return
+    with central.direct_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("CALL recompress_chunk(%s::regclass)", (qualified,))
 
 
 # --- Parquet archive ---------------------------------------------------------------------------------
@@ -433,6 +478,163 @@ def archive_partition(
     return PartitionResult(part.name, start, end, "archived", rows, bytes_before, size, str(path), checksum)
 
 
+# --- repairs ------------------------------------------------------------------------------------------
+@dataclass
+class RepairResult:
+    """One catalogued archive handled by :func:`forget_archives` / :func:`restore_archives`."""
+
+    range_start: pd.Timestamp
+    range_end: pd.Timestamp
+    location: str
+    archived_rows: int
+    rows_in_postgres: int
+    action: str  # "forgotten" | "restored" | "kept"
+    rows_restored: int = 0
+    reason: str = ""
+
+
+def _dropped_catalogue(central: Any, start: Any, end: Any) -> list[tuple]:
+    from sqlalchemy import text
+
+    lo, hi = (_ts(start) if start is not None else None), (_ts(end) if end is not None else None)
+    sql = (
+        f"SELECT range_start, range_end, location, rows FROM {central.qualified(CATALOG_TABLE)} "
+        "WHERE dropped_at IS NOT NULL"
+    )
+    params: dict[str, Any] = {}
+    if lo is not None:
+        sql += " AND range_end > :lo"
+        params["lo"] = lo.to_pydatetime()
+    if hi is not None:
+        sql += " AND range_start < :hi"
+        params["hi"] = hi.to_pydatetime()
+    with central.engine.connect() as conn:
+        rows = conn.execute(text(sql + " ORDER BY range_start"), params).fetchall()
+        conn.rollback()
+    return [tuple(r) for r in rows]
+
+
+def _archive_keys_missing(central: Any, location: str, rs: pd.Timestamp, re_: pd.Timestamp) -> pd.DataFrame:
+    """Rows of the archive at ``location`` whose key PostgreSQL does not hold."""
+    import pyarrow.parquet as pq
+
+    archived = to_canonical(pq.read_table(location).to_pandas())
+    archived = archived[(archived["timestamp"] >= rs) & (archived["timestamp"] < re_)]
+    from qt_pipeline.storage.postgres.reader import copy_out, select_list
+
+    with central.engine.connect() as conn:  # PostgreSQL's own keys (not the cold-merged read)
+        keys = copy_out(
+            conn,
+            f"SELECT symbol, {select_list(['timestamp'])} FROM {central.qualified(BARS_TABLE)} "
+            'WHERE "timestamp" >= %s AND "timestamp" < %s',
+            (rs.to_pydatetime(), re_.to_pydatetime()),
+            ["symbol", "timestamp"],
+        )
+        conn.rollback()
+    if not len(keys):
+        return archived.reset_index(drop=True)
+    held = pd.MultiIndex.from_frame(keys[["symbol", "timestamp"]])
+    mine = pd.MultiIndex.from_frame(archived[["symbol", "timestamp"]])
+    return archived[~mine.isin(held)].reset_index(drop=True)
+
+
+def _pg_rows(central: Any, rs: pd.Timestamp, re_: pd.Timestamp) -> int:
+    from qt_pipeline.storage.postgres.cold_merge import rows_in_postgres
+
+    with central.engine.connect() as conn:
+        n = rows_in_postgres(conn, central.qualified(BARS_TABLE), rs.to_pydatetime(), re_.to_pydatetime())
+        conn.rollback()
+    return n
+
+
+def _uncatalogue(central: Any, rs: pd.Timestamp, re_: pd.Timestamp, location: str, keep_file: bool) -> None:
+    from sqlalchemy import text
+
+    with central.engine.begin() as conn:
+        conn.execute(
+            text(f"DELETE FROM {central.qualified(CATALOG_TABLE)} WHERE range_start = :a AND range_end = :b"),
+            {"a": rs.to_pydatetime(), "b": re_.to_pydatetime()},
+        )
+    if not keep_file:
+        Path(location).unlink(missing_ok=True)
+
+
+def forget_archives(
+    central: Any, start: Any = None, end: Any = None, *, force: bool = False, keep_files: bool = False
+) -> list[RepairResult]:
+    """Remove from the catalogue every archived range in ``[start, end)`` whose data PostgreSQL holds
+    again (every archived key present when the file is readable; at least as many rows as were archived
+    when it is lost), so reads and the next cold-tier run no longer touch the archive. ``force`` forgets
+    even when PostgreSQL holds less (the archived rows it lacks are given up). The files are deleted unless
+    ``keep_files``."""
+    from qt_pipeline.storage.postgres.cold_merge import archive_readable
+
+    out = []
+    for rs, re_, location, archived_rows in _dropped_catalogue(central, start, end):
+        a, b = _ts(rs), _ts(re_)
+        held = _pg_rows(central, a, b)
+        if archive_readable(location):
+            missing = len(_archive_keys_missing(central, location, a, b))
+            complete = missing == 0
+            reason = f"{missing} archived row(s) are not in PostgreSQL" if missing else ""
+        else:
+            complete = held >= int(archived_rows or 0)
+            reason = (
+                "" if complete else f"the archive is lost and PostgreSQL holds {held} of {archived_rows} rows"
+            )
+        if complete or force:
+            _uncatalogue(central, a, b, location, keep_files)
+            out.append(
+                RepairResult(a, b, location, int(archived_rows or 0), held, "forgotten", reason=reason)
+            )
+            log.warning(
+                "cold tier: forgot the archive %s of [%s, %s)%s",
+                location,
+                a,
+                b,
+                f" ({reason})" if reason else "",
+            )
+        else:
+            out.append(RepairResult(a, b, location, int(archived_rows or 0), held, "kept", reason=reason))
+    return out
+
+
+def restore_archives(central: Any, start: Any = None, end: Any = None) -> list[RepairResult]:
+    """Write every archived range in ``[start, end)`` back to PostgreSQL (only keys it does not hold:
+    rows written after the archive win), verify that every archived key is there, then remove the
+    catalogue entry and the file. An unreadable archive is kept (``action == "kept"``) and named."""
+    from qt_pipeline.storage.postgres.cold_merge import archive_readable
+
+    out = []
+    for rs, re_, location, archived_rows in _dropped_catalogue(central, start, end):
+        a, b = _ts(rs), _ts(re_)
+        if not archive_readable(location):
+            out.append(
+                RepairResult(
+                    a, b, location, int(archived_rows or 0), _pg_rows(central, a, b), "kept",
+                    reason="the archive file cannot be read: restore it from backup first (or re-migrate "
+                    "the range and run `qt cold forget`)",
+                )
+            )  # fmt: skip
+            continue
+        missing = _archive_keys_missing(central, location, a, b)
+        if len(missing):
+            central.write_bars(missing)
+        left = _archive_keys_missing(central, location, a, b)
+        if len(left):
+            raise ColdTierError(
+                f"restoring {location} left {len(left)} archived row(s) missing in PostgreSQL; the catalogue "
+                "entry was kept — run `qt cold restore` again"
+            )
+        _uncatalogue(central, a, b, location, keep_file=False)
+        out.append(
+            RepairResult(
+                a, b, location, int(archived_rows or 0), _pg_rows(central, a, b), "restored", len(missing)
+            )
+        )
+    return out
+
+
 def list_archives(central: Any) -> pd.DataFrame:
     """The ``cold_tier_ranges`` catalogue as a frame."""
     from sqlalchemy import text
@@ -453,12 +655,15 @@ __all__ = [
     "ColdTierError",
     "ColdTierReport",
     "PartitionResult",
+    "RepairResult",
     "archive_old_partitions",
     "archive_partition",
     "cold_cutoff",
     "compress_old_chunks",
     "enable_compression",
+    "forget_archives",
     "list_archives",
+    "restore_archives",
     "run_cold_tier",
     "verify_archive",
     "write_parquet_atomic",

@@ -3,10 +3,15 @@
 Writes
     land in the local cache first (its own DuckDB file, ``QT_HYBRID_CACHE_PATH``, default
     ``<data_dir>/hybrid_cache.duckdb`` — never the ingestion file, because the cache evicts), then in
-    the central store. When the central write fails (after a deliberately short retry budget,
-    ``QT_HYBRID_PG_RETRY_ATTEMPTS``/``QT_HYBRID_CONNECT_TIMEOUT_S``, so an outage is noticed fast) the
-    write still succeeds: the batch goes to the durable :class:`~qt_pipeline.storage.outbox.Outbox` and
-    the store turns **degraded** (``store.state`` / ``store.degraded`` / ``health()`` say since when and
+    the central store. Every batch is written ahead to the durable
+    :class:`~qt_pipeline.storage.outbox.Outbox` before the centre is tried and leaves it only once the
+    central write committed, so a process killed mid-write leaves its batch in the outbox (replayed by the
+    next start or ``qt outbox replay``), never only in the cache. A central operation has a failover
+    budget in wall-clock time, all retries included (``QT_HYBRID_FAILOVER_S`` + rows /
+    ``QT_HYBRID_MIN_ROWS_PER_S``), enforced client-side on every call of an open connection (pre-ping,
+    query, COPY, commit — see :mod:`~qt_pipeline.storage.postgres.deadline`), so a refused, black-holed
+    (new or established) or cut connection is noticed within it. When the central write fails the
+    write still succeeds: the batch stays in the outbox and the store turns **degraded** (``store.state`` / ``store.degraded`` / ``health()`` say since when and
     why, and how long noticing took). While degraded, or while the outbox holds anything, new batches go
     to the outbox too (so a replay can never overwrite a newer direct write with an older batch).
 Recovery
@@ -68,6 +73,7 @@ from qt_pipeline.storage.interface import (
     as_utc_us,
 )
 from qt_pipeline.storage.outbox import Kind, Outbox, ReplayResult
+from qt_pipeline.storage.postgres.deadline import call_budget
 
 if TYPE_CHECKING:
     import duckdb
@@ -148,6 +154,23 @@ class WarmReport:
         return "\n".join(lines)
 
 
+@dataclass
+class RecoverReport:
+    symbols: int = 0
+    cache_rows: int = 0
+    missing: dict[str, int] = field(default_factory=dict)  # symbol -> rows the centre lacked
+    replay: ReplayResult | None = None
+    seconds: float = 0.0
+
+    @property
+    def rows_missing(self) -> int:
+        return sum(self.missing.values())
+
+    @property
+    def complete(self) -> bool:
+        return self.replay is None or self.replay.complete
+
+
 class _CentralDown(Exception):
     """Internal: the centre is (known to be) unreachable; the caller falls back to the cache."""
 
@@ -175,6 +198,8 @@ class HybridStore(RangeStore):
         self.outbox = outbox or Outbox(settings.resolved_outbox_dir)
         self.policy = policy or CachePolicy.from_settings(settings)
         self.probe_interval_s = float(settings.hybrid_probe_interval_s)
+        self.failover_s = float(getattr(settings, "hybrid_failover_s", 4.0))
+        self.min_rows_per_s = float(getattr(settings, "hybrid_min_rows_per_s", 20_000.0))
         self._clock = clock
         self._lock = threading.RLock()
         self._mode = "healthy"
@@ -185,6 +210,7 @@ class HybridStore(RangeStore):
         self._last_probe_at: datetime | None = None
         self.last_read_warning: str | None = None
         self.last_replay: ReplayResult | None = None
+        self._preloaded: dict[int, pd.DataFrame] = {}  # frames of batches this process just wrote ahead
         self._covered: set[tuple[str, date]] = set()
         self._init_coverage()
         if not self.outbox.is_empty():
@@ -299,11 +325,17 @@ class HybridStore(RangeStore):
                 self._since = self._clock()
             self._reason = ""
 
-    def _central(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a central call; a failure that is not the caller's fault degrades the store."""
+    def budget_for(self, rows: int = 0) -> float:
+        """Failover budget (s) of one central operation moving ``rows`` rows, all retries included."""
+        return self.failover_s + max(0, rows) / max(1.0, self.min_rows_per_s)
+
+    def _central(self, what: str, fn: Callable[[], T], *, rows: int = 0) -> T:
+        """Run a central call within its failover budget; a failure that is not the caller's fault
+        degrades the store."""
         started = time.perf_counter()
         try:
-            return fn()
+            with call_budget(self.budget_for(rows)):
+                return fn()
         except _CALLER_ERRORS:
             raise
         except Exception as exc:
@@ -325,7 +357,8 @@ class HybridStore(RangeStore):
             self._last_probe_at = self._clock()
             if self._mode == "degraded":
                 started = time.perf_counter()
-                h = self.central.health()
+                with call_budget(self.budget_for()):
+                    h = self.central.health()
                 if not h.healthy:
                     self._enter_degraded(StorageUnavailableError(h.message), "health probe", started)
                     return False
@@ -335,7 +368,13 @@ class HybridStore(RangeStore):
     def replay_outbox(self, *, max_batches: int | None = None, lock_wait_s: float = 0.0) -> ReplayResult:
         """Replay the outbox into the centre now (in order, idempotent). Healthy again when it drained."""
         with self._lock:
-            result = self.outbox.replay(self._apply_central, max_batches=max_batches, lock_wait_s=lock_wait_s)
+            result = self.outbox.replay(
+                self._apply_central_budgeted,
+                max_batches=max_batches,
+                lock_wait_s=lock_wait_s,
+                preloaded=self._preloaded,
+            )
+            self._preloaded.clear()
             self.last_replay = result
             if result.skipped_reason is not None:
                 self._reason = result.skipped_reason  # writes keep queueing behind the other replayer
@@ -362,22 +401,22 @@ class HybridStore(RangeStore):
         else:
             self.central.write_rejects(frame)
 
+    def _apply_central_budgeted(self, kind: Kind, frame: pd.DataFrame) -> None:
+        with call_budget(self.budget_for(len(frame))):
+            self._apply_central(kind, frame)
+
     # --- writes -------------------------------------------------------------------------------------
     def _forward(self, kind: Kind, frame: pd.DataFrame) -> dict[str, Any]:
-        """Send a batch already in the cache to the centre, or to the outbox when that is not possible."""
+        """Send a batch already in the cache to the centre through the outbox: written ahead (durable),
+        then the outbox is replayed in order; the batch stays queued when the centre cannot take it."""
         if len(frame) == 0:
             return {"central": "nothing to write"}
         with self._lock:
-            if self._sync():
-                try:
-                    self._central(
-                        f"central write of {len(frame)} {kind} row(s)",
-                        lambda: self._apply_central(kind, frame),
-                    )
-                    return {"central": "written"}
-                except _CentralDown:
-                    pass
             batch = self.outbox.append(frame, kind)
+            self._preloaded[batch.seq] = frame
+            if self._sync() and not batch.path.exists():
+                return {"central": "written"}
+            self._preloaded.pop(batch.seq, None)
             return {"central": "queued", "outbox_seq": batch.seq, "degraded_reason": self._reason}
 
     def write_bars(self, bars: pd.DataFrame) -> WriteResult:
@@ -647,12 +686,61 @@ class HybridStore(RangeStore):
             )
         return out
 
+    # --- repair -------------------------------------------------------------------------------------
+    def recover_cache(self, start: Any = None, end: Any = None, *, dry_run: bool = False) -> RecoverReport:
+        """Make the centre hold everything the cache holds: rows of the cache whose key the centre lacks
+        (written to the cache by a process that died before its batch reached the outbox — possible only
+        with versions before the write-ahead outbox — or lost centrally) are queued in the outbox and
+        replayed. Keys the centre has are left alone (its value may be newer, written elsewhere)."""
+        t0 = time.perf_counter()
+        lo, hi = as_utc_us(start), as_utc_us(end)
+        report = RecoverReport()
+        with self._lock:
+            if not self._sync(force=True):
+                raise StorageUnavailableError(
+                    f"cannot recover the cache into the central store: it is unavailable ({self._reason}); "
+                    "nothing was changed — retry when `qt health` reports it healthy"
+                )
+            for row in self.local.list_symbols().itertuples(index=False):
+                s_lo = max(lo, row.first_timestamp) if lo is not None else row.first_timestamp
+                s_hi = row.last_timestamp + pd.Timedelta(microseconds=1)
+                if hi is not None:
+                    s_hi = min(hi, s_hi)
+                if s_hi <= s_lo:
+                    continue
+                mine = self.local.read_bars(row.symbol, s_lo, s_hi)
+                try:
+                    theirs = self._central(
+                        f"central keys of {row.symbol}",
+                        lambda sym=row.symbol, a=s_lo, b=s_hi: self.central.read_bars(
+                            sym, a, b, columns=["timestamp"]
+                        ),
+                    )
+                except _CentralDown:
+                    raise StorageUnavailableError(
+                        f"cannot recover the cache into the central store: {self._reason}; rows queued so "
+                        f"far ({report.rows_missing}) are in the outbox — retry when `qt health` reports "
+                        "it healthy"
+                    ) from None
+                missing = mine[~mine["timestamp"].isin(theirs["timestamp"])]
+                report.symbols += 1
+                report.cache_rows += len(mine)
+                if len(missing):
+                    report.missing[str(row.symbol)] = len(missing)
+                    if not dry_run:
+                        self.outbox.append(missing, "bars")
+            if report.missing and not dry_run:
+                report.replay = self.replay_outbox()
+        report.seconds = time.perf_counter() - t0
+        return report
+
     # --- health / lifecycle -------------------------------------------------------------------------
     def health(self) -> HealthStatus:
         try:
             with self._lock:
                 self._sync(force=True)
-                central = self.central.health()
+                with call_budget(self.budget_for()):  # a silent centre cannot hold the probe up
+                    central = self.central.health()
                 local = self.local.health()
                 st = self.state
                 healthy = central.healthy and not st.degraded
@@ -753,6 +841,7 @@ __all__ = [
     "COVERAGE_TABLE",
     "HybridState",
     "HybridStore",
+    "RecoverReport",
     "StorageError",
     "SymbolCoverage",
     "WarmReport",

@@ -199,9 +199,11 @@ class Outbox:
         max_batches: int | None = None,
         lock_wait_s: float = 0.0,
         on_batch: Callable[[OutboxBatch], None] | None = None,
+        preloaded: dict[int, pd.DataFrame] | None = None,
     ) -> ReplayResult:
         """Apply pending batches in order with ``apply(kind, frame)`` (an idempotent central write) and
-        delete each one after ``apply`` returned. Stops at the first error (recorded, not raised)."""
+        delete each one after ``apply`` returned. Stops at the first error (recorded, not raised).
+        ``preloaded`` maps sequence numbers to frames the caller already holds (saves reading them back)."""
         t0 = time.perf_counter()
         result = ReplayResult()
         with self._replay_lock(lock_wait_s) as got:
@@ -213,7 +215,9 @@ class Outbox:
                 if max_batches is not None and result.replayed_batches >= max_batches:
                     break
                 try:
-                    frame = self.read(batch)
+                    frame = (preloaded or {}).get(batch.seq)
+                    if frame is None:
+                        frame = self.read(batch)
                     apply(batch.kind, frame)
                 except Exception as exc:  # stop in order; the batch stays for the next replay
                     result.error = redact(

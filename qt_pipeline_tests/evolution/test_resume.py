@@ -61,12 +61,13 @@ def test_resume_after_an_error_in_process_equals_uninterrupted(settings, tmp_pat
 
         def crash(stats, total):
             if stats.generation == 2:
-                raise Interrupted("simulated crash after generation 2 was committed")
+                raise Interrupted("simulated crash after generation 2 was committed\n  (a multi-line dump)")
 
         with pytest.raises(Interrupted):
             run_evolution(parse_config({**base, "run_id": "cut"}), store, state, SerialEvaluator(), crash)
         rec = state.get_run("cut")
         assert rec.status == "failed" and rec.last_generation == 2 and "simulated crash" in rec.error
+        assert "\n" not in rec.error and "multi-line dump" not in rec.error  # a one-line cause
         assert len(state.load_strategies("cut")) == 0
 
         resumed = run_evolution(

@@ -5,6 +5,7 @@ both, the PostgreSQL row wins (it was written after the archive).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -18,18 +19,39 @@ from qt_pipeline.storage.postgres.reader import bound_clauses, copy_out, pg_ts, 
 
 COLD_RANGES_TABLE = "cold_tier_ranges"
 
+log = logging.getLogger(__name__)
+
 
 def _dropped_ranges(
     conn: sa.Connection, ranges_table: str, lo: pd.Timestamp | None, hi: pd.Timestamp | None
-) -> list[tuple[datetime, datetime, str]]:
+) -> list[tuple[datetime, datetime, str, int]]:
     parts, params = bound_clauses("range_end > %s", lo, "range_start < %s", hi)
     parts.insert(0, "dropped_at IS NOT NULL")
     rows = conn.exec_driver_sql(
-        f"SELECT range_start, range_end, location FROM {ranges_table} "
+        f"SELECT range_start, range_end, location, rows FROM {ranges_table} "
         f"WHERE {' AND '.join(parts)} ORDER BY range_start",
         tuple(params),
     ).all()
-    return [(r[0], r[1], r[2]) for r in rows]
+    return [(r[0], r[1], r[2], int(r[3] or 0)) for r in rows]
+
+
+def rows_in_postgres(conn: sa.Connection, bars_table: str, start: datetime, end: datetime) -> int:
+    """Rows PostgreSQL holds in ``[start, end)`` (all symbols)."""
+    return int(
+        conn.exec_driver_sql(
+            f'SELECT count(*) FROM {bars_table} WHERE "timestamp" >= %s AND "timestamp" < %s', (start, end)
+        ).scalar_one()
+    )
+
+
+def archive_readable(location: str) -> bool:
+    import pyarrow.dataset as ds
+
+    try:
+        ds.dataset(location, format="parquet").schema  # noqa: B018 - opens the footer(s)
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):
+        return False
+    return True
 
 
 def read_cold_file(
@@ -44,8 +66,8 @@ def read_cold_file(
     except (FileNotFoundError, OSError, pa.ArrowInvalid) as exc:
         raise StorageError(
             f"cold-tier file {location!r} (archived range [{lo}, {hi})) cannot be read: {exc}. The range was "
-            "dropped from PostgreSQL, so restore the file from backup (or re-migrate the range from the local "
-            "cache) before reading it"
+            f"dropped from PostgreSQL: restore the file from backup and run `qt cold restore --start "
+            f"{lo.date()} --end {hi.date()}`, or re-migrate the range and run `qt cold forget`"
         ) from None
     ts_type = dataset.schema.field("timestamp").type
     filt = (pc.field("timestamp") >= pa.scalar(pg_ts(lo), type=ts_type)) & (
@@ -73,9 +95,26 @@ def cold_rows(
     if not ranges:
         return None
     frames = []
-    for rs, re_, location in ranges:
+    for rs, re_, location, archived_rows in ranges:
         a = pd.Timestamp(rs).tz_convert("UTC")
         b = pd.Timestamp(re_).tz_convert("UTC")
+        if not archive_readable(location):
+            held = rows_in_postgres(conn, bars_table, rs, re_)
+            if held >= archived_rows:
+                # the range is central again (re-migrated): reads do not depend on the lost archive
+                log.warning(
+                    "cold-tier archive %s of [%s, %s) is unreadable but PostgreSQL holds %d row(s) of the "
+                    "range (%d archived): reading PostgreSQL only; `qt cold forget --start %s --end %s` "
+                    "removes the catalogue entry",
+                    location, a.isoformat(), b.isoformat(), held, archived_rows, a.date(), b.date(),
+                )  # fmt: skip
+                continue
+            raise StorageError(
+                f"cold-tier file {location!r} (archived range [{a}, {b}), {archived_rows} rows) cannot be "
+                f"read and PostgreSQL holds only {held} row(s) of that range. Restore the file from backup "
+                f"and run `qt cold restore --start {a.date()} --end {b.date()}`, or re-migrate the range "
+                f"(`qt migrate --no-resume`) and run `qt cold forget --start {a.date()} --end {b.date()}`"
+            )
         frames.append(
             read_cold_file(
                 location, symbols, a if lo is None else max(a, lo), b if hi is None else min(b, hi)

@@ -15,7 +15,9 @@ Rules (docs/architecture.md, "Central store: connection rules"):
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -25,6 +27,7 @@ from sqlalchemy.exc import ArgumentError
 
 from qt_pipeline.config import Settings
 from qt_pipeline.redaction import redact, register_secret
+from qt_pipeline.storage.postgres.deadline import budget_connect_timeout, watched_connection_factory
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
 DRIVER = "postgresql+psycopg2"
@@ -51,6 +54,11 @@ def _is_local(url: URL) -> bool:
         # no host: libpq uses the unix socket (or the ?host=/path query parameter)
         return not query_host or str(query_host).startswith("/") or str(query_host) in LOCAL_HOSTS
     return host.startswith("/") or host.lower() in LOCAL_HOSTS
+
+
+def _is_tcp(url: URL) -> bool:
+    host = url.host or ""
+    return bool(host) and not host.startswith("/")
 
 
 def direct_host_for(host: str) -> str:
@@ -107,6 +115,14 @@ def _with_defaults(url: URL, settings: Settings) -> tuple[URL, str | None]:
             )
         query["sslmode"] = sslmode
     query.setdefault("connect_timeout", str(settings.pg_connect_timeout_s))
+    # dead peers on OPEN connections: client-side socket options (never sent to the server, so PgBouncer
+    # in transaction mode is fine with them — unlike startup options)
+    query.setdefault("keepalives", "1")
+    query.setdefault("keepalives_idle", str(settings.pg_keepalives_idle_s))
+    query.setdefault("keepalives_interval", str(settings.pg_keepalives_interval_s))
+    query.setdefault("keepalives_count", str(settings.pg_keepalives_count))
+    if _is_tcp(url):
+        query.setdefault("tcp_user_timeout", str(settings.pg_tcp_user_timeout_ms))
     query.setdefault("application_name", settings.application_name)
     return url.set(query=query), sslmode
 
@@ -128,7 +144,10 @@ class ConnectionConfig:
     pool_size: int
     max_overflow: int
     pool_recycle_s: int
+    call_timeout_s: float | None = None
     session_settings: dict[str, str] = field(default_factory=dict)
+    # the embedded server: where it listens now (restarting it after a crash), asked on every connect
+    rediscover: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> ConnectionConfig:
@@ -157,7 +176,17 @@ class ConnectionConfig:
             pool_size=settings.pg_pool_size,
             max_overflow=settings.pg_max_overflow,
             pool_recycle_s=settings.pg_pool_recycle_s,
+            call_timeout_s=(
+                settings.pg_call_timeout_s
+                if settings.pg_call_timeout_s is not None
+                else settings.pg_statement_timeout_ms / 1000 + 30
+            ),
         )
+        if settings.neon_database_url is None and pooled.host in LOCAL_HOSTS:
+            from qt_pipeline.storage.postgres import embedded
+
+            if pooled.port is not None and pooled.port == embedded._stored_port(settings):
+                object.__setattr__(cfg, "rediscover", functools.partial(embedded.rediscover_port, settings))
         object.__setattr__(
             cfg,
             "session_settings",
@@ -226,7 +255,9 @@ def set_local_sql(cfg: ConnectionConfig, extra: dict[str, str] | None = None) ->
 
 def make_engine(cfg: ConnectionConfig, *, direct: bool = False) -> sa.Engine:
     """A pooled psycopg2 engine (QueuePool, ``pool_pre_ping``, ``pool_recycle``) that issues the
-    per-transaction ``SET LOCAL`` settings at the start of every transaction. No startup options."""
+    per-transaction ``SET LOCAL`` settings at the start of every transaction. No startup options.
+    Every call on its connections (pre-ping included) is bounded by a client-side deadline
+    (:mod:`~qt_pipeline.storage.postgres.deadline`); new connections honour an active call budget."""
     url = cfg.direct_url if direct else cfg.url
     engine = sa.create_engine(
         url,
@@ -237,8 +268,18 @@ def make_engine(cfg: ConnectionConfig, *, direct: bool = False) -> sa.Engine:
         pool_recycle=cfg.pool_recycle_s,
         pool_use_lifo=True,
         hide_parameters=True,
+        connect_args={"connection_factory": watched_connection_factory(cfg.call_timeout_s)},
     )
     stmt, params = set_local_sql(cfg)
+
+    @event.listens_for(engine, "do_connect")
+    def _budgeted_connect(dialect, conn_rec, cargs, cparams) -> None:
+        if cfg.rediscover is not None:
+            port = cfg.rediscover()
+            if port is not None:
+                cparams["port"] = port
+        configured = int(cparams.get("connect_timeout") or cfg.connect_timeout_s)
+        cparams["connect_timeout"] = str(budget_connect_timeout(configured))
 
     @event.listens_for(engine, "begin")
     def _set_local(conn: sa.Connection) -> None:
@@ -269,6 +310,8 @@ class EngineRegistry:
             cfg.pool_size,
             cfg.max_overflow,
             cfg.pool_recycle_s,
+            cfg.call_timeout_s,
+            cfg.rediscover is not None,
         )
 
     def engine(self, cfg: ConnectionConfig, *, direct: bool = False) -> sa.Engine:

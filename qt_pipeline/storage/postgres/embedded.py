@@ -5,15 +5,22 @@ data directory is ``QT_DATA_DIR/postgres`` and returns its URL. It prefers the m
 ``initdb``/``pg_ctl`` (as root they run as the ``postgres`` OS user via ``runuser``; ``pg_ctl`` refuses
 root) and falls back to the ``pgserver`` wheel (PostgreSQL 16) when no server binaries are installed.
 
-* listens on 127.0.0.1 only, on a free port (kept in ``postmaster.pid``; a restart may pick another),
-  unix socket inside the data directory;
+* listens on 127.0.0.1 only, on a stable port: the first start picks a free one and keeps it in
+  ``QT_DATA_DIR/postgres.port``; every restart (after a crash, by any ``qt`` command) uses it again while
+  it is free, so processes that were using the server find it where it was. A connection to an embedded
+  server whose postmaster crashed (``postmaster.pid`` left behind, process gone) restarts it (see
+  :func:`rediscover_port`); a cleanly stopped one stays stopped;
 * TCP authentication is scram-sha-256 with a generated password kept in ``QT_DATA_DIR/postgres.secret``
   (mode 0600) — so the URL is a secret like any other and is registered for redaction;
 * the server keeps running after the Python process exits (later runs reuse it); stop it with
   :func:`stop_embedded_postgres`.
 * when run as root, the cluster files live in ``$TMPDIR/qt-embedded-pg-<hash of QT_DATA_DIR>`` (owned by the
   ``postgres`` user) and ``QT_DATA_DIR/postgres`` is a symlink to it — private parent directories cannot
-  lock the server out of its own files.
+  lock the server out of its own files. Such a cluster records its ``QT_DATA_DIR`` (file ``qt_owner``);
+  one whose ``QT_DATA_DIR`` was deleted is an *orphan*: every start of an embedded server and
+  ``qt db stop`` stop and remove orphans (:func:`stop_orphans`), so no server outlives its data
+  directory. (Without root the cluster lives inside ``QT_DATA_DIR``; PostgreSQL shuts itself down when its
+  lock file disappears.)
 """
 
 from __future__ import annotations
@@ -65,6 +72,85 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+OWNER_FILE = "qt_owner"
+CLUSTER_PREFIX = "qt-embedded-pg-"
+
+
+def _port_file(settings: Settings) -> Path:
+    return settings.data_dir.expanduser().resolve() / "postgres.port"
+
+
+def _stored_port(settings: Settings) -> int | None:
+    try:
+        return int(_port_file(settings).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # like PostgreSQL's own listener: connections of a killed server in TIME_WAIT do not block it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _record_owner(pgdata: Path, base: Path) -> None:
+    """Write which ``QT_DATA_DIR`` a cluster kept in ``$TMPDIR`` belongs to (for orphan detection)."""
+    if pgdata.parent == base:
+        return  # the cluster lives inside its data directory: it goes with it
+    with contextlib.suppress(OSError):
+        (pgdata / OWNER_FILE).write_text(str(base) + "\n")
+
+
+def find_orphans(tmpdir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Clusters in ``$TMPDIR`` whose recorded ``QT_DATA_DIR`` no longer points at them (deleted, or reset
+    to another cluster). Clusters without an owner record are left alone (not ours to judge)."""
+    root = Path(tmpdir or tempfile.gettempdir())
+    out = []
+    for real in sorted(root.glob(CLUSTER_PREFIX + "*")):
+        try:
+            base = Path((real / OWNER_FILE).read_text().strip())
+        except OSError:
+            continue
+        link = base / "postgres"
+        try:
+            owned = link.is_symlink() and Path(os.readlink(link)) == real
+        except OSError:
+            owned = False
+        if not owned:
+            out.append(real)
+    return out
+
+
+def stop_orphans(tmpdir: str | os.PathLike[str] | None = None, *, under: Path | None = None) -> list[Path]:
+    """Stop (immediate) and remove every orphaned cluster (see :func:`find_orphans`); with ``under``, also
+    every cluster whose ``QT_DATA_DIR`` lies below that directory (a test session's temp root). Returns
+    the clusters removed."""
+    root = Path(tmpdir or tempfile.gettempdir())
+    victims = set(find_orphans(root))
+    if under is not None:
+        under = under.resolve()
+        for real in root.glob(CLUSTER_PREFIX + "*"):
+            with contextlib.suppress(OSError):
+                base = Path((real / OWNER_FILE).read_text().strip())
+                if base == under or under in base.parents:
+                    victims.add(real)
+    bindir = _pg_bin_dir()
+    removed = []
+    for real in sorted(victims):
+        try:
+            if bindir is not None:
+                _discard_orphan(real, bindir)
+            removed.append(real)
+        except EmbeddedPostgresError as exc:
+            log.warning("%s", exc)
+    return removed
+
+
 def _paths(settings: Settings, *, create: bool = False) -> tuple[Path, Path, Path]:
     """``(pgdata, secret file, lock file)``. As root the cluster files live in a directory the
     ``postgres`` user can always reach (``$TMPDIR/qt-embedded-pg-<hash>``, owned by postgres) and
@@ -77,7 +163,9 @@ def _paths(settings: Settings, *, create: bool = False) -> tuple[Path, Path, Pat
         return link, secret, lock
     if link.is_symlink():
         return Path(os.readlink(link)), secret, lock
-    real = Path(tempfile.gettempdir()) / f"qt-embedded-pg-{hashlib.sha1(str(base).encode()).hexdigest()[:12]}"
+    real = (
+        Path(tempfile.gettempdir()) / f"{CLUSTER_PREFIX}{hashlib.sha1(str(base).encode()).hexdigest()[:12]}"
+    )
     if create:
         import pwd
 
@@ -107,9 +195,11 @@ def _discard_orphan(real: Path, bindir: Path) -> None:
     """A cluster in ``$TMPDIR`` whose ``QT_DATA_DIR`` (symlink and password file) was deleted: the user
     reset the data directory, so the cluster that belonged to it goes too (stopped first if running)."""
     log.warning(
-        "removing the embedded PostgreSQL cluster %s: the data directory it belonged to was deleted", real
+        "stopping and removing the embedded PostgreSQL cluster %s (its data directory was deleted, or the "
+        "test session that owned it is ending)",
+        real,
     )
-    if _running_port(real) is not None:
+    if _postmaster_alive(real):
         _as_pg_user([str(bindir / "pg_ctl"), "-D", str(real), "-m", "immediate", "-w", "stop"], timeout=90)
     shutil.rmtree(real, ignore_errors=True)
     if real.exists():
@@ -141,6 +231,41 @@ def _reset_password(pgdata: Path, port: int, password: str) -> None:
             f"(pg_ctl -D {pgdata} stop) and remove that directory to start afresh, or set NEON_DATABASE_URL"
         ) from None
     log.warning("the embedded PostgreSQL in %s had lost its password file; a new password was set", pgdata)
+
+
+def _postmaster_alive(pgdata: Path) -> bool:
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def crashed(pgdata: Path) -> bool:
+    """True when ``postmaster.pid`` is there but its postmaster is gone (killed, not stopped cleanly)."""
+    return (pgdata / "postmaster.pid").exists() and not _postmaster_alive(pgdata)
+
+
+def rediscover_port(settings: Settings) -> int | None:
+    """The port the embedded server of ``settings`` listens on now, restarting it first when its
+    postmaster crashed (a cleanly stopped server is left stopped: None). Used on every new connection to
+    an embedded server, so a process that was using it survives a crash and a restart by anyone."""
+    pgdata, _, _ = _paths(settings)
+    port = _running_port(pgdata)
+    if port is not None:
+        return port
+    if crashed(pgdata):
+        from sqlalchemy.engine import make_url
+
+        log.warning("the embedded PostgreSQL in %s crashed: restarting it", pgdata)
+        return make_url(ensure_embedded_postgres(settings)).port
+    return None
 
 
 def _running_port(pgdata: Path) -> int | None:
@@ -178,6 +303,8 @@ def ensure_embedded_postgres(settings: Settings) -> str:
 
     _, secret_file, lock_file = _paths(settings)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        stop_orphans()  # servers whose data directory was deleted never outlive it
     with FileLock(str(lock_file), timeout=120):
         link = settings.data_dir.expanduser().resolve() / "postgres"
         bindir = _pg_bin_dir()
@@ -198,8 +325,12 @@ def ensure_embedded_postgres(settings: Settings) -> str:
         register_secret(password)
 
         existing = (pgdata / "PG_VERSION").exists()
+        base = settings.data_dir.expanduser().resolve()
+        if existing:
+            _record_owner(pgdata, base)
         port = _running_port(pgdata)
         if port is not None:
+            _port_file(settings).write_text(f"{port}\n")
             log.info("reusing the embedded PostgreSQL in %s (port %d)", pgdata, port)
             if new_password:
                 _reset_password(pgdata, port, password)
@@ -241,6 +372,8 @@ def ensure_embedded_postgres(settings: Settings) -> str:
                 )
             finally:
                 pwfile.unlink(missing_ok=True)
+            if out.returncode == 0:
+                _record_owner(pgdata, base)
             if out.returncode != 0:
                 raise EmbeddedPostgresError(
                     f"initdb for the embedded PostgreSQL in {pgdata} failed: {out.stderr.strip()[-1500:]}. "
@@ -252,8 +385,10 @@ def ensure_embedded_postgres(settings: Settings) -> str:
         logfile = pgdata / "server.log"
         sockdir = pgdata if len(str(pgdata)) < 90 else Path("/tmp")
         last_err = ""
-        for _ in range(5):
-            port = _free_port()
+        stored = _stored_port(settings)
+        for attempt in range(5):
+            # the port of the previous start while it is free: clients keep finding the server
+            port = stored if attempt == 0 and stored is not None and _port_is_free(stored) else _free_port()
             opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {sockdir}"
             out = _as_pg_user(
                 [
@@ -272,6 +407,7 @@ def ensure_embedded_postgres(settings: Settings) -> str:
                 timeout=90,
             )
             if out.returncode == 0:
+                _port_file(settings).write_text(f"{port}\n")
                 log.info("started the embedded PostgreSQL in %s on port %d", pgdata, port)
                 if new_password and existing:
                     _reset_password(pgdata, port, password)
@@ -297,6 +433,7 @@ def stop_embedded_postgres(settings: Settings, *, mode: str = "fast", remove_dat
         if link.is_symlink():
             link.unlink()
         secret.unlink(missing_ok=True)
+        _port_file(settings).unlink(missing_ok=True)
     return stopped
 
 

@@ -31,6 +31,12 @@ def _driver_message(exc: BaseException) -> str:
     return redact(" ".join(lines[:3]))
 
 
+def sentence(text: str) -> str:
+    """``text`` ending with exactly one sentence mark ("…connections?" stays, "…failed" gets a ".")."""
+    text = text.rstrip()
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
 def translate_error(
     exc: BaseException, cfg: ConnectionConfig | None, action: str, *, schema: str | None = None
 ) -> StorageError:
@@ -94,7 +100,9 @@ def translate_error(
         hint = "the data violates a constraint of the table; check the batch (keys must be unique, values not null)"
     else:
         hint = "unexpected database error; see the message above"
-    return cls(f"{action} failed on {where}: {msg}{state}. {hint}", sqlstate=code)
+    return cls(
+        f"{action} failed on {where}: {sentence(msg + state)} {hint[:1].upper()}{hint[1:]}", sqlstate=code
+    )
 
 
 def run_db(

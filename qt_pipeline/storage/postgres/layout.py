@@ -30,9 +30,10 @@ class TimePartition:
     range_start: datetime  # tz-aware UTC, inclusive
     range_end: datetime  # tz-aware UTC, exclusive
     kind: Literal["partition", "chunk"]
-    is_compressed: bool | None
-    bytes: int | None
+    is_compressed: bool | None  # TimescaleDB says so (also true for a PARTIALLY compressed chunk)
+    bytes: int | None  # true on-disk size (compressed data included)
     relation_schema: str = ""
+    needs_recompression: bool = False  # compressed, then written to (partial/unordered): compress again
 
     @property
     def qualified_name(self) -> str:
@@ -170,6 +171,8 @@ def list_time_partitions(conn: sa.Connection, schema: str) -> list[TimePartition
         """,
         (schema, BARS_TABLE),
     ).all()
+    sizes = _chunk_sizes(conn, schema)
+    partial = _chunks_needing_recompression(conn, schema)
     return [
         TimePartition(
             name=r[1],
@@ -177,11 +180,57 @@ def list_time_partitions(conn: sa.Connection, schema: str) -> list[TimePartition
             range_end=r[3].astimezone(UTC),
             kind="chunk",
             is_compressed=bool(r[4]) if r[4] is not None else None,
-            bytes=int(r[5]) if r[5] is not None else None,
+            bytes=sizes.get(r[1], int(r[5]) if r[5] is not None else None),
             relation_schema=r[0],
+            needs_recompression=(
+                bool(r[4]) and (partial is None or r[1] in partial)  # unknown status: compress again
+            ),
         )
         for r in rows
     ]
+
+
+def _has_function(conn: sa.Connection, name: str) -> bool:
+    return bool(
+        conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = %s)", (name,)).scalar()
+    )
+
+
+def _chunk_sizes(conn: sa.Connection, schema: str) -> dict[str, int]:
+    """True chunk sizes from ``chunks_detailed_size`` (it counts a chunk's compressed data, which lives
+    in a separate internal table that ``pg_total_relation_size(chunk)`` misses); {} when the function
+    is not there (detected, never assumed)."""
+    if not _has_function(conn, "chunks_detailed_size"):
+        return {}
+    rows = conn.exec_driver_sql(
+        "SELECT chunk_name, total_bytes FROM chunks_detailed_size(%s::regclass)",
+        (f"{qi(schema)}.{BARS_TABLE}",),
+    ).all()
+    return {r[0]: int(r[1]) for r in rows if r[1] is not None}
+
+
+# _timescaledb_catalog.chunk.status bits: 1 compressed, 2 unordered (written to after compression, older
+# releases), 4 frozen, 8 partially compressed (written to after compression, 2.10+)
+_NEEDS_RECOMPRESSION_BITS = 2 | 8
+
+
+def _chunks_needing_recompression(conn: sa.Connection, schema: str) -> set[str] | None:
+    """Names of compressed chunks that were written to since (partial/unordered); None when this
+    TimescaleDB does not expose a chunk status (then every compressed chunk is compressed again, which
+    ``compress_chunk(…, if_not_compressed => true)`` makes a no-op for complete ones)."""
+    has_status = conn.exec_driver_sql(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = '_timescaledb_catalog' "
+        "AND table_name = 'chunk' AND column_name = 'status')"
+    ).scalar()
+    if not has_status:
+        return None
+    rows = conn.exec_driver_sql(
+        "SELECT ch.table_name FROM _timescaledb_catalog.chunk ch "
+        "JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id "
+        "WHERE h.schema_name = %s AND h.table_name = %s AND (ch.status & %s) <> 0",
+        (schema, BARS_TABLE, _NEEDS_RECOMPRESSION_BITS),
+    ).all()
+    return {r[0] for r in rows}
 
 
 def _parse_bound(conn: sa.Connection, text: str) -> datetime:

@@ -56,6 +56,8 @@ _TRANSIENT_MESSAGES = (
     "eof detected",
     "lost synchronization with server",
     "couldn't get a connection",  # tenacity/pool: QueuePool timeout
+    "client-side call budget",  # deadline.CallDeadlineExceeded: the server did not answer in time
+    "client-side call deadline",
 )
 _CONNECT_TRANSIENT = ("timeout expired", "timed out", "connection refused", "no route to host")
 

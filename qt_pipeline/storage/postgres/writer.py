@@ -87,11 +87,20 @@ def copy_direct(
 
 
 def _upsert_sql(bars_table: str, stage: str) -> str:
+    """Insert new keys, update changed rows; rows identical to what is stored are filtered out BEFORE
+    the ``INSERT`` (an anti-join reads compressed TimescaleDB chunks without decompressing them, while
+    ``ON CONFLICT`` decompresses every conflicting batch — even when its ``WHERE`` then changes nothing —
+    leaving the chunk partially compressed and bigger than before)."""
     sets = ", ".join(f"{qi(c)} = EXCLUDED.{qi(c)}" for c in _UPDATE_COLS)
     old = ", ".join(f"t.{qi(c)}" for c in _UPDATE_COLS)
     new = ", ".join(f"EXCLUDED.{qi(c)}" for c in _UPDATE_COLS)
+    stored = ", ".join(f"o.{qi(c)}" for c in _UPDATE_COLS)
+    staged = ", ".join(f"s.{qi(c)}" for c in _UPDATE_COLS)
+    cols = ", ".join(f"s.{qi(c)}" for c in BAR_COLUMNS)
     return (
-        f"INSERT INTO {bars_table} AS t ({COLS_SQL}) SELECT {COLS_SQL} FROM {stage} "
+        f"INSERT INTO {bars_table} AS t ({COLS_SQL}) SELECT {cols} FROM {stage} s "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {bars_table} o WHERE o.symbol = s.symbol "
+        f'AND o."timestamp" = s."timestamp" AND ({stored}) IS NOT DISTINCT FROM ({staged})) '
         f'ON CONFLICT (symbol, "timestamp") DO UPDATE SET {sets}, ingested_at = now() '
         f"WHERE ({old}) IS DISTINCT FROM ({new})"
     )

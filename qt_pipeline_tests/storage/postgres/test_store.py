@@ -174,7 +174,9 @@ def test_reads_merge_archived_cold_tier_ranges(pg_store: PostgresStore, tmp_path
     path.unlink()
     from qt_pipeline.storage.interface import StorageError
 
-    with pytest.raises(StorageError, match="cold-tier file .* cannot be read.*restore the file"):
+    with pytest.raises(
+        StorageError, match="cold-tier file .* cannot be read.*Restore the file from backup.*qt cold restore"
+    ):
         pg_store.read_bars("AAA")
 
 
