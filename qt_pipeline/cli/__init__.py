@@ -8,8 +8,10 @@ from __future__ import annotations
 import importlib
 import os
 import traceback
+from typing import Any
 
 import typer
+from typer import _click  # typer vendors click: its Context is what TyperGroup.invoke takes
 from typer.core import TyperGroup
 
 from qt_pipeline.redaction import redact
@@ -39,7 +41,7 @@ class OneLineErrors(TyperGroup):
     """Every failure of a command ends with ONE line saying what failed (redacted) and exit code 1; the
     traceback only with ``qt --verbose …`` (or QT_VERBOSE=1)."""
 
-    def invoke(self, ctx: typer.Context):
+    def invoke(self, ctx: _click.Context) -> Any:
         words = [*getattr(ctx, "_protected_args", []), *ctx.args]
         command = " ".join(["qt", *[w for w in words[:2] if not w.startswith("-")]])
         try:

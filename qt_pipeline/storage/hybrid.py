@@ -712,8 +712,8 @@ class HybridStore(RangeStore):
                 try:
                     theirs = self._central(
                         f"central keys of {row.symbol}",
-                        lambda sym=row.symbol, a=s_lo, b=s_hi: self.central.read_bars(
-                            sym, a, b, columns=["timestamp"]
+                        functools.partial(
+                            self.central.read_bars, row.symbol, s_lo, s_hi, columns=["timestamp"]
                         ),
                     )
                 except _CentralDown:
