@@ -205,13 +205,16 @@ class MarketData:
 
 @dataclass(frozen=True)
 class Costs:
-    """Per position change, in basis points of the traded notional (charged on equity)."""
+    """Trading costs (see ``docs/execution_model.md``): ``fee_bps + slippage_bps`` per unit of traded
+    notional (entries, exits and rebalancing), charged on equity; ``borrow_bps_per_year`` is the annual
+    borrow/funding rate of a short position, charged per bar held as ``|pos| * rate / periods_per_year``."""
 
     fee_bps: float = 1.0
     slippage_bps: float = 1.0
+    borrow_bps_per_year: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("fee_bps", "slippage_bps"):
+        for name in ("fee_bps", "slippage_bps", "borrow_bps_per_year"):
             v = getattr(self, name)
             if not (np.isfinite(v) and 0 <= v < 10_000):
                 raise ValueError(
@@ -221,6 +224,9 @@ class Costs:
     @property
     def rate(self) -> float:
         return (self.fee_bps + self.slippage_bps) / 1e4
+
+    def borrow_per_bar(self, periods_per_year: float) -> float:
+        return self.borrow_bps_per_year / 1e4 / periods_per_year
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,11 @@ class SimResult:
     equity: np.ndarray
     trades: int
     metrics: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    @property
+    def turnover(self) -> float:
+        """Traded notional over the run as a multiple of equity (entries, exits, rebalancing)."""
+        return float(self.metrics[K.M_TURNOVER])
 
 
 def infer_periods_per_year(timestamp: np.ndarray) -> float:
@@ -344,6 +355,7 @@ class _Prepared:
         self.data = data
         self.rate = costs.rate
         self.ppy = float(periods_per_year)
+        self.borrow = costs.borrow_per_bar(self.ppy)
         c = data.close
         self.bar_ret = np.empty(len(data))
         self.bar_ret[0] = 0.0
@@ -381,10 +393,17 @@ def _as_strategies(pop: np.ndarray | Sequence[Strategy]) -> list[Strategy]:
     return list(pop)  # type: ignore[arg-type]
 
 
+_NO_UMAP = np.zeros(1, dtype=np.int64)
+
+
 def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs: Costs,
                         periods_per_year: float, *, parallel: bool = False,
-                        bank_budget_bytes: int = DEFAULT_BANK_BUDGET_BYTES) -> np.ndarray:  # fmt: skip
-    """Metric rows (n, len(METRIC_NAMES)) of decoded strategies; see :func:`evaluate_population`."""
+                        bank_budget_bytes: int = DEFAULT_BANK_BUDGET_BYTES,
+                        portfolio: tuple[np.ndarray, np.ndarray, float] | None = None) -> np.ndarray:  # fmt: skip
+    """Metric rows (n, len(METRIC_NAMES)) of decoded strategies; see :func:`evaluate_population`.
+
+    ``portfolio=(umap, port, weight)``: also add ``weight`` x each strategy's equity to row i of ``port``
+    (n, n_union) at union column ``umap[t]`` of bar t (forward-filled; see :mod:`portfolio`)."""
     prep = _Prepared(data, costs, periods_per_year)
     out = np.empty((len(strategies), len(METRIC_NAMES)))
     if not strategies:
@@ -397,6 +416,13 @@ def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs:
     cache, limit = series_cache.cache_for(token, len(data), bank_budget_bytes)
     chunks = series_cache.group_by_budget((n[0] for n in needs), limit)
     kernel = K.run_population_parallel if parallel else K.run_population
+    if portfolio is None:
+        umap, port, weight, do_port = _NO_UMAP, np.zeros((1, 1)), 0.0, False
+    else:
+        umap, port, weight = portfolio
+        do_port = True
+        if umap.shape != (len(data),) or port.shape[0] != len(strategies) or umap[-1] >= port.shape[1]:
+            raise ValueError("portfolio union map/equity rows do not match the bars/strategies")
 
     def compute(key: _SeriesKey, out_row: np.ndarray) -> None:
         _SERIES[key[0]](d, key[1], out_row)
@@ -405,8 +431,10 @@ def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs:
         rows = cache.ensure(keys_, compute, limit)
         params = np.stack([_params(strategies[i], rows, needs[i][1]) for i in idx])
         res = np.empty((len(idx), len(METRIC_NAMES)))
+        prow = np.asarray(idx, dtype=np.int64) if do_port else _NO_UMAP
         kernel(params, cache.buf, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
-               prep.has_regime, prep.has_corr, prep.rate, prep.ppy, res)  # fmt: skip
+               prep.has_regime, prep.has_corr, prep.rate, prep.ppy, prep.borrow, umap, port, prow, weight,
+               do_port, res)  # fmt: skip
         out[idx] = res
     return out
 
@@ -441,5 +469,7 @@ def simulate(vec: np.ndarray | Strategy, data: MarketData, costs: Costs,
     met = np.empty(len(METRIC_NAMES))
     d = prep.data
     K.run_strategy(prm, bank, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
-                   prep.has_regime, prep.has_corr, prep.rate, prep.ppy, met, pos, ret, True)  # fmt: skip
-    return SimResult(position=pos, returns=ret, equity=np.cumprod(1.0 + ret), trades=int(met[6]), metrics=met)
+                   prep.has_regime, prep.has_corr, prep.rate, prep.ppy, prep.borrow, _NO_UMAP, np.zeros(1),
+                   0.0, False, met, pos, ret, True)  # fmt: skip
+    return SimResult(position=pos, returns=ret, equity=np.cumprod(1.0 + ret), trades=int(met[K.M_NTRADES]),
+                     metrics=met)  # fmt: skip
