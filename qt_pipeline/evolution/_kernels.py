@@ -13,9 +13,9 @@ from numba import njit, prange
 # metric columns (order of METRIC_NAMES)
 (
     M_TOTAL, M_CAGR, M_SHARPE, M_SORTINO, M_CALMAR, M_MDD, M_NTRADES, M_WIN, M_EXPOSURE,
-    M_TURNOVER, M_SKEW, M_KURT, M_NBARS, M_TRADE_KEY,
-) = range(14)  # fmt: skip
-N_METRICS = 14
+    M_TURNOVER, M_SKEW, M_KURT, M_NBARS, M_TRADE_KEY, M_S1, M_S2, M_S3, M_S4, M_SD,
+) = range(19)  # fmt: skip
+N_METRICS = 19
 TRADE_KEY_MASK = (1 << 52) - 1  # trade fingerprints fit a float64 mantissa exactly
 
 # strategy parameter columns (one float64 row per strategy)
@@ -120,6 +120,11 @@ def acc_finish(
     out[M_KURT] = kurt
     out[M_NBARS] = n
     out[M_TRADE_KEY] = key
+    out[M_S1] = s1
+    out[M_S2] = s2
+    out[M_S3] = s3
+    out[M_S4] = s4
+    out[M_SD] = sd
 
 
 @njit(cache=True, nogil=True)
@@ -206,7 +211,7 @@ def rule_signal(kind, th, cmp_below, xa, xb, c):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr, rate,
-                 ppy, borrow, umap, port, weight, do_port, out_metrics, out_pos, out_ret,
+                 ppy, borrow, umap, ustart, uend, port, weight, do_port, out_metrics, out_pos, out_ret,
                  write):  # fmt: skip  # pragma: no cover
     """One strategy over all bars in one pass: positions, stops/targets, costs, equity, metrics.
 
@@ -218,9 +223,10 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     when the position is closed, |w_t - pos| when it is kept (rebalanced back to its target fraction),
     nothing at the last bar (no decision there). ``turnover`` sums every traded fraction of equity.
 
-    With ``do_port`` the sleeve equity ``weight * equity`` is added to ``port`` at the union index
-    ``umap[t]`` of every bar (forward-filled over union bars this symbol does not have), so summing the
-    sleeves of every symbol gives the portfolio equity on the union timeline.
+    With ``do_port`` (1: add, 2: write — the first sleeve) the sleeve equity ``weight * equity`` goes to
+    ``port`` at the union index
+    ``umap[t]`` of every bar (forward-filled over the union bars in ``[ustart, uend)`` this symbol does not have),
+    so summing the sleeves of every symbol gives the portfolio equity on the union timeline.
     """
     n = close.shape[0]
     ekind = int(prm[P_EKIND])
@@ -266,7 +272,7 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     p_prev = 0.0
     turnover = 0.0
     key = 0
-    last_u = -1
+    last_u = ustart - 1  # the segment's columns of port are [ustart, uend)
     last_eq = 1.0
 
     pos = 0.0  # held during bar t
@@ -371,9 +377,14 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
         key = trade_key_step(key, t, pos, p_prev)
         if do_port:
             u = umap[t]
-            for k in range(last_u + 1, u):
-                port[k] += weight * last_eq
-            port[u] += weight * eq
+            if do_port == 2:  # the first sleeve writes (no zero-filled buffer needed), the others add
+                for k in range(last_u + 1, u):
+                    port[k] = weight * last_eq
+                port[u] = weight * eq
+            else:
+                for k in range(last_u + 1, u):
+                    port[k] += weight * last_eq
+                port[u] += weight * eq
             last_u = u
             last_eq = eq
         if write:
@@ -382,8 +393,11 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
         p_prev = pos
         opened = new_pos != pos and new_pos != 0.0
         pos = new_pos
-    if do_port:
-        for k in range(last_u + 1, port.shape[0]):
+    if do_port == 2:
+        for k in range(last_u + 1, uend):
+            port[k] = weight * last_eq
+    elif do_port:
+        for k in range(last_u + 1, uend):
             port[k] += weight * last_eq
     acc_finish(n, ppy, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, turnover,
                float(key), out_metrics)  # fmt: skip
@@ -391,32 +405,31 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
 
 @njit(cache=True, nogil=True)
 def run_population(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                   rate, ppy, borrow, umap, port, prow, weight, do_port,
+                   rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port,
                    out):  # fmt: skip  # pragma: no cover
     """Every strategy (row of ``params``); with ``do_port`` strategy i adds its sleeve to ``port[prow[i]]``."""
     dummy = np.empty(0)
     for i in range(params.shape[0]):
         row = port[prow[i]] if do_port else port[0]
         run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                     rate, ppy, borrow, umap, row, weight, do_port, out[i], dummy, dummy, False)  # fmt: skip
+                     rate, ppy, borrow, umap, ustart, uend, row, weight, do_port, out[i], dummy, dummy, False)  # fmt: skip
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def run_population_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime,
-                            has_corr, rate, ppy, borrow, umap, port, prow, weight, do_port,
+                            has_corr, rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port,
                             out):  # fmt: skip  # pragma: no cover
     dummy = np.empty(0)
     for i in prange(params.shape[0]):
         row = port[prow[i]] if do_port else port[0]
         run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                     rate, ppy, borrow, umap, row, weight, do_port, out[i], dummy, dummy, False)  # fmt: skip
+                     rate, ppy, borrow, umap, ustart, uend, row, weight, do_port, out[i], dummy, dummy, False)  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
-def portfolio_metrics(port, segments, ppy, out):  # pragma: no cover - compiled
-    """Metrics of each row of ``port`` (strategies x union bars of several segments, each segment's
-    sleeve equities starting at 1) over the concatenation of the segments ``segments`` (k, 2) of
-    [start, stop) column ranges: segment j's returns are taken relative to its own start."""
+def portfolio_metrics(port, start, stop, ppy, out):  # pragma: no cover - compiled
+    """Return metrics of each row of ``port[:, start:stop]`` (a portfolio equity path whose value before
+    ``start`` is 1); trades/exposure/turnover are the caller's (they come from the symbols' rows)."""
     for i in range(port.shape[0]):
         s1 = 0.0
         s2 = 0.0
@@ -431,16 +444,56 @@ def portfolio_metrics(port, segments, ppy, out):  # pragma: no cover - compiled
         nwin = 0
         teq = 1.0
         nexp = 0
-        nb = 0
-        for j in range(segments.shape[0]):
-            prev = 1.0
-            for k in range(segments[j, 0], segments[j, 1]):
-                e = port[i, k]
-                r = e / prev - 1.0 if prev > 0.0 else 0.0
-                prev = e
-                s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
-                    r, 0.0, 0.0, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
-                )
-                nb += 1
-        acc_finish(nb, ppy, 0.0, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, 0.0, 0.0,
-                   out[i])  # fmt: skip
+        prev = 1.0
+        for k in range(start, stop):
+            e = port[i, k]
+            r = e / prev - 1.0 if prev > 0.0 else 0.0
+            prev = e
+            s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
+                r, 0.0, 0.0, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
+            )
+        acc_finish(stop - start, ppy, 0.0, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, 0.0,
+                   0.0, out[i])  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def pool_rows(rows, ppy, out):  # pragma: no cover - compiled
+    """Pool the metric rows of separately backtested segments (n, k, m) into one row each (n, m): the
+    return moments are those of the concatenated returns (from the summed power sums), total return
+    compounds, max drawdown is the worst segment's (segments are separate backtests: equity does not
+    run across the gap between them), trades/bars add up, exposure and win rate are pooled, turnover
+    adds up and the trade fingerprints are chained."""
+    for i in range(rows.shape[0]):
+        n = 0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        s4 = 0.0
+        sd = 0.0
+        eq = 1.0
+        mdd = 0.0
+        ntr = 0
+        nwin = 0
+        nexp = 0.0  # bars in a position (a portfolio's is a weighted average, not an integer)
+        turnover = 0.0
+        key = 0
+        for j in range(rows.shape[1]):
+            r = rows[i, j]
+            nb = int(r[M_NBARS])
+            n += nb
+            s1 += r[M_S1]
+            s2 += r[M_S2]
+            s3 += r[M_S3]
+            s4 += r[M_S4]
+            sd += r[M_SD]
+            eq *= 1.0 + r[M_TOTAL]
+            if r[M_MDD] > mdd:
+                mdd = r[M_MDD]
+            t = int(r[M_NTRADES])
+            ntr += t
+            nwin += int(round(r[M_WIN] * t))
+            nexp += r[M_EXPOSURE] * nb
+            turnover += r[M_TURNOVER]
+            key = (key * 1000003 + int(r[M_TRADE_KEY])) & TRADE_KEY_MASK
+        acc_finish(n, ppy, 0.0, s1, s2, s3, s4, sd, eq, 1.0, 1.0, mdd, ntr, nwin, 1.0, nexp, turnover,
+                   float(key), out[i])  # fmt: skip

@@ -58,8 +58,11 @@ _PRICE_FIELDS = ("open", "high", "low", "close")
 
 
 def release_workspace() -> None:
-    """Free this thread's cached indicator series (evaluators call it when they close)."""
+    """Free this thread's cached indicator series and portfolio buffer (evaluators call it when they close)."""
+    from qt_pipeline.evolution import validation
+
     series_cache.release()
+    validation.release()
 
 
 def _vec(name: str, a: object, dtype: type = np.float64) -> np.ndarray:
@@ -399,11 +402,12 @@ _NO_UMAP = np.zeros(1, dtype=np.int64)
 def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs: Costs,
                         periods_per_year: float, *, parallel: bool = False,
                         bank_budget_bytes: int = DEFAULT_BANK_BUDGET_BYTES,
-                        portfolio: tuple[np.ndarray, np.ndarray, float] | None = None) -> np.ndarray:  # fmt: skip
+                        portfolio: tuple[np.ndarray, np.ndarray, float, int, int, bool] | None = None) -> np.ndarray:  # fmt: skip
     """Metric rows (n, len(METRIC_NAMES)) of decoded strategies; see :func:`evaluate_population`.
 
-    ``portfolio=(umap, port, weight)``: also add ``weight`` x each strategy's equity to row i of ``port``
-    (n, n_union) at union column ``umap[t]`` of bar t (forward-filled; see :mod:`portfolio`)."""
+    ``portfolio=(umap, port, weight, ustart, uend, first)``: also add ``weight`` x strategy i's equity to
+    row i of ``port`` at column ``umap[t]`` of bar t, forward-filled over the columns ``[ustart, uend)``;
+    ``first`` writes instead of adding, so ``port`` needs no zeroing (see :mod:`.validation`)."""
     prep = _Prepared(data, costs, periods_per_year)
     out = np.empty((len(strategies), len(METRIC_NAMES)))
     if not strategies:
@@ -417,11 +421,15 @@ def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs:
     chunks = series_cache.group_by_budget((n[0] for n in needs), limit)
     kernel = K.run_population_parallel if parallel else K.run_population
     if portfolio is None:
-        umap, port, weight, do_port = _NO_UMAP, np.zeros((1, 1)), 0.0, False
+        umap, port, weight, ustart, uend, do_port = _NO_UMAP, np.zeros((1, 1)), 0.0, 0, 0, 0
     else:
-        umap, port, weight = portfolio
-        do_port = True
-        if umap.shape != (len(data),) or port.shape[0] != len(strategies) or umap[-1] >= port.shape[1]:
+        umap, port, weight, ustart, uend, first = portfolio
+        do_port = 2 if first else 1
+        if (
+            umap.shape != (len(data),)
+            or port.shape[0] != len(strategies)
+            or not 0 <= ustart <= umap[0] <= umap[-1] < uend <= port.shape[1]
+        ):
             raise ValueError("portfolio union map/equity rows do not match the bars/strategies")
 
     def compute(key: _SeriesKey, out_row: np.ndarray) -> None:
@@ -433,7 +441,7 @@ def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs:
         res = np.empty((len(idx), len(METRIC_NAMES)))
         prow = np.asarray(idx, dtype=np.int64) if do_port else _NO_UMAP
         kernel(params, cache.buf, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
-               prep.has_regime, prep.has_corr, prep.rate, prep.ppy, prep.borrow, umap, port, prow, weight,
+               prep.has_regime, prep.has_corr, prep.rate, prep.ppy, prep.borrow, umap, ustart, uend, port, prow, weight,
                do_port, res)  # fmt: skip
         out[idx] = res
     return out
@@ -469,7 +477,7 @@ def simulate(vec: np.ndarray | Strategy, data: MarketData, costs: Costs,
     met = np.empty(len(METRIC_NAMES))
     d = prep.data
     K.run_strategy(prm, bank, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
-                   prep.has_regime, prep.has_corr, prep.rate, prep.ppy, prep.borrow, _NO_UMAP, np.zeros(1),
-                   0.0, False, met, pos, ret, True)  # fmt: skip
+                   prep.has_regime, prep.has_corr, prep.rate, prep.ppy, prep.borrow, _NO_UMAP, 0, 0,
+                   np.zeros(1), 0.0, 0, met, pos, ret, True)  # fmt: skip
     return SimResult(position=pos, returns=ret, equity=np.cumprod(1.0 + ret), trades=int(met[K.M_NTRADES]),
                      metrics=met)  # fmt: skip

@@ -24,6 +24,8 @@
   used by the probabilistic and deflated Sharpe ratios.
 * ``n_bars``: number of bars; ``trade_key``: a fingerprint (< 2**52) of the bars on which the side
   (long/flat/short) changed — equal keys mean the same trades, whatever the position size.
+* ``sum_r`` .. ``sum_r4``, ``sum_down2``: the power sums of the returns (and of min(r, 0)) from which the
+  moments are derived; rows of separately backtested segments pool exactly by adding them.
 
 The same accumulator code runs inside the fused backtest kernel, so the metrics of
 ``evaluate_population`` equal ``compute_metrics(simulate(...).returns, simulate(...).position)`` bit for bit.
@@ -50,6 +52,11 @@ METRIC_NAMES: tuple[str, ...] = (
     "kurtosis",
     "n_bars",
     "trade_key",
+    "sum_r",
+    "sum_r2",
+    "sum_r3",
+    "sum_r4",
+    "sum_down2",
 )
 METRIC_INDEX: dict[str, int] = {m: i for i, m in enumerate(METRIC_NAMES)}
 assert len(METRIC_NAMES) == K.N_METRICS

@@ -4,9 +4,11 @@ A :class:`Plan` is what a population is evaluated on: contiguous time **segments
 :class:`~qt_pipeline.evolution.backtest.MarketData` per symbol, backtested on its own: every segment
 starts flat and computes its indicator warm-up from its own bars, so no indicator value straddles a
 segment boundary) and **groups** of segments (a walk-forward fold is one group: rolling = its own
-in-sample segment; anchored = every in-sample segment up to it). Each group is scored as the portfolio
+in-sample segment; anchored = every in-sample segment up to it). Each segment is scored as the portfolio
 the strategy would run: one sleeve per symbol with capital ``weights[s]`` (equal by default), the
-sleeves' equities summed on the union of the symbols' timestamps (``docs/execution_model.md`` section 4).
+sleeves' equities summed on the union of the symbols' timestamps (``docs/execution_model.md`` section 4);
+a group of several segments pools their rows (``_kernels.pool_rows``: the return moments of the
+concatenated returns, compounded return, the worst segment's drawdown, summed trades).
 
 :meth:`Plan.evaluate` returns metric rows ``(n, n_groups + n_segments * n_symbols, n_metrics)``: first
 one portfolio row per group, then the per-symbol rows of every segment (segment-major). A pure function of
@@ -20,6 +22,7 @@ after the first, so no bar is both in and out of sample and no out-of-sample bar
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,6 +34,23 @@ from qt_pipeline.evolution.backtest import Costs, MarketData, evaluate_strategie
 from qt_pipeline.evolution.genome import N_GENES, Strategy, decode
 
 PORT_BUDGET_BYTES = 96 * 2**20  # portfolio equity rows held at once (strategies are processed in chunks)
+_local = threading.local()
+
+
+def _buffer(shape: tuple[int, int]) -> np.ndarray:
+    """An uninitialised float64 array of ``shape`` from a per-thread buffer reused across calls (a fresh
+    multi-MB array per generation costs more in page faults than the portfolio arithmetic)."""
+    need = shape[0] * shape[1]
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < need:
+        buf = np.empty(max(need, 1))
+        _local.buf = buf
+    return buf[:need].reshape(shape)
+
+
+def release() -> None:
+    """Drop this thread's portfolio buffer."""
+    _local.__dict__.pop("buf", None)
 
 
 @dataclass(frozen=True)
@@ -82,10 +102,6 @@ class Plan:
     def symbol_row(self, segment: int, symbol: int) -> int:
         return len(self.groups) + segment * len(self.symbols) + symbol
 
-    @property
-    def needs_port(self) -> bool:
-        return len(self.symbols) > 1 or any(len(g) > 1 for g in self.groups)
-
     def only(self, symbol: int, groups: tuple[tuple[int, ...], ...] | None = None) -> Plan:
         """The plan of one symbol alone (its sleeve with all the capital), optionally other groups."""
         segs = tuple(Segment(s.name, (s.datasets[symbol],), s.start, s.end) for s in self.segments)
@@ -104,56 +120,54 @@ class Plan:
         out = np.empty((n, self.n_rows, K.N_METRICS))
         if n == 0:
             return out
-        total_union = sum(s.n_union for s in self.segments)
-        step = n if not self.needs_port else max(1, min(n, PORT_BUDGET_BYTES // (8 * max(1, total_union))))
+        n_seg, n_sym = len(self.segments), len(self.symbols)
+        widest = max(seg.n_union for seg in self.segments)
+        step = n if n_sym == 1 else max(1, min(n, PORT_BUDGET_BYTES // (8 * widest)))
         ppy = self.periods_per_year
         for a in range(0, n, step):
             b = min(n, a + step)
             chunk = strategies[a:b]
-            ports = [np.zeros((b - a, seg.n_union)) for seg in self.segments] if self.needs_port else None
+            seg_rows = np.empty((b - a, n_seg, K.N_METRICS))  # the portfolio of each segment
             for j, seg in enumerate(self.segments):
+                port = _buffer((b - a, seg.n_union)) if n_sym > 1 else None
                 for s, data in enumerate(seg.datasets):
                     pf = None
-                    if ports is not None:
-                        pf = (seg.umaps[s], ports[j], float(self.weights[s]))  # type: ignore[attr-defined]
+                    if port is not None:
+                        umap = seg.umaps[s]  # type: ignore[attr-defined]
+                        pf = (umap, port, float(self.weights[s]), 0, seg.n_union, s == 0)
                     out[a:b, self.symbol_row(j, s)] = evaluate_strategies(
                         chunk, data, costs, ppy, portfolio=pf
                     )
+                if port is None:  # one symbol: the portfolio is that symbol's sleeve
+                    seg_rows[:, j] = out[a:b, self.symbol_row(j, 0)]
+                else:
+                    rows = np.empty((b - a, K.N_METRICS))
+                    K.portfolio_metrics(port, 0, seg.n_union, ppy, rows)
+                    self._fill_trade_columns(
+                        rows, out[a:b, self.symbol_row(j, 0) : self.symbol_row(j, 0) + n_sym]
+                    )
+                    seg_rows[:, j] = rows
             for gi, g in enumerate(self.groups):
-                if ports is None:  # one symbol, one segment: the portfolio is that symbol's sleeve
-                    out[a:b, gi] = out[a:b, self.symbol_row(g[0], 0)]
-                    continue
-                port = ports[g[0]] if len(g) == 1 else np.hstack([ports[j] for j in g])
-                bounds = np.cumsum([0] + [ports[j].shape[1] for j in g])
-                ranges = np.column_stack([bounds[:-1], bounds[1:]]).astype(np.int64)
-                rows = np.empty((b - a, K.N_METRICS))
-                K.portfolio_metrics(port, ranges, ppy, rows)
-                out[a:b, gi] = rows
-                self._fill_trade_columns(out[a:b], gi, g)
+                if len(g) == 1:
+                    out[a:b, gi] = seg_rows[:, g[0]]
+                else:
+                    pooled = np.empty((b - a, K.N_METRICS))
+                    K.pool_rows(np.ascontiguousarray(seg_rows[:, list(g)]), ppy, pooled)
+                    out[a:b, gi] = pooled
         return out
 
-    def _fill_trade_columns(self, out: np.ndarray, gi: int, group: tuple[int, ...]) -> None:
-        """Trades/win rate/exposure/turnover/trade key of a portfolio row from its symbols' rows."""
-        per = np.stack(
-            [out[:, self.symbol_row(j, s)] for j in group for s in range(len(self.symbols))], axis=1
-        )
-        w = np.tile(self.weights, len(group))  # (len(group) * S,)
+    def _fill_trade_columns(self, row: np.ndarray, per: np.ndarray) -> None:
+        """Trades/win rate/exposure/turnover/trade key of one segment's portfolio rows ``row`` (n, m) from
+        its symbols' rows ``per`` (n, S, m)."""
         trades = per[:, :, K.M_NTRADES]
-        wins = per[:, :, K.M_WIN] * trades
-        nb = per[:, :, K.M_NBARS]
-        exp_bars = per[:, :, K.M_EXPOSURE] * nb
-        s_count = len(self.symbols)
-        bars_by_sym = nb.reshape(len(out), len(group), s_count).sum(axis=1)
-        exp_by_sym = exp_bars.reshape(len(out), len(group), s_count).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            exposure = np.where(bars_by_sym > 0, exp_by_sym / np.maximum(bars_by_sym, 1), 0.0) @ self.weights
         tot = trades.sum(axis=1)
-        row = out[:, gi]
         row[:, K.M_NTRADES] = tot
-        row[:, K.M_WIN] = np.where(tot > 0, wins.sum(axis=1) / np.maximum(tot, 1), 0.0)
-        row[:, K.M_EXPOSURE] = exposure
-        row[:, K.M_TURNOVER] = per[:, :, K.M_TURNOVER] @ w
-        key = np.zeros(len(out), dtype=np.int64)
+        row[:, K.M_WIN] = np.where(
+            tot > 0, (per[:, :, K.M_WIN] * trades).sum(axis=1) / np.maximum(tot, 1), 0.0
+        )
+        row[:, K.M_EXPOSURE] = per[:, :, K.M_EXPOSURE] @ self.weights
+        row[:, K.M_TURNOVER] = per[:, :, K.M_TURNOVER] @ self.weights
+        key = np.zeros(len(row), dtype=np.int64)
         for c in range(per.shape[1]):
             key = (key * 1_000_003 + per[:, c, K.M_TRADE_KEY].astype(np.int64)) & K.TRADE_KEY_MASK
         row[:, K.M_TRADE_KEY] = key.astype(np.float64)

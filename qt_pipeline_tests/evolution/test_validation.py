@@ -99,6 +99,10 @@ def test_anchored_groups_concatenate_segments_and_rolling_groups_do_not():
             assert anchored[i, k, IX["total_return"]] == pytest.approx(growth - 1, abs=1e-12)
             assert anchored[i, k, IX["n_bars"]] == len(r)
             assert anchored[i, k, IX["n_trades"]] == sum(p.trades for p in parts[: k + 1])
+            worst = max(p.metrics[IX["max_drawdown"]] for p in parts[: k + 1])
+            assert anchored[i, k, IX["max_drawdown"]] == worst  # segments are separate backtests
+            exposed = sum(float(np.sum(p.position != 0)) for p in parts[: k + 1])
+            assert anchored[i, k, IX["exposure"]] == pytest.approx(exposed / len(r), abs=1e-12)
             sd = np.std(r, ddof=1)
             if sd > 0:
                 assert anchored[i, k, IX["sharpe"]] == pytest.approx(
