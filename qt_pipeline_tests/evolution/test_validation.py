@@ -181,3 +181,36 @@ def test_probabilistic_and_deflated_sharpe_follow_the_published_formulas():
     dsr = probabilistic_sharpe(sr, len(r), skew, kurt, sr0)
     assert 0 <= dsr < psr
     assert math.isnan(probabilistic_sharpe(0.1, 1, 0.0, 3.0))
+
+
+def test_prepare_data_lays_out_folds_with_purge_and_embargo(settings):
+    from qt_pipeline.evolution.config import parse_config
+    from qt_pipeline.evolution.runner import prepare_data
+    from qt_pipeline.storage import get_storage
+    from qt_pipeline_tests.evolution.evo_helpers import small_config, write_bars
+
+    write_bars(settings, {"BTCUSD": 4320, "ETHUSD": 4320})
+    store = get_storage("local", settings)
+    try:
+        cfg = parse_config(small_config(symbols=["BTCUSD", "ETHUSD"], folds=3, scheme="anchored", purge_bars=30,
+                                        embargo_bars=20, train_fraction=0.5))  # fmt: skip
+        data = prepare_data(cfg, store)
+    finally:
+        store.close()
+    isp, oosp = data.is_plan, data.oos_plan
+    assert isp.groups == ((0,), (0, 1), (0, 1, 2)) and data.all_index == 2 and data.fold_index == (0, 1, 2)
+    assert oosp.groups == ((0,), (1,), (2,), (0, 1, 2))
+    day = 86_400 * 10**9
+    t0 = pd.Timestamp("2024-03-01", tz="UTC").value
+    for k in range(3):  # blocks of one day: 12 h in sample, then 12 h out of sample
+        for d in isp.segments[k].datasets:
+            first = t0 + k * day + (20 * MINUTE_NS if k else 0)  # embargo after the first block
+            assert d.timestamp[0] == first and d.timestamp[-1] == t0 + k * day + day // 2 - MINUTE_NS
+        for d in oosp.segments[k].datasets:
+            assert d.timestamp[0] == t0 + k * day + day // 2 + 30 * MINUTE_NS  # purged
+            assert d.timestamp[-1] == t0 + (k + 1) * day - MINUTE_NS
+    # no bar is both in and out of sample
+    seen_is = np.concatenate([d.timestamp for s in isp.segments for d in s.datasets])
+    seen_oos = np.concatenate([d.timestamp for s in oosp.segments for d in s.datasets])
+    assert not np.intersect1d(seen_is, seen_oos).size
+    assert data.calendar.kind == "24/7"
