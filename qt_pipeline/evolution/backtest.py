@@ -5,18 +5,16 @@ of bar t-1 from indicator values that use bars <= t-1 only. The return of bar t 
 ``position[t] * (close[t] / close[t-1] - 1)``. Changing bars after t therefore changes no position at or
 before t+1 and no return at or before t. The last bar takes no decision (there is no next bar).
 
-Stops and targets. A position opened at the close of bar t (entry price = close[t]) gets its
-stop/target levels from information at bar t (stop-loss fraction, ATR at t). They are checked against
-bars t+1, t+2, ... only (never the entry bar): a long is stopped when ``low <= stop`` and filled at
-``min(open, stop)`` (a gap through the stop fills at the open — the worse price), it takes profit when
-``high >= target`` and is filled at the target (never better). If both could hit within one bar the stop
-is assumed (the worse outcome). Shorts mirror this. After a stop/target exit the strategy stays flat
-for the rest of that bar (no re-entry at its close); it may re-enter at the next close.
-
-Costs. Every position change costs ``|delta position| * (fee_bps + slippage_bps) / 1e4`` of equity:
-opening ``|p|`` is charged on the position's first bar, closing ``|p|`` on its last bar (a flip is a
-close followed by an open). A position still open at the end is marked to market, not charged an exit.
-Hence buy-and-hold from the first close returns exactly ``(1 - rate) * close[-1] / close[0] - 1``.
+The execution model — fills, fees, sizing, rebalancing, borrow, portfolio, metrics — is specified in
+``docs/execution_model.md`` (the contract; a naive per-bar loop of it is compared with this module in
+``qt_pipeline_tests/evolution/test_execution_model.py``). In short: stop and target levels are fixed at
+entry and checked from the next bar on; a bar that opens through a level fills at the open, otherwise
+the stop is assumed first (the worse case) and fills at its level, then the target at its level; after
+such an exit the strategy stays flat for the rest of that bar. A position is a constant fraction of
+equity: entries, exits and the rebalancing back to the target fraction each cost ``rate`` per unit of
+traded notional; shorts pay ``borrow_bps_per_year`` per bar held. A position still open at the end is
+marked to market, so buy-and-hold from the first close returns exactly ``(1 - rate) * close[-1] /
+close[0] - 1``.
 
 Warm-up. A strategy takes no decision before every indicator it uses is defined (see
 :mod:`qt_pipeline.evolution.indicators` for each warm-up length); while flat in warm-up its returns are 0.
