@@ -160,10 +160,11 @@ def metrics_from_arrays(returns, position, ppy, turnover, out):  # pragma: no co
 def trade_key_step(key, t, p, p_prev):  # pragma: no cover - compiled
     """Fold the side (long/flat/short) of bar t into the trade fingerprint when it changes: two runs
     with the same entries and exits on the same bars and sides get the same key, whatever their size."""
-    sp = 1 if p > 0.0 else (-1 if p < 0.0 else 0)
-    sq = 1 if p_prev > 0.0 else (-1 if p_prev < 0.0 else 0)
-    if sp != sq:
-        key = (key * 1000003 + t * 3 + sp + 1) & TRADE_KEY_MASK
+    if p != p_prev:
+        sp = 1 if p > 0.0 else (-1 if p < 0.0 else 0)
+        sq = 1 if p_prev > 0.0 else (-1 if p_prev < 0.0 else 0)
+        if sp != sq:
+            key = (key * 1000003 + t * 3 + sp + 1) & TRADE_KEY_MASK
     return key
 
 
@@ -217,11 +218,11 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
 
     The contract is ``docs/execution_model.md``. position[t] is the target fraction of equity held during
     bar t (decided at the close of bar t-1). returns[t] is the net return of bar t:
-    ``(1 - |pos|*rate if opened at the close of t-1) * (1 - |pos|*borrow if short) * (1 + pos*R_t)
-    * (1 - trade_t*rate) - 1`` where R_t = close[t]/close[t-1] - 1 (or to the stop/target fill price),
-    and trade_t is what is traded at the close of t: the drifted weight w_t = pos*(1+R_t)/(1+pos*R_t)
-    when the position is closed, |w_t - pos| when it is kept (rebalanced back to its target fraction),
-    nothing at the last bar (no decision there). ``turnover`` sums every traded fraction of equity.
+    ``(1 - |pos|*rate if opened at the close of t-1) * (1 - |pos|*borrow if short)
+    * (1 + pos*R_t - x_t*rate) - 1`` where R_t = close[t]/close[t-1] - 1 (or to the stop/target fill
+    price) and x_t the notional traded at the close of t per unit of equity at the start of the bar:
+    |pos*(1+R_t)| when the position is closed, |pos*(1-pos)*R_t| when it is kept (rebalanced back to its
+    target fraction), nothing at the last bar (no decision there). ``turnover`` sums every x_t and entry.
 
     With ``do_port`` (1: add, 2: write — the first sleeve) the sleeve equity ``weight * equity`` goes to
     ``port`` at the union index
@@ -355,21 +356,19 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
         # ---- 3. net return with costs, metrics ----
         r = 0.0
         if pos != 0.0:
-            g1 = 1.0 + pos * gross
-            m = g1
+            # x: notional traded at this close per unit of equity at the start of the bar (no division)
+            x = 0.0
+            if new_pos != pos:  # closed (exit, stop/target, or the first half of a flip): all of it
+                x = abs(pos * (1.0 + gross))
+            elif t < n - 1 and pos != 1.0:  # kept: rebalanced back to the target fraction
+                x = abs(pos * (1.0 - pos) * gross)
+            m = 1.0 + pos * gross - x * rate
+            turnover += x
             if opened:
                 m *= 1.0 - abs(pos) * rate
                 turnover += abs(pos)
             if pos < 0.0 and borrow > 0.0:
                 m *= 1.0 + pos * borrow
-            if new_pos != pos:  # closed at this close (exit, stop/target, or the first half of a flip)
-                w = pos * (1.0 + gross) / g1 if g1 > 0.0 else 0.0
-                m *= 1.0 - abs(w) * rate
-                turnover += abs(w)
-            elif t < n - 1 and g1 > 0.0 and pos != 1.0:  # kept: rebalance to the target fraction
-                tr = abs(pos * (1.0 - pos) * gross) / g1
-                m *= 1.0 - tr * rate
-                turnover += tr
             r = m - 1.0
         s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
             r, pos, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp

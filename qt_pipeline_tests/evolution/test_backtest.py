@@ -103,21 +103,18 @@ def test_a_flip_pays_both_the_exit_and_the_entry():
     np.testing.assert_array_equal(sim.position, [0, 0, 0.5, 0.5, -0.5, 0.5])
     c = 0.5 * RATE
 
-    def drift(p, r):  # the weight a fraction-of-equity position drifts to over a bar (execution model)
-        return p * (1 + r) / (1 + p * r)
-
     r2, r3, r4, r5 = 103 / 101 - 1, 102 / 103 - 1, 104 / 102 - 1, 105 / 104 - 1
     expected_r = [
         0.0,
         0.0,
-        (1 - c) * (1 + 0.5 * r2) * (1 - abs(drift(0.5, r2) - 0.5) * RATE) - 1,  # kept: rebalanced to 50%
-        (1 + 0.5 * r3) * (1 - drift(0.5, r3) * RATE) - 1,  # closed (first half of the flip)
-        (1 - c) * (1 - 0.5 * r4) * (1 - abs(drift(-0.5, r4)) * RATE) - 1,
+        (1 - c) * (1 + 0.5 * r2 - abs(0.5 * 0.5 * r2) * RATE) - 1,  # kept: rebalanced back to 50%
+        (1 + 0.5 * r3 - 0.5 * (1 + r3) * RATE) - 1,  # closed (first half of the flip)
+        (1 - c) * (1 - 0.5 * r4 - 0.5 * (1 + r4) * RATE) - 1,
         (1 - c) * (1 + 0.5 * r5) - 1,  # last bar: no decision, no rebalancing
     ]
     np.testing.assert_allclose(sim.returns, expected_r, rtol=0, atol=1e-15)
     assert sim.trades == 3
-    turnover = 0.5 + abs(drift(0.5, r2) - 0.5) + drift(0.5, r3) + 0.5 + abs(drift(-0.5, r4)) + 0.5
+    turnover = 0.5 + abs(0.25 * r2) + 0.5 * (1 + r3) + 0.5 + 0.5 * (1 + r4) + 0.5
     assert sim.turnover == pytest.approx(turnover, abs=1e-14)
 
 
