@@ -80,12 +80,15 @@ def kernel_split(pop: np.ndarray, data: MarketData, costs: Costs, repeat: int) -
     keys = list(dict.fromkeys(k for ks, _ in needs for k in ks))
     t_bank, (bank, rows) = best_of(lambda: prep.bank(keys), repeat, "bank")
     params = np.stack([B._params(s, rows, t0) for s, (_, t0) in zip(strategies, needs, strict=True)])
-    out = np.empty((len(pop), 9))
+    out = np.empty((len(pop), K.N_METRICS))
+    no_port = np.zeros((1, 1))
+    no_map = np.zeros(1, dtype=np.int64)
     d = data
 
     def run() -> None:
         K.run_population(params, bank, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
-                         prep.has_regime, prep.has_corr, prep.rate, prep.ppy, out)  # fmt: skip
+                         prep.has_regime, prep.has_corr, prep.rate, prep.ppy, prep.borrow, no_map, 0, 0, no_port,
+                         no_map, 0.0, 0, out)  # fmt: skip
 
     t_kern, _ = best_of(run, repeat, "kernel")
     return t_bank, t_kern

@@ -230,6 +230,7 @@ def stage_evolve(ctx: RunContext) -> None:
                 "start": start,
                 "end": end,
                 "train_fraction": 2 / 3 if len(ctx.days) > 1 else 0.5,
+                "folds": 3 if len(ctx.days) >= 6 else 1,  # walk-forward: 3 blocks of >= 2 days
                 "population_size": ctx.population,
                 "generations": ctx.generations,
                 "seed": ctx.settings.synthetic_seed,
@@ -303,14 +304,14 @@ STAGES: list[tuple[str, Stage]] = [
 
 
 def run_command(
-    days: Annotated[int, typer.Option(help="Closed UTC days to ingest, ending yesterday.")] = 3,
+    days: Annotated[int, typer.Option(help="Closed UTC days to ingest, ending yesterday.")] = 14,
     symbols: Annotated[
         str | None,
         typer.Option(help="Comma-separated symbols (a subset of QT_SYMBOLS); default all."),
     ] = None,
     checks: Annotated[bool, typer.Option(help="Run the bar quality check on each partition.")] = True,
-    population: Annotated[int, typer.Option(help="Evolution: strategies per generation.")] = 24,
-    generations: Annotated[int, typer.Option(help="Evolution: generations (0 skips evolution).")] = 5,
+    population: Annotated[int, typer.Option(help="Evolution: strategies per generation.")] = 40,
+    generations: Annotated[int, typer.Option(help="Evolution: generations (0 skips evolution).")] = 8,
     ray: Annotated[
         bool, typer.Option(help="Evolution: evaluate on Ray (local unless QT_RAY_ADDRESS).")
     ] = True,

@@ -11,8 +11,12 @@ import numpy as np
 from numba import njit, prange
 
 # metric columns (order of METRIC_NAMES)
-M_TOTAL, M_CAGR, M_SHARPE, M_SORTINO, M_CALMAR, M_MDD, M_NTRADES, M_WIN, M_EXPOSURE = range(9)
-N_METRICS = 9
+(
+    M_TOTAL, M_CAGR, M_SHARPE, M_SORTINO, M_CALMAR, M_MDD, M_NTRADES, M_WIN, M_EXPOSURE,
+    M_TURNOVER, M_SKEW, M_KURT, M_NBARS, M_TRADE_KEY, M_S1, M_S2, M_S3, M_S4, M_SD,
+) = range(19)  # fmt: skip
+N_METRICS = 19
+TRADE_KEY_MASK = (1 << 52) - 1  # trade fingerprints fit a float64 mantissa exactly
 
 # strategy parameter columns (one float64 row per strategy)
 # rule inputs: xa = bank[A, t - LAG], xb = bank[B, t - LAG]
@@ -31,10 +35,15 @@ K_OPPOSITE, K_SMA, K_EMA, K_RSI, K_BOLL, K_MOM, K_BREAK, K_ALWAYS = -1, 0, 1, 2,
 # metric accumulators
 # ------------------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True, inline="always")
-def acc_step(r, p, p_prev, s1, s2, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp):  # pragma: no cover
+def acc_step(
+    r, p, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
+):  # pragma: no cover
     """Fold one bar (return ``r`` earned with position ``p``; ``p_prev`` is the previous bar's position)."""
     s1 += r
-    s2 += r * r
+    r2 = r * r
+    s2 += r2
+    s3 += r2 * r
+    s4 += r2 * r2
     neg = min(r, 0.0)
     sd += neg * neg
     eq *= 1.0 + r
@@ -56,12 +65,12 @@ def acc_step(r, p, p_prev, s1, s2, sd, eq, peak, trough, mdd, ntr, nwin, teq, ne
     if p != 0.0:
         teq *= 1.0 + r
         nexp += 1
-    return s1, s2, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
+    return s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
 
 
 @njit(cache=True, nogil=True)
 def acc_finish(
-    n, ppy, p_last, s1, s2, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, out
+    n, ppy, p_last, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, turnover, key, out
 ):  # pragma: no cover
     """Turn the accumulators of ``n`` bars into the metric row ``out``."""
     if trough < peak:
@@ -97,12 +106,33 @@ def acc_finish(
     out[M_NTRADES] = ntr
     out[M_WIN] = nwin / ntr if ntr > 0 else 0.0
     out[M_EXPOSURE] = nexp / n
+    out[M_TURNOVER] = turnover
+    # sample skewness and (non-excess) kurtosis of the per-bar returns, from the raw power sums
+    m2 = s2 / n - mean * mean
+    skew = 0.0
+    kurt = 3.0
+    if m2 > 1e-12 * (s2 / n) and m2 > 0.0:
+        m3 = s3 / n - 3.0 * mean * s2 / n + 2.0 * mean * mean * mean
+        m4 = s4 / n - 4.0 * mean * s3 / n + 6.0 * mean * mean * s2 / n - 3.0 * mean * mean * mean * mean
+        skew = m3 / m2**1.5
+        kurt = m4 / (m2 * m2)
+    out[M_SKEW] = skew
+    out[M_KURT] = kurt
+    out[M_NBARS] = n
+    out[M_TRADE_KEY] = key
+    out[M_S1] = s1
+    out[M_S2] = s2
+    out[M_S3] = s3
+    out[M_S4] = s4
+    out[M_SD] = sd
 
 
 @njit(cache=True, nogil=True)
-def metrics_from_arrays(returns, position, ppy, out):  # pragma: no cover - compiled
+def metrics_from_arrays(returns, position, ppy, turnover, out):  # pragma: no cover - compiled
     s1 = 0.0
     s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
     sd = 0.0
     eq = 1.0
     peak = 1.0
@@ -113,14 +143,29 @@ def metrics_from_arrays(returns, position, ppy, out):  # pragma: no cover - comp
     teq = 1.0
     nexp = 0
     p_prev = 0.0
+    key = 0
     n = returns.shape[0]
     for t in range(n):
         p = position[t]
-        s1, s2, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
-            returns[t], p, p_prev, s1, s2, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
+        s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
+            returns[t], p, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
         )
+        key = trade_key_step(key, t, p, p_prev)
         p_prev = p
-    acc_finish(n, ppy, p_prev, s1, s2, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, out)
+    acc_finish(n, ppy, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, turnover,
+               float(key), out)  # fmt: skip
+
+
+@njit(cache=True, nogil=True, inline="always")
+def trade_key_step(key, t, p, p_prev):  # pragma: no cover - compiled
+    """Fold the side (long/flat/short) of bar t into the trade fingerprint when it changes: two runs
+    with the same entries and exits on the same bars and sides get the same key, whatever their size."""
+    if p != p_prev:
+        sp = 1 if p > 0.0 else (-1 if p < 0.0 else 0)
+        sq = 1 if p_prev > 0.0 else (-1 if p_prev < 0.0 else 0)
+        if sp != sq:
+            key = (key * 1000003 + t * 3 + sp + 1) & TRADE_KEY_MASK
+    return key
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -167,14 +212,22 @@ def rule_signal(kind, th, cmp_below, xa, xb, c):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr, rate,
-                 ppy, out_metrics, out_pos, out_ret, write):  # fmt: skip  # pragma: no cover
+                 ppy, borrow, umap, ustart, uend, port, weight, do_port, out_metrics, out_pos, out_ret,
+                 write):  # fmt: skip  # pragma: no cover
     """One strategy over all bars in one pass: positions, stops/targets, costs, equity, metrics.
 
-    position[t] is the position held during bar t (decided at the close of bar t-1). returns[t] is the
-    net return of bar t: (1 - open_cost) * (1 + pos*R_t) * (1 - close_cost) - 1, where the opening cost
-    of a position is charged on its first bar and the closing cost on its last bar (each |pos| * rate of
-    equity at that moment), so every cost belongs to its trade. R_t = close[t]/close[t-1] - 1, or to the
-    stop/target fill price when one is hit inside bar t.
+    The contract is ``docs/execution_model.md``. position[t] is the target fraction of equity held during
+    bar t (decided at the close of bar t-1). returns[t] is the net return of bar t:
+    ``(1 - |pos|*rate if opened at the close of t-1) * (1 - |pos|*borrow if short)
+    * (1 + pos*R_t - x_t*rate) - 1`` where R_t = close[t]/close[t-1] - 1 (or to the stop/target fill
+    price) and x_t the notional traded at the close of t per unit of equity at the start of the bar:
+    |pos*(1+R_t)| when the position is closed, |pos*(1-pos)*R_t| when it is kept (rebalanced back to its
+    target fraction), nothing at the last bar (no decision there). ``turnover`` sums every x_t and entry.
+
+    With ``do_port`` (1: add, 2: write — the first sleeve) the sleeve equity ``weight * equity`` goes to
+    ``port`` at the union index
+    ``umap[t]`` of every bar (forward-filled over the union bars in ``[ustart, uend)`` this symbol does not have),
+    so summing the sleeves of every symbol gives the portfolio equity on the union timeline.
     """
     n = close.shape[0]
     ekind = int(prm[P_EKIND])
@@ -206,6 +259,8 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     # accumulators
     s1 = 0.0
     s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
     sd = 0.0
     eq = 1.0
     peak = 1.0
@@ -216,6 +271,10 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     teq = 1.0
     nexp = 0
     p_prev = 0.0
+    turnover = 0.0
+    key = 0
+    last_u = ustart - 1  # the segment's columns of port are [ustart, uend)
+    last_eq = 1.0
 
     pos = 0.0  # held during bar t
     opened = False  # pos was opened at the close of bar t-1
@@ -227,18 +286,23 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
         stopped = False
         if pos != 0.0:
             gross = bar_ret[t]
+            o = opn[t]
             if pos > 0.0:
-                if low[t] <= stop_px:  # stop first: if both could hit in this bar, assume the worse
-                    fill = opn[t] if opn[t] < stop_px else stop_px
-                    gross = fill / close[t - 1] - 1.0
+                if o <= stop_px or o >= tp_px:  # gapped through a level: the order fills at the open
+                    gross = o / close[t - 1] - 1.0
+                    stopped = True
+                elif low[t] <= stop_px:  # stop first: if both could hit in this bar, assume the worse
+                    gross = stop_px / close[t - 1] - 1.0
                     stopped = True
                 elif high[t] >= tp_px:
                     gross = tp_px / close[t - 1] - 1.0
                     stopped = True
             else:
-                if high[t] >= stop_px:
-                    fill = opn[t] if opn[t] > stop_px else stop_px
-                    gross = fill / close[t - 1] - 1.0
+                if o >= stop_px or o <= tp_px:
+                    gross = o / close[t - 1] - 1.0
+                    stopped = True
+                elif high[t] >= stop_px:
+                    gross = stop_px / close[t - 1] - 1.0
                     stopped = True
                 elif low[t] <= tp_px:
                     gross = tp_px / close[t - 1] - 1.0
@@ -292,37 +356,143 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
         # ---- 3. net return with costs, metrics ----
         r = 0.0
         if pos != 0.0:
-            m = 1.0 + pos * gross
+            # x: notional traded at this close per unit of equity at the start of the bar (no division)
+            x = 0.0
+            if new_pos != pos:  # closed (exit, stop/target, or the first half of a flip): all of it
+                x = abs(pos * (1.0 + gross))
+            elif t < n - 1 and pos != 1.0:  # kept: rebalanced back to the target fraction
+                x = abs(pos * (1.0 - pos) * gross)
+            m = 1.0 + pos * gross - x * rate
+            turnover += x
             if opened:
                 m *= 1.0 - abs(pos) * rate
-            if new_pos != pos:
-                m *= 1.0 - abs(pos) * rate
+                turnover += abs(pos)
+            if pos < 0.0 and borrow > 0.0:
+                m *= 1.0 + pos * borrow
             r = m - 1.0
-        s1, s2, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
-            r, pos, p_prev, s1, s2, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
+        s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
+            r, pos, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
         )
+        key = trade_key_step(key, t, pos, p_prev)
+        if do_port:
+            u = umap[t]
+            if do_port == 2:  # the first sleeve writes (no zero-filled buffer needed), the others add
+                for k in range(last_u + 1, u):
+                    port[k] = weight * last_eq
+                port[u] = weight * eq
+            else:
+                for k in range(last_u + 1, u):
+                    port[k] += weight * last_eq
+                port[u] += weight * eq
+            last_u = u
+            last_eq = eq
         if write:
             out_pos[t] = pos
             out_ret[t] = r
         p_prev = pos
         opened = new_pos != pos and new_pos != 0.0
         pos = new_pos
-    acc_finish(n, ppy, p_prev, s1, s2, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, out_metrics)
+    if do_port == 2:
+        for k in range(last_u + 1, uend):
+            port[k] = weight * last_eq
+    elif do_port:
+        for k in range(last_u + 1, uend):
+            port[k] += weight * last_eq
+    acc_finish(n, ppy, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, turnover,
+               float(key), out_metrics)  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
 def run_population(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                   rate, ppy, out):  # fmt: skip  # pragma: no cover
+                   rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port,
+                   out):  # fmt: skip  # pragma: no cover
+    """Every strategy (row of ``params``); with ``do_port`` strategy i adds its sleeve to ``port[prow[i]]``."""
     dummy = np.empty(0)
     for i in range(params.shape[0]):
+        row = port[prow[i]] if do_port else port[0]
         run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                     rate, ppy, out[i], dummy, dummy, False)  # fmt: skip
+                     rate, ppy, borrow, umap, ustart, uend, row, weight, do_port, out[i], dummy, dummy, False)  # fmt: skip
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def run_population_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime,
-                            has_corr, rate, ppy, out):  # fmt: skip  # pragma: no cover
+                            has_corr, rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port,
+                            out):  # fmt: skip  # pragma: no cover
     dummy = np.empty(0)
     for i in prange(params.shape[0]):
+        row = port[prow[i]] if do_port else port[0]
         run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                     rate, ppy, out[i], dummy, dummy, False)  # fmt: skip
+                     rate, ppy, borrow, umap, ustart, uend, row, weight, do_port, out[i], dummy, dummy, False)  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def portfolio_metrics(port, start, stop, ppy, out):  # pragma: no cover - compiled
+    """Return metrics of each row of ``port[:, start:stop]`` (a portfolio equity path whose value before
+    ``start`` is 1); trades/exposure/turnover are the caller's (they come from the symbols' rows)."""
+    for i in range(port.shape[0]):
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        s4 = 0.0
+        sd = 0.0
+        eq = 1.0
+        peak = 1.0
+        trough = 1.0
+        mdd = 0.0
+        ntr = 0
+        nwin = 0
+        teq = 1.0
+        nexp = 0
+        prev = 1.0
+        for k in range(start, stop):
+            e = port[i, k]
+            r = e / prev - 1.0 if prev > 0.0 else 0.0
+            prev = e
+            s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
+                r, 0.0, 0.0, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
+            )
+        acc_finish(stop - start, ppy, 0.0, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, 0.0,
+                   0.0, out[i])  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def pool_rows(rows, ppy, out):  # pragma: no cover - compiled
+    """Pool the metric rows of separately backtested segments (n, k, m) into one row each (n, m): the
+    return moments are those of the concatenated returns (from the summed power sums), total return
+    compounds, max drawdown is the worst segment's (segments are separate backtests: equity does not
+    run across the gap between them), trades/bars add up, exposure and win rate are pooled, turnover
+    adds up and the trade fingerprints are chained."""
+    for i in range(rows.shape[0]):
+        n = 0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        s4 = 0.0
+        sd = 0.0
+        eq = 1.0
+        mdd = 0.0
+        ntr = 0
+        nwin = 0
+        nexp = 0.0  # bars in a position (a portfolio's is a weighted average, not an integer)
+        turnover = 0.0
+        key = 0
+        for j in range(rows.shape[1]):
+            r = rows[i, j]
+            nb = int(r[M_NBARS])
+            n += nb
+            s1 += r[M_S1]
+            s2 += r[M_S2]
+            s3 += r[M_S3]
+            s4 += r[M_S4]
+            sd += r[M_SD]
+            eq *= 1.0 + r[M_TOTAL]
+            if r[M_MDD] > mdd:
+                mdd = r[M_MDD]
+            t = int(r[M_NTRADES])
+            ntr += t
+            nwin += int(round(r[M_WIN] * t))
+            nexp += r[M_EXPOSURE] * nb
+            turnover += r[M_TURNOVER]
+            key = (key * 1000003 + int(r[M_TRADE_KEY])) & TRADE_KEY_MASK
+        acc_finish(n, ppy, 0.0, s1, s2, s3, s4, sd, eq, 1.0, 1.0, mdd, ntr, nwin, 1.0, nexp, turnover,
+                   float(key), out[i])  # fmt: skip

@@ -5,18 +5,16 @@ of bar t-1 from indicator values that use bars <= t-1 only. The return of bar t 
 ``position[t] * (close[t] / close[t-1] - 1)``. Changing bars after t therefore changes no position at or
 before t+1 and no return at or before t. The last bar takes no decision (there is no next bar).
 
-Stops and targets. A position opened at the close of bar t (entry price = close[t]) gets its
-stop/target levels from information at bar t (stop-loss fraction, ATR at t). They are checked against
-bars t+1, t+2, ... only (never the entry bar): a long is stopped when ``low <= stop`` and filled at
-``min(open, stop)`` (a gap through the stop fills at the open — the worse price), it takes profit when
-``high >= target`` and is filled at the target (never better). If both could hit within one bar the stop
-is assumed (the worse outcome). Shorts mirror this. After a stop/target exit the strategy stays flat
-for the rest of that bar (no re-entry at its close); it may re-enter at the next close.
-
-Costs. Every position change costs ``|delta position| * (fee_bps + slippage_bps) / 1e4`` of equity:
-opening ``|p|`` is charged on the position's first bar, closing ``|p|`` on its last bar (a flip is a
-close followed by an open). A position still open at the end is marked to market, not charged an exit.
-Hence buy-and-hold from the first close returns exactly ``(1 - rate) * close[-1] / close[0] - 1``.
+The execution model — fills, fees, sizing, rebalancing, borrow, portfolio, metrics — is specified in
+``docs/execution_model.md`` (the contract; a naive per-bar loop of it is compared with this module in
+``qt_pipeline_tests/evolution/test_execution_model.py``). In short: stop and target levels are fixed at
+entry and checked from the next bar on; a bar that opens through a level fills at the open, otherwise
+the stop is assumed first (the worse case) and fills at its level, then the target at its level; after
+such an exit the strategy stays flat for the rest of that bar. A position is a constant fraction of
+equity: entries, exits and the rebalancing back to the target fraction each cost ``rate`` per unit of
+traded notional; shorts pay ``borrow_bps_per_year`` per bar held. A position still open at the end is
+marked to market, so buy-and-hold from the first close returns exactly ``(1 - rate) * close[-1] /
+close[0] - 1``.
 
 Warm-up. A strategy takes no decision before every indicator it uses is defined (see
 :mod:`qt_pipeline.evolution.indicators` for each warm-up length); while flat in warm-up its returns are 0.
@@ -58,8 +56,11 @@ _PRICE_FIELDS = ("open", "high", "low", "close")
 
 
 def release_workspace() -> None:
-    """Free this thread's cached indicator series (evaluators call it when they close)."""
+    """Free this thread's cached indicator series and portfolio buffer (evaluators call it when they close)."""
+    from qt_pipeline.evolution import validation
+
     series_cache.release()
+    validation.release()
 
 
 def _vec(name: str, a: object, dtype: type = np.float64) -> np.ndarray:
@@ -205,13 +206,16 @@ class MarketData:
 
 @dataclass(frozen=True)
 class Costs:
-    """Per position change, in basis points of the traded notional (charged on equity)."""
+    """Trading costs (see ``docs/execution_model.md``): ``fee_bps + slippage_bps`` per unit of traded
+    notional (entries, exits and rebalancing), charged on equity; ``borrow_bps_per_year`` is the annual
+    borrow/funding rate of a short position, charged per bar held as ``|pos| * rate / periods_per_year``."""
 
     fee_bps: float = 1.0
     slippage_bps: float = 1.0
+    borrow_bps_per_year: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("fee_bps", "slippage_bps"):
+        for name in ("fee_bps", "slippage_bps", "borrow_bps_per_year"):
             v = getattr(self, name)
             if not (np.isfinite(v) and 0 <= v < 10_000):
                 raise ValueError(
@@ -221,6 +225,9 @@ class Costs:
     @property
     def rate(self) -> float:
         return (self.fee_bps + self.slippage_bps) / 1e4
+
+    def borrow_per_bar(self, periods_per_year: float) -> float:
+        return self.borrow_bps_per_year / 1e4 / periods_per_year
 
 
 @dataclass(frozen=True)
@@ -233,6 +240,11 @@ class SimResult:
     equity: np.ndarray
     trades: int
     metrics: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    @property
+    def turnover(self) -> float:
+        """Traded notional over the run as a multiple of equity (entries, exits, rebalancing)."""
+        return float(self.metrics[K.M_TURNOVER])
 
 
 def infer_periods_per_year(timestamp: np.ndarray) -> float:
@@ -344,6 +356,7 @@ class _Prepared:
         self.data = data
         self.rate = costs.rate
         self.ppy = float(periods_per_year)
+        self.borrow = costs.borrow_per_bar(self.ppy)
         c = data.close
         self.bar_ret = np.empty(len(data))
         self.bar_ret[0] = 0.0
@@ -381,10 +394,18 @@ def _as_strategies(pop: np.ndarray | Sequence[Strategy]) -> list[Strategy]:
     return list(pop)
 
 
+_NO_UMAP = np.zeros(1, dtype=np.int64)
+
+
 def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs: Costs,
                         periods_per_year: float, *, parallel: bool = False,
-                        bank_budget_bytes: int = DEFAULT_BANK_BUDGET_BYTES) -> np.ndarray:  # fmt: skip
-    """Metric rows (n, len(METRIC_NAMES)) of decoded strategies; see :func:`evaluate_population`."""
+                        bank_budget_bytes: int = DEFAULT_BANK_BUDGET_BYTES,
+                        portfolio: tuple[np.ndarray, np.ndarray, float, int, int, bool] | None = None) -> np.ndarray:  # fmt: skip
+    """Metric rows (n, len(METRIC_NAMES)) of decoded strategies; see :func:`evaluate_population`.
+
+    ``portfolio=(umap, port, weight, ustart, uend, first)``: also add ``weight`` x strategy i's equity to
+    row i of ``port`` at column ``umap[t]`` of bar t, forward-filled over the columns ``[ustart, uend)``;
+    ``first`` writes instead of adding, so ``port`` needs no zeroing (see :mod:`.validation`)."""
     prep = _Prepared(data, costs, periods_per_year)
     out = np.empty((len(strategies), len(METRIC_NAMES)))
     if not strategies:
@@ -397,6 +418,17 @@ def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs:
     cache, limit = series_cache.cache_for(token, len(data), bank_budget_bytes)
     chunks = series_cache.group_by_budget((n[0] for n in needs), limit)
     kernel = K.run_population_parallel if parallel else K.run_population
+    if portfolio is None:
+        umap, port, weight, ustart, uend, do_port = _NO_UMAP, np.zeros((1, 1)), 0.0, 0, 0, 0
+    else:
+        umap, port, weight, ustart, uend, first = portfolio
+        do_port = 2 if first else 1
+        if (
+            umap.shape != (len(data),)
+            or port.shape[0] != len(strategies)
+            or not 0 <= ustart <= umap[0] <= umap[-1] < uend <= port.shape[1]
+        ):
+            raise ValueError("portfolio union map/equity rows do not match the bars/strategies")
 
     def compute(key: _SeriesKey, out_row: np.ndarray) -> None:
         _SERIES[key[0]](d, key[1], out_row)
@@ -405,8 +437,10 @@ def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs:
         rows = cache.ensure(keys_, compute, limit)
         params = np.stack([_params(strategies[i], rows, needs[i][1]) for i in idx])
         res = np.empty((len(idx), len(METRIC_NAMES)))
+        prow = np.asarray(idx, dtype=np.int64) if do_port else _NO_UMAP
         kernel(params, cache.buf, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
-               prep.has_regime, prep.has_corr, prep.rate, prep.ppy, res)  # fmt: skip
+               prep.has_regime, prep.has_corr, prep.rate, prep.ppy, prep.borrow, umap, ustart, uend, port, prow, weight,
+               do_port, res)  # fmt: skip
         out[idx] = res
     return out
 
@@ -441,5 +475,7 @@ def simulate(vec: np.ndarray | Strategy, data: MarketData, costs: Costs,
     met = np.empty(len(METRIC_NAMES))
     d = prep.data
     K.run_strategy(prm, bank, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
-                   prep.has_regime, prep.has_corr, prep.rate, prep.ppy, met, pos, ret, True)  # fmt: skip
-    return SimResult(position=pos, returns=ret, equity=np.cumprod(1.0 + ret), trades=int(met[6]), metrics=met)
+                   prep.has_regime, prep.has_corr, prep.rate, prep.ppy, prep.borrow, _NO_UMAP, 0, 0,
+                   np.zeros(1), 0.0, 0, met, pos, ret, True)  # fmt: skip
+    return SimResult(position=pos, returns=ret, equity=np.cumprod(1.0 + ret), trades=int(met[K.M_NTRADES]),
+                     metrics=met)  # fmt: skip

@@ -39,29 +39,42 @@ def new_run_id() -> str:
 
 
 class FitnessSettings(BaseModel):
-    """Mirrors :class:`qt_pipeline.evolution.fitness.FitnessConfig`."""
+    """Mirrors :class:`qt_pipeline.evolution.fitness.FitnessConfig` (plus ``min_horizon_days``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     metric: Literal["sharpe", "sortino", "calmar", "cagr"] = "sharpe"
-    min_trades: int = Field(default=10, ge=0)
-    max_drawdown: float = Field(default=0.5, gt=0.0, le=1.0)
-    trade_penalty: float = Field(default=1.0, ge=0.0)
-    drawdown_penalty: float = Field(default=2.0, ge=0.0)
+    min_trades: int = Field(default=10, ge=0)  # in sample, all folds and symbols together
+    min_trades_per_fold: int = Field(default=3, ge=0)
+    max_drawdown: float = Field(default=0.5, gt=0.0, le=1.0)  # in every in-sample fold
+    min_exposure: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_exposure: float = Field(default=1.0, ge=0.0, le=1.0)
+    fold_aggregate: Literal["mean", "median", "min"] = "mean"
+    # CAGR and Calmar extrapolate to a year: refused as fitness, and shown as n/a, on shorter windows
+    min_horizon_days: float = Field(default=365.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _exposure(self) -> FitnessSettings:
+        if self.min_exposure > self.max_exposure:
+            raise ValueError(
+                f"min_exposure ({self.min_exposure}) must not exceed max_exposure ({self.max_exposure})"
+            )
+        return self
 
     def to_core(self) -> Any:
         from qt_pipeline.evolution.fitness import FitnessConfig
 
-        return FitnessConfig(**self.model_dump())
+        return FitnessConfig(**self.model_dump(exclude={"min_horizon_days"}))
 
 
 class CostSettings(BaseModel):
-    """Mirrors :class:`qt_pipeline.evolution.backtest.Costs` (basis points per position change)."""
+    """Mirrors :class:`qt_pipeline.evolution.backtest.Costs` (see ``docs/execution_model.md``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    fee_bps: float = Field(default=1.0, ge=0.0, le=1000.0)
+    fee_bps: float = Field(default=1.0, ge=0.0, le=1000.0)  # per unit of traded notional
     slippage_bps: float = Field(default=1.0, ge=0.0, le=1000.0)
+    borrow_bps_per_year: float = Field(default=0.0, ge=0.0, le=5000.0)  # on short positions, per bar held
 
     def to_core(self) -> Any:
         from qt_pipeline.evolution.backtest import Costs
@@ -96,8 +109,16 @@ class EvolutionConfig(BaseModel):
     train_end: datetime | None = None  # default: start + train_fraction * (end - start)
     test_start: datetime | None = None  # default: train_end (must not be before train_end)
     train_fraction: float = Field(default=0.7, gt=0.0, lt=1.0)
-    min_bars: int = Field(default=200, ge=10)  # per symbol, in each of the train and test windows
-    periods_per_year: float | None = Field(default=None, gt=0.0)  # default: from the bar spacing
+    min_bars: int = Field(default=200, ge=10)  # per symbol, in each in-sample and out-of-sample segment
+    periods_per_year: float | None = Field(default=None, gt=0.0)  # default: inferred calendar (calendar.py)
+    # portfolio: capital per symbol (normalised to sum 1); None = equal weight
+    weights: dict[str, float] | None = None
+
+    # --- walk-forward validation (validation.py) -------------------------------------------------------
+    folds: int = Field(default=3, ge=1, le=52)  # 1 = one train/test split (train_end/test_start apply)
+    scheme: Literal["rolling", "anchored"] = "rolling"
+    purge_bars: int = Field(default=0, ge=0)  # dropped at the start of every out-of-sample segment
+    embargo_bars: int = Field(default=0, ge=0)  # dropped at the start of every later in-sample segment
 
     # --- GA ------------------------------------------------------------------------------------------
     population_size: int = Field(default=50, ge=2, le=100_000)
@@ -148,6 +169,13 @@ class EvolutionConfig(BaseModel):
     def _times(cls, v: Any) -> Any:
         return _utc(v)
 
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k).strip().upper(): v2 for k, v2 in v.items()}
+        return v
+
     @field_validator("ray_address", mode="before")
     @classmethod
     def _address(cls, v: Any) -> Any:
@@ -185,6 +213,28 @@ class EvolutionConfig(BaseModel):
                 problems.append(
                     f"test_start ({te_start:%Y-%m-%d %H:%M}) must be before end; the test window is empty"
                 )
+        if self.folds > 1 and (self.train_end is not None or self.test_start is not None):
+            problems.append(
+                f"train_end/test_start set a single split, but folds={self.folds}: with several walk-forward "
+                "folds each block is split by train_fraction; remove train_end/test_start or set folds: 1"
+            )
+        if self.weights is not None:
+            extra = sorted(set(self.weights) - set(self.symbols))
+            missing = [s for s in self.symbols if s not in self.weights]
+            bad = {k: v for k, v in self.weights.items() if not (v >= 0 and v < float("inf"))}
+            if extra or missing or bad or sum(self.weights.values()) <= 0:
+                problems.append(
+                    f"weights must give every symbol {list(self.symbols)} a number >= 0 (not all 0); "
+                    f"unknown {extra or 'none'}, missing {missing or 'none'}, bad {bad or 'none'}"
+                )
+        if self.fitness.metric in ("cagr", "calmar") and self.end > self.start:
+            days = self.in_sample_days
+            if days < self.fitness.min_horizon_days:
+                problems.append(
+                    f"fitness.metric {self.fitness.metric!r} extrapolates returns to a year, but an in-sample fold "
+                    f"spans {days:.1f} days < fitness.min_horizon_days={self.fitness.min_horizon_days:g}; use "
+                    "sharpe or sortino, or a longer window"
+                )
         if self.tournament_size > self.population_size:
             problems.append(
                 f"tournament_size ({self.tournament_size}) cannot exceed population_size ({self.population_size})"
@@ -205,6 +255,19 @@ class EvolutionConfig(BaseModel):
             return self.train_end
         span = pd.Timestamp(self.end) - pd.Timestamp(self.start)
         return (pd.Timestamp(self.start) + span * self.train_fraction).floor("s").to_pydatetime()
+
+    @property
+    def in_sample_days(self) -> float:
+        """Days spanned by the shortest in-sample fold."""
+        if self.folds == 1:
+            return (pd.Timestamp(self.train_end_resolved) - pd.Timestamp(self.start)) / pd.Timedelta(days=1)
+        span = (pd.Timestamp(self.end) - pd.Timestamp(self.start)) / pd.Timedelta(days=1)
+        return span / self.folds * self.train_fraction
+
+    def weight_vector(self) -> list[float]:
+        if self.weights is None:
+            return [1.0] * len(self.symbols)
+        return [float(self.weights[s]) for s in self.symbols]
 
     @property
     def test_start_resolved(self) -> datetime:
@@ -230,7 +293,11 @@ def format_validation_error(exc: ValidationError, *, source: str = "evolution co
         given = err.get("input")
         shown = "" if isinstance(given, dict) or err["type"] == "missing" else f" (got {given!r})"
         if err["type"] == "extra_forbidden":
-            msg = f"unknown field; known fields: {', '.join(sorted(EvolutionConfig.model_fields))}"
+            model = {"fitness": FitnessSettings, "costs": CostSettings}.get(
+                str(err["loc"][0]), EvolutionConfig
+            )
+            known = model.model_fields if len(err["loc"]) > 1 else EvolutionConfig.model_fields
+            msg = f"unknown field; known fields: {', '.join(sorted(known))}"
         lines.append(f"  - {loc}: {msg}{shown}")
     return "\n".join(lines)
 

@@ -78,10 +78,13 @@ class HallOfFame:
         generation: int,
         size: int,
         phenotype: Callable[[np.ndarray], object] | None = None,
+        behaviour_column: int | None = None,
     ) -> HallOfFame:
         """The hall of fame after seeing ``pop``. ``phenotype(genome)`` (optional) names what a genome
         looks like to a researcher (the GA passes the strategy's plain-English description): of several
-        genomes with the same phenotype only the fittest (earliest on ties) is kept."""
+        genomes with the same phenotype only the fittest (earliest on ties) is kept. ``behaviour_column``
+        (optional) is a metric column that identifies a behaviour (the backtester's trade fingerprint):
+        near-duplicates that make the same trades (e.g. with another position size) count once."""
         genomes = np.concatenate([self.genomes, pop])
         fit = np.concatenate([self.fitness, fitness])
         met = np.concatenate([self.metrics, metrics])
@@ -94,7 +97,10 @@ class HallOfFame:
         # Different genomes can behave identically (a gene that does not act, e.g. an ATR period while the
         # ATR stop is off): the same fitness and metric row bit for bit. A hall of fame of clones tells a
         # researcher nothing, so keep one strategy per behaviour, the earliest found.
-        behaviour = np.ascontiguousarray(np.column_stack([fit[ranked], met[ranked]]))
+        if behaviour_column is None:
+            behaviour = np.ascontiguousarray(np.column_stack([fit[ranked], met[ranked]]))
+        else:
+            behaviour = np.ascontiguousarray(met[ranked][:, [behaviour_column]])
         _, distinct = np.unique(
             behaviour.view(np.dtype((np.void, behaviour.shape[1] * 8))), return_index=True
         )
@@ -284,10 +290,11 @@ class GeneticAlgorithm:
     a checkpoint continues exactly as the uninterrupted run would.
     """
 
-    def __init__(self, params: GAParams, evaluate: EvaluateFn):
+    def __init__(self, params: GAParams, evaluate: EvaluateFn, *, behaviour_column: int | None = None):
         from qt_pipeline.evolution import genome
 
         self.params = params
+        self.behaviour_column = behaviour_column
         self.evaluate = evaluate
         self._genome = genome
         self.low = np.asarray(genome.LOWER, dtype=np.float64)
@@ -316,7 +323,7 @@ class GeneticAlgorithm:
         )
         metrics, fitness = self._eval(pop)
         hof = HallOfFame.empty(pop.shape[1], metrics.shape[1]).update(
-            pop, fitness, metrics, 0, self.params.hall_of_fame_size, _strategy_text
+            pop, fitness, metrics, 0, self.params.hall_of_fame_size, _strategy_text, self.behaviour_column
         )
         stats = generation_stats(0, pop, fitness, len(pop), time.perf_counter() - t0)
         return GAState(0, pop, fitness, metrics, dict(rng.bit_generator.state), hof, len(pop), stats)
@@ -352,7 +359,13 @@ class GeneticAlgorithm:
         metrics = np.concatenate([state.metrics[elite_idx], c_metrics])
         gen = state.generation + 1
         hof = state.hall_of_fame.update(
-            children, c_fitness, c_metrics, gen, self.params.hall_of_fame_size, _strategy_text
+            children,
+            c_fitness,
+            c_metrics,
+            gen,
+            self.params.hall_of_fame_size,
+            _strategy_text,
+            self.behaviour_column,
         )
         stats = generation_stats(gen, pop, fitness, len(children), time.perf_counter() - t0)
         return replace(

@@ -38,8 +38,14 @@ class EvaluatorError(RuntimeError):
 
 
 def evaluate_chunk(chunk: np.ndarray, costs: Any, periods_per_year: float, *datasets: Any) -> np.ndarray:
-    """Metrics ``(len(chunk), len(datasets), n_metrics)`` of ``chunk`` on every dataset (serial)."""
+    """Metrics ``(len(chunk), len(datasets), n_metrics)`` of ``chunk`` on every dataset (serial); with
+    one :class:`~qt_pipeline.evolution.validation.Plan` as the dataset, the plan's rows (portfolio per
+    walk-forward group, then per segment and symbol)."""
     from qt_pipeline.evolution.backtest import evaluate_population
+    from qt_pipeline.evolution.validation import Plan
+
+    if len(datasets) == 1 and isinstance(datasets[0], Plan):
+        return datasets[0].evaluate(chunk, costs)
 
     return np.stack([evaluate_population(chunk, d, costs, periods_per_year) for d in datasets], axis=1)
 

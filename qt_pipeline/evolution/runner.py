@@ -10,8 +10,12 @@ Order of work (bad input fails before anything is written to the state tables):
 4. create the run record, then evolve: every generation is committed in one transaction;
 5. re-score the hall of fame out of sample, store the evolved strategies, mark the run completed.
 
-Several symbols: every genome is backtested on each symbol; its fitness is the mean over symbols of the
-per-symbol fitness and its reported metrics are the per-symbol means.
+Evaluation (:mod:`qt_pipeline.evolution.validation`): the window is split into ``folds`` walk-forward
+blocks, each with an in-sample and an out-of-sample segment. A genome is scored on the portfolio it would
+run across the symbols (``weights``, equal by default) in every in-sample fold; its fitness aggregates
+the folds under hard constraints (:mod:`qt_pipeline.evolution.fitness`); its stored metric row is the
+portfolio over all in-sample segments. The GA never sees an out-of-sample bar; the report shows every
+fold's out-of-sample result. Annualisation follows the data's calendar (:mod:`.calendar`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import pandas as pd
 from qt_pipeline.evolution.backtest import release_workspace
 from qt_pipeline.evolution.config import EvolutionConfig, EvolutionConfigError
 from qt_pipeline.evolution.ga import GAParams, GAState, GenerationStats, GeneticAlgorithm, HallOfFame
-from qt_pipeline.evolution.report import OOSReport, build_report, symbol_fitness
+from qt_pipeline.evolution.metrics import METRIC_INDEX
+from qt_pipeline.evolution.report import OOSReport, build_report
 from qt_pipeline.evolution.state import EvolutionStateStore, RunConfigMismatchError, RunNotFoundError
 from qt_pipeline.redaction import redact
 
@@ -36,23 +41,41 @@ log = logging.getLogger("qt_pipeline.evolution")
 
 ProgressFn = Callable[[GenerationStats, int], None]  # (stats of the committed generation, total generations)
 BAR_FIELDS = ("timestamp", "open", "high", "low", "close", "volume")
+TRADE_KEY_COLUMN = METRIC_INDEX["trade_key"]  # hall of fame: one strategy per set of trades
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    train: list[Any]  # MarketData per symbol
-    test: list[Any]
-    periods_per_year: float
-    train_window: tuple[pd.Timestamp, pd.Timestamp]
-    test_window: tuple[pd.Timestamp, pd.Timestamp]
+    is_plan: Any  # validation.Plan over the in-sample segments (groups: folds, then all in-sample)
+    oos_plan: Any  # validation.Plan over the out-of-sample segments (groups: folds, then all)
+    calendar: Any  # calendar.Calendar
+    fold_index: tuple[int, ...]  # groups of is_plan that are the walk-forward folds
+    all_index: int  # group of is_plan with every in-sample segment
+    oos_all_index: int
+
+    @property
+    def periods_per_year(self) -> float:
+        return float(self.calendar.periods_per_year)
+
+    @property
+    def train(self) -> list[Any]:
+        """MarketData per symbol of the first in-sample segment."""
+        return list(self.is_plan.segments[0].datasets)
 
     @property
     def train_bars(self) -> int:
-        return sum(len(d) for d in self.train)
+        return sum(len(d) for seg in self.is_plan.segments for d in seg.datasets)
 
     @property
     def test_bars(self) -> int:
-        return sum(len(d) for d in self.test)
+        return sum(len(d) for seg in self.oos_plan.segments for d in seg.datasets)
+
+    def score(self, rows: np.ndarray, fit_cfg: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(all-in-sample portfolio rows, fitness) of in-sample plan rows ``(n, R, m)``."""
+        from qt_pipeline.evolution.fitness import fitness
+
+        allis = np.ascontiguousarray(rows[:, self.all_index, :])
+        return allis, fitness(allis, fit_cfg, rows[:, list(self.fold_index), :])
 
 
 @dataclass
@@ -136,8 +159,11 @@ def check_run_id(config: EvolutionConfig, state_store: EvolutionStateStore) -> A
 
 
 def prepare_data(config: EvolutionConfig, store: Any) -> PreparedData:
-    """Read and split the bars of ``config.symbols`` through the storage interface; validate counts."""
-    from qt_pipeline.evolution.backtest import MarketData, infer_periods_per_year
+    """Read the bars of ``config.symbols`` through the storage interface, cut them into walk-forward
+    segments (validation.py) and infer the calendar; validate bar counts."""
+    from qt_pipeline.evolution.backtest import MarketData
+    from qt_pipeline.evolution.calendar import infer_calendar
+    from qt_pipeline.evolution.validation import Plan, Segment, fold_groups, walk_forward_bounds
 
     listed = store.list_symbols()
     known = set(listed["symbol"].astype(str)) if len(listed) else set()
@@ -148,31 +174,75 @@ def prepare_data(config: EvolutionConfig, store: Any) -> PreparedData:
             f"{sorted(known)[:20] or 'no symbols'}); ingest them first or fix 'symbols'"
         )
     start, end = pd.Timestamp(config.start), pd.Timestamp(config.end)
-    tr_end, te_start = pd.Timestamp(config.train_end_resolved), pd.Timestamp(config.test_start_resolved)
-    train, test, problems = [], [], []
-    for sym in config.symbols:
-        df = store.read_bars(sym, start, end, columns=list(BAR_FIELDS))
-        ts = df["timestamp"]
-        tr = df[ts < tr_end]
-        te = df[ts >= te_start]
-        for name, part, (a, b) in (("train", tr, (start, tr_end)), ("test", te, (te_start, end))):
-            if len(part) < config.min_bars:
-                problems.append(
-                    f"{sym}: {len(part)} bars in the {name} window [{a:%Y-%m-%d %H:%M}, {b:%Y-%m-%d %H:%M}), "
-                    f"need at least min_bars={config.min_bars}"
-                )
-        if not problems:
-            train.append(MarketData.from_frame(tr.reset_index(drop=True), symbol=sym))
-            test.append(MarketData.from_frame(te.reset_index(drop=True), symbol=sym))
+    if config.folds == 1:
+        tr_end, te_start = pd.Timestamp(config.train_end_resolved), pd.Timestamp(config.test_start_resolved)
+        windows = [((start, tr_end), (te_start, end))]
+    else:
+        windows = [
+            ((a, m), (m, b))
+            for a, m, b in walk_forward_bounds(start, end, config.folds, config.train_fraction)
+        ]
+    frames = {sym: store.read_bars(sym, start, end, columns=list(BAR_FIELDS)) for sym in config.symbols}
+    problems: list[str] = []
+    is_segs, oos_segs = [], []
+    for k, ((a, m), (m2, b)) in enumerate(windows):
+        for kind, (lo, hi), drop, out in (
+            ("in-sample", (a, m), config.embargo_bars if k > 0 else 0, is_segs),
+            ("out-of-sample", (m2, b), config.purge_bars, oos_segs),
+        ):
+            parts = []
+            for sym, df in frames.items():
+                ts = df["timestamp"]
+                part = df[(ts >= lo) & (ts < hi)].iloc[drop:].reset_index(drop=True)
+                if len(part) < max(2, config.min_bars):
+                    problems.append(
+                        f"{sym}: {len(part)} bars in {kind} segment {k + 1} [{lo:%Y-%m-%d %H:%M}, "
+                        f"{hi:%Y-%m-%d %H:%M}) after dropping {drop}, need at least min_bars={config.min_bars}"
+                    )
+                    continue
+                parts.append(MarketData.from_frame(part, symbol=sym))
+            if len(parts) == len(frames):
+                name = f"{'IS' if kind == 'in-sample' else 'OOS'} {k + 1}"
+                out.append(Segment(name, tuple(parts), lo, hi))
     if problems:
         raise EvolutionConfigError(
             "evolution config: not enough bars — "
-            + "; ".join(problems)
-            + f" (store {store.location}). Widen start/end, move train_end/test_start, lower min_bars, "
+            + "; ".join(problems[:8])
+            + f" (store {store.location}). Widen start/end, use fewer folds, lower min_bars or purge/embargo, "
             "or ingest more history."
         )
-    ppy = config.periods_per_year or infer_periods_per_year(train[0].timestamp)
-    return PreparedData(train, test, float(ppy), (start, tr_end), (te_start, end))
+    all_ts = np.unique(np.concatenate([d.timestamp for seg in (*is_segs, *oos_segs) for d in seg.datasets]))
+    calendar = infer_calendar(all_ts, config.periods_per_year)
+    k = config.folds
+    groups = list(fold_groups(k, config.scheme))
+    every = tuple(range(k))
+    if every not in groups:
+        groups.append(every)
+    oos_groups = [(i,) for i in range(k)] + ([every] if k > 1 else [])
+    weights = np.asarray(config.weight_vector(), dtype=np.float64)
+    ppy = float(calendar.periods_per_year)
+    is_plan = Plan(tuple(config.symbols), weights, tuple(is_segs), tuple(groups), ppy)
+    oos_plan = Plan(tuple(config.symbols), weights, tuple(oos_segs), tuple(oos_groups), ppy)
+    return PreparedData(
+        is_plan, oos_plan, calendar, tuple(range(k)), groups.index(every), len(oos_groups) - 1
+    )
+
+
+def trial_sharpes(
+    state_store: EvolutionStateStore, run_id: str, last_generation: int, elite: int
+) -> np.ndarray:
+    """The in-sample (annualised) Sharpe ratio of every genome evaluated by the run, read back from its
+    checkpoints (generation 0: the whole population; later: the offspring, i.e. the rows after the
+    elites), so a resumed run counts exactly the trials of an uninterrupted one."""
+    col = METRIC_INDEX["sharpe"]
+    out = []
+    for g in range(last_generation + 1):
+        chk = state_store.load_checkpoint(run_id, g)
+        if chk is None:
+            continue
+        m = chk.state.metrics
+        out.append(m[:, col] if g == 0 else m[elite:, col])
+    return np.concatenate(out) if out else np.empty(0)
 
 
 def run_evolution(
@@ -208,13 +278,12 @@ def run_evolution(
         checkpoint = state_store.load_checkpoint(config.run_id) if existing is not None else None
         costs = config.costs.to_core()
         fit_cfg = config.fitness.to_core()
-        evaluator.set_data(data.train, costs, data.periods_per_year)
+        evaluator.set_data([data.is_plan], costs, data.periods_per_year)
 
         def evaluate(pop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            m3 = evaluator.evaluate(pop)
-            return m3.mean(axis=1), symbol_fitness(m3, fit_cfg)
+            return data.score(evaluator.evaluate(pop), fit_cfg)
 
-        ga = GeneticAlgorithm(GAParams.from_config(config), evaluate)
+        ga = GeneticAlgorithm(GAParams.from_config(config), evaluate, behaviour_column=TRADE_KEY_COLUMN)
         total = config.generations
         resumed_from = checkpoint.state.generation if checkpoint is not None else None
         info = {
@@ -253,14 +322,8 @@ def run_evolution(
                 if progress is not None:
                     progress(state.stats, total)
             evolve_seconds = time.perf_counter() - t_evolve
-            report = build_report(
-                state.hall_of_fame,
-                data.test,
-                costs,
-                data.periods_per_year,
-                fit_cfg,
-                config.oos_collapse_threshold,
-            )
+            trials = trial_sharpes(state_store, config.run_id, state.generation, config.elite)
+            report = build_report(state.hall_of_fame, data, costs, fit_cfg, config, trials)
             state_store.save_strategies(config.run_id, report.strategy_rows(), complete=True)
         except BaseException as exc:
             if isinstance(exc, Exception):  # an interrupt (Ctrl-C) leaves the run resumable as 'running'
@@ -298,6 +361,7 @@ def run_evolution(
         extra={
             "startup_seconds": getattr(evaluator, "startup_seconds", 0.0),
             "periods_per_year": data.periods_per_year,
+            "calendar": data.calendar.describe(),
         },
     )
 
@@ -316,37 +380,58 @@ def print_summary(result: EvolutionResult, console: Any = None, *, top: int = 5)
         f"on {result.evaluator}; state: {redact(result.state_location)}"
     )
     n_sym = len(result.config.symbols)
-    per = f"; metrics are means over {n_sym} symbols" if n_sym > 1 else ""
+    per = f"; portfolio of {n_sym} symbols" if n_sym > 1 else ""
     table = Table(title=f"best strategies (in-sample | out-of-sample{per})")
-    for col in (
-        "#",
-        "fitness IS",
-        "fitness OOS",
-        "Sharpe IS",
-        "Sharpe OOS",
-        "return IS",
-        "return OOS",
-        "max DD OOS",
-        "trades OOS",
-        "flags",
-    ):
+    cols = ("#", "fitness IS", "fitness OOS", "Sharpe IS", "Sharpe OOS", "PSR", "DSR", "return IS", "return OOS",
+            "B&H OOS", "max DD OOS", "trades IS", "trades OOS", "turnover IS", "flags")  # fmt: skip
+    for col in cols:
         table.add_column(col, justify="right" if col != "flags" else "left")
     t = result.report.table
+
+    def num(v: float, spec: str) -> str:
+        return format(v, spec) if np.isfinite(v) else "n/a"
+
     for r in t.head(top).itertuples(index=False):
         d = r._asdict()
         table.add_row(
             str(d["rank"]),
-            f"{d['fitness']:.3f}",
-            f"{d['oos_fitness']:.3f}",
-            f"{d['is_sharpe']:.2f}",
-            f"{d['oos_sharpe']:.2f}",
-            f"{d['is_total_return']:.2%}",
-            f"{d['oos_total_return']:.2%}",
-            f"{d['oos_max_drawdown']:.2%}",
-            f"{d['oos_n_trades']:.0f}",
+            num(d["fitness"], ".3f"),
+            num(d["oos_fitness"], ".3f"),
+            num(d["is_sharpe"], ".2f"),
+            num(d["oos_sharpe"], ".2f"),
+            num(d["psr"], ".2f"),
+            num(d["dsr"], ".2f"),
+            num(d["is_total_return"], ".2%"),
+            num(d["oos_total_return"], ".2%"),
+            num(d["bh_oos_total_return"], ".2%"),
+            num(d["oos_max_drawdown"], ".2%"),
+            num(d["is_n_trades"], ".0f"),
+            num(d["oos_n_trades"], ".0f"),
+            num(d["is_turnover"], ".1f") + "x",
             d["flags"] or "-",
         )
     # piped output (a log, CI): rich would assume 80 columns and elide the numbers; print it full width
-    wide = console if console.is_terminal else Console(file=console.file, width=max(console.width, 136))
+    wide = console if console.is_terminal else Console(file=console.file, width=max(console.width, 200))
     wide.print(table)
     console.print(f"[bold]best strategy:[/bold] {result.best_description}")
+    if len(t):
+        best = t.iloc[0]
+        folds = sorted(
+            {c.split("_")[1] for c in t.columns if c.startswith("oos_f") and c.endswith("_sharpe")}
+        )
+        if len(folds) > 1:
+            parts = [
+                f"{f}: Sharpe {best[f'oos_{f}_sharpe']:.2f}, return {best[f'oos_{f}_total_return']:.2%}, "
+                f"{best[f'oos_{f}_n_trades']:.0f} trades"
+                for f in folds
+            ]
+            console.print("  out of sample per fold: " + "; ".join(parts))
+        if n_sym > 1:
+            parts = [
+                f"{s}: Sharpe IS {best[f'is_sharpe@{s}']:.2f} / OOS {best[f'oos_sharpe@{s}']:.2f}, trades "
+                f"{best[f'is_n_trades@{s}']:.0f} / {best[f'oos_n_trades@{s}']:.0f}"
+                for s in result.config.symbols
+            ]
+            console.print("  per symbol: " + "; ".join(parts))
+    for note in result.report.notes:
+        console.print(f"  note: {note}")

@@ -55,19 +55,20 @@ def write_bars(settings: Any, symbols: dict[str, int], *, seed: int = 7) -> None
 
 
 def small_config(**overrides: Any) -> dict[str, Any]:
-    """A small, fast run config over ``3 days`` of minute bars starting at START."""
+    """A small, fast run config over ``3 days`` of minute bars starting at START: two walk-forward folds
+    of 1.5 days, each 70% in sample."""
     cfg = {
         "symbols": ["BTCUSD"],
         "start": "2024-03-01",
         "end": "2024-03-04",
-        "train_end": "2024-03-03",
+        "folds": 2,
         "population_size": 12,
         "generations": 4,
         "seed": 11,
         "min_bars": 100,
         "hall_of_fame_size": 5,
         "use_ray": False,
-        "fitness": {"min_trades": 3},
+        "fitness": {"min_trades": 3, "min_trades_per_fold": 1},
     }
     cfg.update(overrides)
     return cfg

@@ -102,16 +102,20 @@ def test_a_flip_pays_both_the_exit_and_the_entry():
                    bars_from_close(CLOSES), COSTS)  # fmt: skip
     np.testing.assert_array_equal(sim.position, [0, 0, 0.5, 0.5, -0.5, 0.5])
     c = 0.5 * RATE
+
+    r2, r3, r4, r5 = 103 / 101 - 1, 102 / 103 - 1, 104 / 102 - 1, 105 / 104 - 1
     expected_r = [
         0.0,
         0.0,
-        (1 - c) * (1 + 0.5 * (103 / 101 - 1)) - 1,
-        (1 + 0.5 * (102 / 103 - 1)) * (1 - c) - 1,
-        (1 - c) * (1 - 0.5 * (104 / 102 - 1)) * (1 - c) - 1,
-        (1 - c) * (1 + 0.5 * (105 / 104 - 1)) - 1,
+        (1 - c) * (1 + 0.5 * r2 - abs(0.5 * 0.5 * r2) * RATE) - 1,  # kept: rebalanced back to 50%
+        (1 + 0.5 * r3 - 0.5 * (1 + r3) * RATE) - 1,  # closed (first half of the flip)
+        (1 - c) * (1 - 0.5 * r4 - 0.5 * (1 + r4) * RATE) - 1,
+        (1 - c) * (1 + 0.5 * r5) - 1,  # last bar: no decision, no rebalancing
     ]
     np.testing.assert_allclose(sim.returns, expected_r, rtol=0, atol=1e-15)
     assert sim.trades == 3
+    turnover = 0.5 + abs(0.25 * r2) + 0.5 * (1 + r3) + 0.5 + 0.5 * (1 + r4) + 0.5
+    assert sim.turnover == pytest.approx(turnover, abs=1e-14)
 
 
 def test_buy_and_hold_equals_the_price_return_less_the_entry_fee():
@@ -283,7 +287,8 @@ def test_evaluate_population_is_deterministic_and_equals_simulate(market):
     for i, vec in enumerate(pop):
         sim = simulate(vec, market, costs, PPY)
         assert sim.metrics.tobytes() == m1[i].tobytes()
-        assert compute_metrics(sim.returns, sim.position, PPY).tobytes() == m1[i].tobytes()
+        again = compute_metrics(sim.returns, sim.position, PPY, turnover=sim.turnover)
+        assert again.tobytes() == m1[i].tobytes()
         assert sim.trades == int(m1[i, 6])
     # threads and memory chunking do not change a bit
     assert evaluate_population(pop, market, costs, PPY, parallel=True).tobytes() == m1.tobytes()

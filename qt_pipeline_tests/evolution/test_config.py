@@ -46,6 +46,21 @@ EMPTY = {"evolution_runs": 0, "evolution_generations": 0, "evolution_strategies"
         ({"populaton_size": 5}, ["populaton_size", "unknown field", "population_size"]),
         ({"fitness": {"metric": "profit"}}, ["fitness.metric", "'sharpe'"]),
         ({"run_id": "bad id!"}, ["run_id", "should match pattern"]),
+        (
+            {"train_end": "2024-03-03"},
+            ["train_end/test_start set a single split, but folds=2", "set folds: 1"],
+        ),
+        (
+            {"fitness": {"metric": "cagr"}},
+            ["'cagr' extrapolates returns to a year", "days < fitness.min_horizon_days=365", "use sharpe"],
+        ),
+        ({"weights": {"BTCUSD": 1, "ETHUSD": 1}}, ["weights must give every symbol", "unknown ['ETHUSD']"]),
+        (
+            {"fitness": {"trade_penalty": 1.0}},
+            ["fitness.trade_penalty", "unknown field", "min_trades_per_fold"],
+        ),
+        ({"fitness": {"min_exposure": 0.9, "max_exposure": 0.5}}, ["min_exposure (0.9) must not exceed"]),
+        ({"folds": 0}, ["folds", "greater than or equal to 1"]),
     ],
 )
 def test_invalid_fields_are_reported_precisely(overrides, fragments):
@@ -58,7 +73,7 @@ def test_invalid_fields_are_reported_precisely(overrides, fragments):
 
 
 def test_defaults_and_derived_windows():
-    cfg = parse_config(small_config(train_end=None, train_fraction=0.5, run_id=None))
+    cfg = parse_config(small_config(folds=1, train_fraction=0.5, run_id=None))
     assert cfg.run_id.startswith("evo-")
     assert cfg.train_end_resolved.isoformat() == "2024-03-02T12:00:00+00:00"
     assert cfg.test_start_resolved == cfg.train_end_resolved
@@ -117,13 +132,14 @@ def _free_port() -> int:
             {"min_bars": 5000},
             EvolutionConfigError,
             [
-                "BTCUSD: 2880 bars in the train window [2024-03-01 00:00, 2024-03-03 00:00), need at least min_bars=5000"
+                "BTCUSD: 1512 bars in in-sample segment 1 [2024-03-01 00:00, 2024-03-02 01:12) after dropping 0, "
+                "need at least min_bars=5000"
             ],
         ),
         (
             {"start": "2024-03-10", "end": "2024-03-12", "train_end": None},
             EvolutionConfigError,
-            ["BTCUSD: 0 bars in the train window", "0 bars in the test window"],
+            ["BTCUSD: 0 bars in in-sample segment 1", "0 bars in out-of-sample segment 2"],
         ),
         (
             {"resume": True, "run_id": "nope"},

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from qt_pipeline.evolution import LOWER, N_GENES, UPPER, Costs, FitnessConfig, MarketData, repair
+from qt_pipeline.evolution.fitness import fitness
 from qt_pipeline.evolution.ga import (
     GAParams,
     GeneticAlgorithm,
@@ -18,7 +19,6 @@ from qt_pipeline.evolution.ga import (
     tournament_select,
 )
 from qt_pipeline.evolution.ray_eval import SerialEvaluator
-from qt_pipeline.evolution.report import symbol_fitness
 from qt_pipeline_tests.evolution.evo_helpers import synthetic_bars
 
 LOW = np.asarray(LOWER, float)
@@ -33,8 +33,8 @@ def evaluate():
     cfg = FitnessConfig(min_trades=3)
 
     def fn(pop):
-        m3 = ev.evaluate(pop)
-        return m3.mean(axis=1), symbol_fitness(m3, cfg)
+        m = ev.evaluate(pop)[:, 0]
+        return m, fitness(m, cfg)
 
     return fn
 

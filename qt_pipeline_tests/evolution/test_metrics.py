@@ -59,7 +59,10 @@ def test_trade_counting_rules():
 
 def test_degenerate_series():
     flat = compute_metrics(np.zeros(10), np.zeros(10), 252.0)
-    assert np.array_equal(flat, np.zeros(len(METRIC_NAMES)))
+    expect = np.zeros(len(METRIC_NAMES))
+    expect[METRIC_NAMES.index("kurtosis")] = 3.0  # a degenerate series is reported as normal (skew 0)
+    expect[METRIC_NAMES.index("n_bars")] = 10
+    assert np.array_equal(flat, expect)
     const = compute_metrics(np.full(10, 0.01), np.ones(10), 252.0)
     assert const[2] == 0.0  # no variation -> no Sharpe (not a rounding-noise blow-up)
     assert const[3] == 0.0 and const[5] == 0.0 and const[4] == 0.0 and const[7] == 1.0
@@ -67,6 +70,12 @@ def test_degenerate_series():
     assert wiped[0] == -1.0 and wiped[1] == -1.0 and wiped[5] == 1.0
     empty = compute_metrics(np.zeros(0), np.zeros(0), 252.0)
     assert np.array_equal(empty, np.zeros(len(METRIC_NAMES)))
+    # skewness and kurtosis of a known sample
+    r = np.array([0.01, -0.02, 0.03, 0.0, 0.05, -0.01])
+    m = compute_metrics(r, np.ones(6), 252.0)
+    z = r - r.mean()
+    assert m[METRIC_NAMES.index("skew")] == pytest.approx(np.mean(z**3) / np.mean(z**2) ** 1.5, rel=1e-9)
+    assert m[METRIC_NAMES.index("kurtosis")] == pytest.approx(np.mean(z**4) / np.mean(z**2) ** 2, rel=1e-9)
 
 
 def test_bad_input_is_explained():
@@ -76,5 +85,5 @@ def test_bad_input_is_explained():
         compute_metrics(np.zeros(3), np.zeros(3), 0.0)
     with pytest.raises(ValueError, match="non-finite"):
         compute_metrics(np.array([0.0, np.nan]), np.zeros(2), 252.0)
-    with pytest.raises(ValueError, match="a metric row has 9 values"):
+    with pytest.raises(ValueError, match=f"a metric row has {len(METRIC_NAMES)} values"):
         metrics_to_dict(np.zeros(3))

@@ -7,6 +7,7 @@ import pytest
 
 from qt_pipeline.evolution import Costs, MarketData, random_population, repair
 from qt_pipeline.evolution.config import parse_config
+from qt_pipeline.evolution.metrics import METRIC_NAMES
 from qt_pipeline.evolution.ray_eval import RayEvaluator, SerialEvaluator
 from qt_pipeline.evolution.runner import run_evolution
 from qt_pipeline.evolution.state import DuckDBStateStore
@@ -37,7 +38,7 @@ def test_ray_result_is_bit_identical_to_serial_and_ordered(ray_local, datasets):
     serial = SerialEvaluator()
     serial.set_data(datasets, Costs(), 525_960.0)
     expected = serial.evaluate(pop)
-    assert expected.shape == (23, 2, 9)
+    assert expected.shape == (23, 2, len(METRIC_NAMES))
 
     ev = RayEvaluator(num_workers=2, batch_size=5)
     ev.set_data(datasets, Costs(), 525_960.0)

@@ -92,7 +92,7 @@ def test_resume_after_sigkill_of_the_cli_process_equals_uninterrupted(settings, 
     SIGKILLed once a few generations are committed to Postgres; the same command then resumes it."""
     url, schema = pg_schema
     write_bars(settings, {"BTCUSD": 20 * 1440})
-    cfg = small_config(end="2024-03-21", train_end="2024-03-15", population_size=40, generations=50)
+    cfg = small_config(end="2024-03-21", folds=3, population_size=40, generations=50)
     cfg_path = write_yaml(tmp_path / "evo.yaml", cfg)
     env = {
         **os.environ,

@@ -157,19 +157,20 @@ def test_run_checkpoints_hold_what_the_ga_computed(state_store, settings):
         store.close()
     c1 = state_store.load_checkpoint("chk", 1).state
     c2 = state_store.load_checkpoint("chk", 2).state
-    from qt_pipeline.evolution.backtest import MarketData
     from qt_pipeline.evolution.ga import GAParams, GeneticAlgorithm
     from qt_pipeline.evolution.ray_eval import SerialEvaluator
-    from qt_pipeline.evolution.report import symbol_fitness
-    from qt_pipeline_tests.evolution.evo_helpers import synthetic_bars
+    from qt_pipeline.evolution.runner import TRADE_KEY_COLUMN, prepare_data
 
-    bars = synthetic_bars("BTCUSD", 4320, seed=7)
-    train = MarketData.from_frame(bars[bars["timestamp"] < cfg.train_end_resolved].reset_index(drop=True))
+    store = get_storage("local", settings)
+    try:
+        data = prepare_data(cfg, store)
+    finally:
+        store.close()
     ev = SerialEvaluator()
-    ev.set_data([train], cfg.costs.to_core(), result.extra["periods_per_year"])
+    ev.set_data([data.is_plan], cfg.costs.to_core(), data.periods_per_year)
     fc = cfg.fitness.to_core()
     ga = GeneticAlgorithm(
-        GAParams.from_config(cfg), lambda p: (ev.evaluate(p).mean(axis=1), symbol_fitness(ev.evaluate(p), fc))
+        GAParams.from_config(cfg), lambda p: data.score(ev.evaluate(p), fc), behaviour_column=TRADE_KEY_COLUMN
     )
     replay = ga.step(c1)
     assert replay.population.tobytes() == c2.population.tobytes()

@@ -15,14 +15,18 @@ from qt_pipeline.defs.resources import StorageResource
 class FitnessRunConfig(dg.Config):
     metric: Literal["sharpe", "sortino", "calmar", "cagr"] = "sharpe"
     min_trades: int = 10
+    min_trades_per_fold: int = 3
     max_drawdown: float = 0.5
-    trade_penalty: float = 1.0
-    drawdown_penalty: float = 2.0
+    min_exposure: float = 0.0
+    max_exposure: float = 1.0
+    fold_aggregate: Literal["mean", "median", "min"] = "mean"
+    min_horizon_days: float = 365.0
 
 
 class CostsRunConfig(dg.Config):
     fee_bps: float = 1.0
     slippage_bps: float = 1.0
+    borrow_bps_per_year: float = 0.0
 
 
 class EvolutionRunConfig(dg.Config):
@@ -41,6 +45,11 @@ class EvolutionRunConfig(dg.Config):
     train_fraction: float = 0.7
     min_bars: int = 200
     periods_per_year: float | None = None
+    weights: dict[str, float] | None = Field(default=None, description="Capital per symbol; empty: equal")
+    folds: int = Field(default=3, description="Walk-forward folds (1 = one train/test split)")
+    scheme: Literal["rolling", "anchored"] = "rolling"
+    purge_bars: int = 0
+    embargo_bars: int = 0
     population_size: int = 50
     generations: int = 10
     seed: int = 0
