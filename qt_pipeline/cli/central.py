@@ -251,6 +251,9 @@ def register(app: typer.Typer) -> None:
         stopped = stop_embedded_postgres(settings, remove_data=remove_data)
         typer.echo("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL was running")
 
+    from qt_pipeline.cli.bootstrap import register_db
+
+    register_db(db_app)
     app.add_typer(db_app, name="db")
 
 
