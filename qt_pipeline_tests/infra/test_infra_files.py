@@ -67,7 +67,7 @@ def test_compose_neon_override_drops_the_local_postgres() -> None:
     assert out.returncode == 0, out.stderr
     services = json.loads(out.stdout)["services"]
     assert "postgres" not in services  # moved to a profile that is not started
-    assert "depends_on" not in services["db-bootstrap"]
+    assert "depends_on" not in services["db-bootstrap"] and "depends_on" not in services["dagster-init"]
     assert (
         services["code-location"]["depends_on"]["db-bootstrap"]["condition"]
         == "service_completed_successfully"
@@ -83,7 +83,8 @@ def test_every_long_running_service_has_health_restart_and_limits(stack: dict) -
         assert svc.get("restart") == "unless-stopped", f"{name}: restart policy {svc.get('restart')}"
         limits = svc.get("deploy", {}).get("resources", {}).get("limits", {})
         assert limits.get("cpus") and limits.get("memory"), f"{name}: no resource limits"
-    assert services["db-bootstrap"]["restart"] == "no"
+    assert services["db-bootstrap"]["restart"] == services["dagster-init"]["restart"] == "no"
+    assert "concurrency set qt_duckdb_writer 1" in " ".join(services["dagster-init"]["command"])
     # the stack starts in dependency order on health, not on container start
     assert services["code-location"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
     assert services["ray-worker"]["deploy"]["replicas"] == 2
