@@ -8,7 +8,7 @@ umask 077
 mkdir -p secrets
 rand() { python3 -c 'import secrets; print(secrets.token_urlsafe(24))'; }
 put() { [ -s "secrets/$1.txt" ] || printf '%s' "$2" >"secrets/$1.txt"; }
-for f in postgres_password dagster_pg_password qt_owner_password qt_writer_password qt_reader_password; do
+for f in postgres_password dagster_pg_password qt_owner_password qt_writer_password qt_reader_password ray_auth_token; do
     put "$f" "$(rand)"
 done
 r() { cat "secrets/$1.txt"; }

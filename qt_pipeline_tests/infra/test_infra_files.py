@@ -109,13 +109,18 @@ def test_secrets_come_from_files_never_from_the_compose_file(stack: dict) -> Non
     for name, svc in stack["services"].items():
         for key, value in (svc.get("environment") or {}).items():
             assert not url_with_password.search(str(value or "")), f"{name}: {key} holds credentials"
-            if re.search(r"PASSWORD|DATABASE_URL|DIRECT_URL|API_KEY|ADMIN_URL", key):
+            if re.search(r"PASSWORD|DATABASE_URL|DIRECT_URL|API_KEY|ADMIN_URL|TOKEN$", key):
                 assert key.endswith("_FILE") and str(value).startswith("/run/secrets/"), f"{name}: {key}"
     for secret in stack["secrets"].values():
         assert Path(secret["file"]).parent == INFRA / "compose" / "secrets"
-    # Ray nodes get no credentials at all (bars reach them through the object store)
+    # Ray nodes get no database credentials (bars reach them through the object store), only the
+    # cluster's token, which the driver (code-location) presents too
+    for name in ("ray-head", "ray-worker", "code-location"):
+        svc = stack["services"][name]
+        assert svc["environment"]["RAY_AUTH_MODE"] == "token", name
+        assert svc["environment"]["RAY_AUTH_TOKEN_PATH"] == "/run/secrets/ray_auth_token", name
     for name in ("ray-head", "ray-worker"):
-        assert not stack["services"][name].get("secrets"), name
+        assert [s["source"] for s in stack["services"][name]["secrets"]] == ["ray_auth_token"], name
     ignored = (INFRA / "compose" / "secrets" / ".gitignore").read_text().split()
     assert ignored[-2:] == ["*", "!.gitignore"]
 
