@@ -268,6 +268,9 @@ def register(app: typer.Typer) -> None:
                 f"stopped and removed an orphaned embedded PostgreSQL (its data directory is gone): {real}"
             )
 
+    from qt_pipeline.cli.bootstrap import register_db
+
+    register_db(db_app)
     app.add_typer(db_app, name="db")
 
 
