@@ -37,6 +37,7 @@ class RunContext:
     population: int = 24
     generations: int = 5
     use_ray: bool = True
+    min_bars: int | None = None  # evolution: bars per symbol needed in each window (None = config default)
     log_level: str = "WARNING"  # Dagster console log level during materialisations
     instance: Any = None
     defs: Any = None
@@ -217,6 +218,7 @@ def stage_evolve(ctx: RunContext) -> None:
                 "use_ray": ctx.use_ray,
                 "ray_address": ctx.settings.ray_address,
                 "num_workers": 2,
+                **({"min_bars": ctx.min_bars} if ctx.min_bars is not None else {}),
             }
         )
     except EvolutionConfigError as exc:
@@ -314,6 +316,14 @@ def run_command(
         Optional[datetime],  # noqa: UP045 - typer
         typer.Option(formats=["%Y-%m-%d"], help="Last day to ingest, inclusive (with --start)."),
     ] = None,
+    min_bars: Annotated[
+        Optional[int],  # noqa: UP045 - typer
+        typer.Option(
+            min=10,
+            help="Evolution: bars per symbol needed in each of the train and test windows (default 200; "
+            "lower it for daily bars).",
+        ),
+    ] = None,
 ) -> None:
     """Run the main job on embedded defaults: ingest the last N days of bars (synthetic by default)
     through Dagster, migrate them into the central PostgreSQL (an embedded server when NEON_DATABASE_URL
@@ -355,6 +365,7 @@ def run_command(
             population=population,
             generations=generations,
             use_ray=ray,
+            min_bars=min_bars,
         )
         from qt_pipeline.definitions import defs
 
