@@ -128,13 +128,13 @@ class ExchangeSource(MarketDataSource):
             before_sleep_log,
             retry_if_exception_type,
             stop_after_attempt,
-            wait_exponential_jitter,
+            wait_random_exponential,
         )
 
         for attempt in Retrying(
             retry=retry_if_exception_type(ccxt.OperationFailed),
             stop=stop_after_attempt(self.retries + 1),
-            wait=wait_exponential_jitter(initial=self.retry_initial_s, max=self.retry_max_s),
+            wait=wait_random_exponential(multiplier=self.retry_initial_s, max=self.retry_max_s),
             before_sleep=before_sleep_log(log, logging.WARNING),
             reraise=True,
         ):
