@@ -194,3 +194,35 @@ def test_validate_warnings_alone_exit_zero_and_config_sources(settings, tmp_path
     assert f"{f}: 1 row(s) accepted, 0 row(s) rejected; bars 2024-01-02T00:00:00+00:00" in res.output
     bad = runner.invoke(app, ["validate", "--config", str(cfg), "--source", "nope", str(f)])
     assert bad.exit_code == 2 and "--source 'nope' is not in" in bad.output
+
+
+def test_run_with_landing_source_quarantines_files_that_fit_no_partition(settings, monkeypatch):
+    from datetime import date
+
+    from rich.console import Console
+
+    from qt_pipeline.cli.run import RunContext, stage_quarantine
+    from qt_pipeline.config import get_settings
+
+    monkeypatch.setenv("QT_MARKET_SOURCE", "landing")
+    get_settings.cache_clear()
+    s = get_settings()
+    landing = s.resolved_landing_dir
+    landing.mkdir(parents=True)
+    (landing / "empty.csv").write_bytes(b"")
+    (landing / "garbage.csv").write_bytes(b"\x00\x01\x02 garbage\n")
+    _write(landing / "types.csv", [HEADER, "BTCUSD,yesterday,a,b,c,d,e,f,g"])
+    good = _write(landing / "good.csv", [HEADER, *GOOD])
+    console = Console(record=True, width=200)
+    ctx = RunContext(settings=s, console=console, days=[date(2024, 1, 3)], symbols=["BTCUSD"])
+    stage_quarantine(ctx)
+    out = console.export_text()
+    assert ctx.results["quarantine"] == {"files": 3}
+    for name in ("empty.csv", "garbage.csv", "types.csv"):
+        assert f"{name}: quarantined" in out
+    assert "good.csv" not in out
+    store = StorageResource(backend="local").get_store()
+    reasons = store.read_rejects().groupby("source")["reason"].apply(set).to_dict()
+    assert reasons[str(landing / "empty.csv")] == {"empty_file"}
+    assert "wrong_type" in reasons[str(landing / "types.csv")]
+    assert str(good) not in reasons
