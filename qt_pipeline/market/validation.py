@@ -387,7 +387,7 @@ def parse_timestamps(
             + f"' does not match the source's timestamp format '{timestamp_format}'"
         )
         return ParsedTimestamps(utc, reason, detail, anchored)
-    epoch = t.str.fullmatch(_EPOCH_RE)
+    epoch = _regex(t, _EPOCH_RE, full=True)
     if epoch.any():
         e_idx = epoch[epoch].index
         reason[e_idx] = RejectReason.WRONG_TYPE.value
@@ -396,9 +396,12 @@ def parse_timestamps(
             "not accepted (unit unknown)"
         )
         t = t[~epoch]
-    has_offset = t.str.contains(_OFFSET_RE, regex=True)
+    has_offset = _regex(t, _OFFSET_RE)
     if has_offset.any():
-        t_aw = t[has_offset].str.replace(r"\s*(?:UTC|GMT)$", "Z", regex=True)
+        t_aw = t[has_offset]
+        named = _regex(t_aw, r"(?:UTC|GMT)$")
+        if named.any():
+            t_aw = t_aw.where(~named, t_aw[named].str.replace(r"\s*(?:UTC|GMT)$", "Z", regex=True))
         parsed = pd.to_datetime(t_aw, utc=True, format="ISO8601", errors="coerce")
         ok = parsed.notna()
         lossy = _sub_microsecond(parsed)
@@ -431,17 +434,44 @@ def parse_timestamps(
         full = pd.Series(pd.NaT, index=idx, dtype="datetime64[us]")
         full[parsed[ok].index] = parsed[ok].astype("datetime64[us]")
         date_only = pd.Series(False, index=idx)
-        date_only[naive_t.index] = naive_t.str.fullmatch(r"\d{4}-\d{2}-\d{2}").fillna(False).astype(bool)
+        date_only[naive_t.index] = _regex(naive_t, r"\d{4}-\d{2}-\d{2}", full=True)
         rest = anchor(full, where & date_only)
         localize(full, (where & ~date_only) | rest)
     return ParsedTimestamps(utc, reason, detail, anchored)
+
+
+def _arrow_text(s: pd.Series):
+    """``s`` as an Arrow string array (zero-copy for Arrow-backed strings)."""
+    import pyarrow as pa
+
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        arr = pa.array(s.array)
+        return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    return pa.array(s.to_numpy(dtype=object, na_value=None), type=pa.string())
+
+
+def _regex(s: pd.Series, pattern: str, full: bool = False) -> pd.Series:
+    """Boolean Series: where the text of ``s`` matches ``pattern`` (anywhere, or whole with ``full``);
+    False where missing. Uses Arrow's RE2 kernels (pandas falls back to Python's re for these)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if full:
+        pattern = "^(?:" + pattern.removeprefix("^").removesuffix("$") + ")$"
+    try:
+        arr = _arrow_text(s)
+        hit = pc.match_substring_regex(arr, pattern).fill_null(False)
+        return pd.Series(hit.to_numpy(zero_copy_only=False), index=s.index, dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):  # a pattern RE2 cannot run
+        m = s.str.fullmatch(pattern) if full else s.str.contains(pattern, regex=True)
+        return m.fillna(False).astype(bool)
 
 
 def normalize_symbols(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """``(normalised, malformed_mask)``: stripped, upper-cased symbols and where they are malformed."""
     text = _as_text(s)
     norm = text.str.upper()
-    ok = norm.notna() & norm.str.fullmatch(SYMBOL_PATTERN).fillna(False).astype(bool)
+    ok = norm.notna() & _regex(norm, SYMBOL_PATTERN, full=True)
     ok &= norm.str.len().fillna(0) <= SYMBOL_MAX_LEN
     return norm, ~ok
 
@@ -808,7 +838,17 @@ def _parse_number(s: pd.Series, col: str, rej: _Rejects) -> np.ndarray:
         rej.add(nf, RejectReason.NOT_FINITE, f"column '{col}' is ", _Num(v), f" ({FIX_HINTS['not_finite']})")
         return v
     text = _as_text(s)
-    parsed = np.array(pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
+    parsed = None
+    if not text.isna().any():
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        try:  # fast path: every value is a plain number (Arrow parses to the correctly rounded double)
+            parsed = np.array(pc.cast(_arrow_text(text), pa.float64()).to_numpy(zero_copy_only=False))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            parsed = None
+    if parsed is None:
+        parsed = np.array(pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
     null = text.isna().to_numpy()
     bad = np.isnan(parsed) & ~null
     if bad.any():  # only look closer at the values pd.to_numeric could not read (or that are 'nan')
@@ -981,6 +1021,10 @@ def merge_results(
     for a key keep the first (in ``results`` order), conflicting ones are all rejected."""
     rej_parts = [r.rejected for r in results if len(r.rejected)] + [x for x in extra_rejects if len(x)]
     notes = tuple(dict.fromkeys([*warnings, *(w for r in results for w in r.warnings)]))
+    if len(results) == 1 and not any(len(x) for x in extra_rejects):
+        from dataclasses import replace
+
+        return replace(results[0], warnings=notes)  # already canonical and sorted
     accepted = [r for r in results if len(r.accepted)]
     if not accepted:
         rejected = _reject_frame([], rej_parts)
@@ -1035,7 +1079,7 @@ def merge_results(
             keep = np.ones(len(acc), dtype=bool)
             keep[pos[sel]] = False
             acc, srcs, lines = acc[keep], srcs[keep], lines[keep]
-    order = np.lexsort((acc["timestamp"].to_numpy(), acc["symbol"].to_numpy(dtype=object)))
+    order = np.lexsort((acc["timestamp"].array.asi8, acc["symbol"].to_numpy(dtype=object)))
     rejected = _reject_frame([], rej_parts)
     if len(rej_parts) > 1:
         rejected = rejected.sort_values(["source", "line"], na_position="first", kind="stable")
