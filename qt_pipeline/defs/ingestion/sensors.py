@@ -82,7 +82,7 @@ def quarantine_landing_file(
             "file": dg.MetadataValue.path(config.path),
             "reject_records": dg.MetadataValue.int(stored),
             "rejects_by_reason": dg.MetadataValue.json(by_reason),
-            "rows_valid_in_file": dg.MetadataValue.int(len(result.accepted)),
+            "rows_valid_in_file": dg.MetadataValue.int(result.accepted),
             "messages": dg.MetadataValue.md("\n".join(f"- {redact(m)}" for m in messages) or "_none_"),
             "storage_location": dg.MetadataValue.text(redact(store.location)),
         },
