@@ -242,3 +242,18 @@ def test_bad_config_names_the_file_and_field(tmp_path):
     p.write_text("sources:\n  - name: x\n    calendar: XNOPE\n")
     with pytest.raises(LayoutError, match="unknown market calendar 'XNOPE'"):
         load_landing_config(p)
+
+
+def test_off_grid_message_shows_the_converted_utc_time():
+    from qt_pipeline.market.validation import validate_bars
+
+    frame = pd.DataFrame(
+        {
+            "symbol": ["GOOGL"],
+            "timestamp": ["2024-01-02 09:30:00"],  # New York local time, on no 1D grid in UTC
+            **{c: ["10"] for c in ("open", "high", "low", "close", "volume", "vwap", "trade_count")},
+        }
+    )
+    res = validate_bars(frame, source="x.csv", interval="1D", source_timezone="America/New_York", now=NOW)
+    (detail,) = res.rejected["detail"]
+    assert "timestamp '2024-01-02 09:30:00' (UTC 2024-01-02 14:30:00.000000) is not on the 1d grid" in detail
