@@ -248,6 +248,10 @@ def main() -> None:
         from qt_pipeline.market.calendars import get_calendar
 
         get_calendar("XNYS")  # built once per process (~seconds): not part of the file's throughput
+        from qt_pipeline.market.filecheck import check_file
+
+        # first-call costs (lazy imports, kernel set-up) are per process, not per row
+        check_file(source(work / "warmup"), work / "warmup" / "crypto" / "warmup.csv", interval="1min")
         print(f"wrote files in {work} ({time.perf_counter() - t0:.1f} s for the minute file)")
         results = [
             bench_file(landing / "daily", daily, "GOOGL", n_d, "1D", args.per_day_sample),
