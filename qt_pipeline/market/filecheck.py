@@ -54,7 +54,7 @@ def check_file(
     from qt_pipeline.market.sources import validate_batch
 
     report = FileReport(str(path))
-    seen: list[np.ndarray] = []
+    seen = np.empty(0, dtype=np.uint64)  # sorted hashes of the accepted keys so far (8 bytes per bar)
     shown: Counter = Counter()
     more: Counter = Counter()
     for chunk in source.iter_chunks(path):
@@ -65,15 +65,15 @@ def check_file(
         dup_lines: list[int] = []
         if len(acc):
             keys = _key_hash(acc)
-            if seen:
-                prev = np.concatenate(seen)
-                dup = np.isin(keys, prev)
+            if len(seen):
+                pos = np.minimum(np.searchsorted(seen, keys), len(seen) - 1)
+                dup = seen[pos] == keys
                 if dup.any():
                     dup_lines = [int(x) for x in res.accepted_line[dup]]
                     keep = ~dup
                     acc = acc[keep]
                     keys = keys[keep]
-            seen.append(keys)
+            seen = np.union1d(seen, keys)
         report.accepted += len(acc)
         if len(acc):
             lo, hi = acc["timestamp"].min(), acc["timestamp"].max()
