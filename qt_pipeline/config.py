@@ -42,7 +42,26 @@ class Settings(BaseSettings):
     bar_interval: str = Field(default="1min", alias="QT_BAR_INTERVAL")
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(default=DEFAULT_SYMBOLS, alias="QT_SYMBOLS")
     partitions_start: date = Field(default=date(2024, 1, 1), alias="QT_PARTITIONS_START")
-    market_source: Literal["synthetic", "landing"] = Field(default="synthetic", alias="QT_MARKET_SOURCE")
+    market_source: Literal["synthetic", "landing", "exchange"] = Field(
+        default="synthetic", alias="QT_MARKET_SOURCE"
+    )
+    # market calendar of sources that declare none: 24/7, fx, or an exchange_calendars code (XNYS…)
+    market_calendar: str = Field(default="24/7", alias="QT_MARKET_CALENDAR")
+    # bar-quality check: fewest bars a trading day must have (weekends/holidays may have none)
+    quality_min_bars: int = Field(default=1, ge=0, alias="QT_QUALITY_MIN_BARS")
+    # landing sources by configuration (YAML, see configs/landing.example.yaml); unset = one source
+    # with the canonical columns, QT_LANDING_COLUMN_MAP and QT_LANDING_TIMEZONE
+    landing_config: Path | None = Field(default=None, alias="QT_LANDING_CONFIG")
+    # landing files larger than this are refused up front; files are read in chunks of this size
+    landing_max_file_mb: float = Field(default=4096.0, gt=0, alias="QT_LANDING_MAX_FILE_MB")
+    landing_chunk_mb: float = Field(default=16.0, gt=0, alias="QT_LANDING_CHUNK_MB")
+    # exchange source (ccxt): exchange id, symbol -> exchange market map, timeframe, API base override
+    exchange_id: str = Field(default="binance", alias="QT_EXCHANGE")
+    exchange_markets: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, alias="QT_EXCHANGE_MARKETS"
+    )
+    exchange_timeframe: str = Field(default="1m", alias="QT_EXCHANGE_TIMEFRAME")
+    exchange_api_url: str | None = Field(default=None, alias="QT_EXCHANGE_API_URL")
     synthetic_seed: int = Field(default=42, alias="QT_SYNTHETIC_SEED")
     landing_timezone: str | None = Field(default=None, alias="QT_LANDING_TIMEZONE")
     # how often the landing directory sensor may tick (seconds)
@@ -119,7 +138,7 @@ class Settings(BaseSettings):
             return tuple(s.strip().upper() for s in v.split(",") if s.strip())
         return v
 
-    @field_validator("landing_column_map", mode="before")
+    @field_validator("landing_column_map", "exchange_markets", mode="before")
     @classmethod
     def _parse_column_map(cls, v: object) -> object:
         if isinstance(v, str):
@@ -133,7 +152,8 @@ class Settings(BaseSettings):
             pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
             if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
                 raise ValueError(
-                    f"QT_LANDING_COLUMN_MAP={v!r} must look like 'ts=timestamp,ticker=symbol' or a JSON object"
+                    f"{v!r} must look like 'ts=timestamp,ticker=symbol' (QT_LANDING_COLUMN_MAP) or "
+                    "'BTCUSD=BTC/USDT' (QT_EXCHANGE_MARKETS), or be a JSON object"
                 )
             return {k.strip(): t.strip() for k, t in pairs}
         return v

@@ -90,6 +90,7 @@ def _root(
 COMMAND_MODULES = (
     "qt_pipeline.cli.run",
     "qt_pipeline.cli.ingest",
+    "qt_pipeline.cli.download",
     "qt_pipeline.cli.central",
     "qt_pipeline.cli.outbox",
     "qt_pipeline.cli.cold",

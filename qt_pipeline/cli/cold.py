@@ -10,7 +10,7 @@ catalogue (``cold_tier_ranges``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,11 +19,11 @@ from qt_pipeline.redaction import redact
 
 _DATE = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]
 Start = Annotated[
-    Optional[datetime],  # noqa: UP045 - typer
+    datetime | None,
     typer.Option("--start", formats=_DATE, help="Only archives ending after this time (UTC)."),
 ]
 End = Annotated[
-    Optional[datetime],  # noqa: UP045 - typer
+    datetime | None,
     typer.Option("--end", formats=_DATE, help="Only archives starting before this time (UTC)."),
 ]
 

@@ -32,7 +32,7 @@ def _parse_mapping(column_map: str | None) -> dict[str, str]:
 
 
 def validate_command(
-    files: Annotated[list[Path], typer.Argument(help="Landing files (CSV) to validate.")],
+    files: Annotated[list[Path], typer.Argument(help="Landing files (CSV, CSV.gz, Parquet) to validate.")],
     timezone: Annotated[
         str | None,
         typer.Option(help="IANA zone of naive timestamps (default QT_LANDING_TIMEZONE)."),
@@ -43,21 +43,61 @@ def validate_command(
             help='JSON object file→canonical column names, e.g. \'{"ts": "timestamp"}\' (default QT_LANDING_COLUMN_MAP).'
         ),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Landing config YAML (default QT_LANDING_CONFIG); files are read by its sources."),
+    ] = None,
+    source_name: Annotated[
+        str | None,
+        typer.Option("--source", help="Read every file with this source of the landing config."),
+    ] = None,
     any_symbol: Annotated[
         bool, typer.Option("--any-symbol", help="Accept symbols outside QT_SYMBOLS.")
     ] = False,
     limit: Annotated[int, typer.Option(help="Messages printed per file.")] = 50,
 ) -> None:
-    """Validate landing files without storing anything: prints FILE:LINE: reason: detail and a summary
-    per file; exits 1 if any row (or the file) was rejected."""
+    """Validate landing files without storing anything: prints FILE:LINE: reason: detail (each kind of
+    problem a few times, then its count), warnings once per file, and a summary of every file given;
+    exits 1 if any row (or a file) was rejected. Files are streamed in bounded memory."""
     from qt_pipeline.config import get_settings
-    from qt_pipeline.market.sources import validate_batch
-    from qt_pipeline.market.sources.landing import LandingDirectorySource
+    from qt_pipeline.market.filecheck import check_file
+    from qt_pipeline.market.layout import (
+        LandingConfig,
+        LayoutError,
+        config_from_settings,
+        load_landing_config,
+    )
+    from qt_pipeline.market.sources.landing import PATTERNS, LandingDirectorySource
 
     settings = get_settings()
     console = Console(highlight=False, soft_wrap=True)
-    mapping = _parse_mapping(column_map) if column_map is not None else dict(settings.landing_column_map)
-    tz = timezone if timezone is not None else settings.landing_timezone
+    try:
+        if config is not None:
+            cfg = load_landing_config(config)
+        elif settings.landing_config and column_map is None and timezone is None:
+            cfg = config_from_settings(settings)
+        else:
+            cfg = None
+        if cfg is not None and source_name is not None:
+            chosen = [s for s in cfg.sources if s.name == source_name]
+            if not chosen:
+                raise LayoutError(
+                    f"--source {source_name!r} is not in {cfg.origin}; it has {[s.name for s in cfg.sources]}"
+                )
+            cfg = LandingConfig(sources=[chosen[0].model_copy(update={"match": ["**"]})], origin=cfg.origin)
+        mapping = _parse_mapping(column_map) if column_map is not None else dict(settings.landing_column_map)
+        tz = timezone if timezone is not None else settings.landing_timezone
+        source = LandingDirectorySource(
+            settings.resolved_landing_dir,
+            column_mapping=mapping,
+            timezone=tz,
+            config=cfg,
+            calendar=settings.market_calendar,
+            max_file_mb=settings.landing_max_file_mb,
+            chunk_mb=settings.landing_chunk_mb,
+        )
+    except (ValueError, LayoutError) as exc:
+        raise typer.BadParameter(redact(exc)) from None
     table = Table(title="validation summary")
     for col in ("file", "accepted", "rejected rows", "reasons"):
         table.add_column(col, overflow="fold")
@@ -68,29 +108,46 @@ def validate_command(
             table.add_row(str(path), "-", "-", "missing")
             any_rejects = True
             continue
+        if not path.name.lower().endswith((".csv", ".csv.gz", ".parquet")):
+            console.print(
+                f"[red]{path}: not a landing file[/red] (expected {', '.join(PATTERNS)}); skipped",
+                markup=True,
+            )
+            table.add_row(str(path), "-", "-", "not a landing file")
+            any_rejects = True
+            continue
         try:
-            source = LandingDirectorySource(path.parent, column_mapping=mapping, timezone=tz)
-            result = validate_batch(
-                source.read_file(path),
+            report = check_file(
+                source,
+                path,
                 interval=settings.interval,
                 known_symbols=None if any_symbol else settings.symbols,
+                max_messages=limit,
             )
         except ValueError as exc:
-            raise typer.BadParameter(redact(exc)) from None
-        summary = result.summary()
-        for msg in result.messages(limit):
-            console.print(redact(msg), markup=False)
-        if summary["reject_records"] > limit:
-            console.print(f"… {summary['reject_records'] - limit} more reject record(s) in {path}")
-        if summary["reject_records"]:
+            console.print(f"[red]{path}: {redact(exc)}[/red]")
+            table.add_row(str(path), "-", "-", "error")
             any_rejects = True
-        reasons = ", ".join(f"{k}={v}" for k, v in summary["by_reason"].items()) or "-"
+            continue
+        for w in report.warnings:
+            console.print(f"warning: {redact(w)}", markup=False)
+        for msg in report.messages:
+            console.print(redact(msg), markup=False)
+        if report.reject_records:
+            any_rejects = True
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.by_reason.items())) or "-"
+        span = (
+            f"; bars {report.first.isoformat()} .. {report.last.isoformat()}"
+            if report.first is not None
+            else ""
+        )
         console.print(
-            f"{path}: {summary['accepted']} row(s) accepted, {summary['rejected_rows']} row(s) rejected"
-            + (f" ({reasons})" if summary["reject_records"] else ""),
+            f"{path}: {report.accepted} row(s) accepted, {report.rejected_rows} row(s) rejected"
+            + (f" ({reasons})" if report.reject_records else "")
+            + span,
             markup=False,
         )
-        table.add_row(str(path), str(summary["accepted"]), str(summary["rejected_rows"]), reasons)
+        table.add_row(str(path), str(report.accepted), str(report.rejected_rows), reasons)
     console.print(table)
     if any_rejects:
         raise typer.Exit(code=1)

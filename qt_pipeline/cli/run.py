@@ -37,6 +37,7 @@ class RunContext:
     population: int = 24
     generations: int = 5
     use_ray: bool = True
+    min_bars: int | None = None  # evolution: bars per symbol needed in each window (None = config default)
     log_level: str = "WARNING"  # Dagster console log level during materialisations
     instance: Any = None
     defs: Any = None
@@ -175,6 +176,57 @@ def stage_ingest(ctx: RunContext) -> None:
     ctx.results["ingest"] = {**totals, "quality_failed": sorted(k for k, ok in quality.items() if not ok)}
 
 
+def stage_quarantine(ctx: RunContext) -> None:
+    """With the landing source: store the rejects of every landing file that (partly) fits no partition
+    of this run's range — empty, garbage, unknown symbols, no placeable row — and say so, as the landing
+    sensor's quarantine job does. Without it such files were ignored silently."""
+    if ctx.settings.market_source != "landing":
+        return
+    from rich.markup import escape
+
+    from qt_pipeline.defs.ingestion.sensors import plan_landing_file
+    from qt_pipeline.market.quarantine import quarantine_file
+    from qt_pipeline.market.sources.landing import LandingDirectorySource
+    from qt_pipeline.storage import get_storage
+
+    src = LandingDirectorySource.from_settings(ctx.settings)
+    store = get_storage("local", ctx.settings)
+    days, symbols = set(ctx.days), set(ctx.symbols)
+    quarantined = 0
+    try:
+        for f in src.scan():
+            insp = src.inspect(f.path)
+            _, needs, _ = plan_landing_file(insp)
+            outside = [(s, d) for s, d in insp.partition_keys if s not in symbols or d not in days]
+            if not needs and not outside:
+                continue
+            if not needs:
+                ctx.console.print(
+                    f"{escape(redact(f.path))}: {len(outside)} partition(s) outside this run "
+                    f"({outside[0][1]}..{outside[-1][1]}); ingest them with --start/--end or the landing sensor"
+                )
+                continue
+            result, rejects = quarantine_file(
+                src,
+                f.path,
+                interval=ctx.settings.interval,
+                known_symbols=ctx.settings.symbols,
+                partitions_start=ctx.settings.partitions_start,
+            )
+            if len(rejects):
+                store.write_rejects(rejects)
+            quarantined += 1
+            reasons = rejects["reason"].value_counts().sort_index().to_dict()
+            first = f"{rejects['detail'].iloc[0]}" if len(rejects) else "no rows fit a partition of this run"
+            ctx.console.print(
+                f"[yellow]{escape(redact(f.path))}: quarantined[/yellow] {len(rejects)} reject record(s) "
+                f"{escape(str(reasons))}; first: {escape(redact(first))}"
+            )
+    finally:
+        store.close()
+    ctx.results["quarantine"] = {"files": quarantined}
+
+
 def stage_migrate(ctx: RunContext) -> None:
     """Copy each partition into the central PostgreSQL (neon_ohlcv) and prove it with the blocking
     consistency check. Without NEON_DATABASE_URL the central store is an embedded server under the data
@@ -237,6 +289,7 @@ def stage_evolve(ctx: RunContext) -> None:
                 "use_ray": ctx.use_ray,
                 "ray_address": ctx.settings.ray_address,
                 "num_workers": 2,
+                **({"min_bars": ctx.min_bars} if ctx.min_bars is not None else {}),
             }
         )
     except EvolutionConfigError as exc:
@@ -297,6 +350,7 @@ Stage = Callable[[RunContext], None]
 # (name, function) in execution order.
 STAGES: list[tuple[str, Stage]] = [
     ("ingest", stage_ingest),
+    ("quarantine", stage_quarantine),
     ("report", stage_report),
     ("migrate", stage_migrate),
     ("evolve", stage_evolve),
@@ -322,6 +376,14 @@ def run_command(
     end: Annotated[
         datetime | None,
         typer.Option(formats=["%Y-%m-%d"], help="Last day to ingest, inclusive (with --start)."),
+    ] = None,
+    min_bars: Annotated[
+        int | None,
+        typer.Option(
+            min=10,
+            help="Evolution: bars per symbol needed in each of the train and test windows (default 200; "
+            "lower it for daily bars).",
+        ),
     ] = None,
 ) -> None:
     """Run the main job on embedded defaults: ingest the last N days of bars (synthetic by default)
@@ -368,6 +430,7 @@ def run_command(
             use_ray=ray,
             # Dagster prints a step failure with its whole stack at ERROR: the one-line cause is ours
             log_level="WARNING" if verbose else "CRITICAL",
+            min_bars=min_bars,
         )
         from qt_pipeline.definitions import defs
 

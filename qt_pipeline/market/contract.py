@@ -72,6 +72,8 @@ class RejectReason(StrEnum):
     UNKNOWN_SYMBOL = "unknown_symbol"
     MALFORMED_FILE = "malformed_file"
     EMPTY_FILE = "empty_file"
+    IMPLAUSIBLE_VALUE = "implausible_value"  # outside configured bounds (magnitude, jump)
+    FILE_TOO_LARGE = "file_too_large"  # refused before reading (QT_LANDING_MAX_FILE_MB)
     FUTURE_TIMESTAMP = "future_timestamp"  # bar starts later than now + interval: it cannot have closed
 
 

@@ -11,7 +11,9 @@ The suite (one expectation per invariant of the bar contract):
 * high >= open, high >= close, high >= low, open >= low, close >= low, high >= vwap >= low;
 * (symbol, timestamp) unique;
 * bar open times on the interval grid (derived column ``grid_offset_s`` == 0);
-* row count within ``[min_rows, max_rows]`` (default 1 .. bars per day).
+* row count within ``[min_rows, max_rows]`` (default 1 .. bars per day); the caller derives ``min_rows``
+  from the symbol's market calendar (:func:`expected_row_range`): 0 on weekends and holidays, the
+  configured minimum on a trading day.
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ def _with_derived_columns(bars: pd.DataFrame, interval: timedelta) -> pd.DataFra
     return df
 
 
-def _expectations(interval: timedelta, min_rows: int, max_rows: int | None) -> list[tuple[str, Any]]:
+def _expectations(
+    interval: timedelta, min_rows: int, max_rows: int | None, check_grid: bool = True
+) -> list[tuple[str, Any]]:
     import great_expectations.expectations as gxe
 
     exps: list[tuple[str, Any]] = []
@@ -109,12 +113,13 @@ def _expectations(interval: timedelta, min_rows: int, max_rows: int | None) -> l
             gxe.ExpectCompoundColumnsToBeUnique(column_list=["symbol", "timestamp"]),
         )
     )
-    exps.append(
-        (
-            f"timestamp on the {format_interval(pd.Timedelta(interval))} grid",
-            gxe.ExpectColumnValuesToBeBetween(column="grid_offset_s", min_value=0, max_value=0),
+    if check_grid:
+        exps.append(
+            (
+                f"timestamp on the {format_interval(pd.Timedelta(interval))} grid",
+                gxe.ExpectColumnValuesToBeBetween(column="grid_offset_s", min_value=0, max_value=0),
+            )
         )
-    )
     exps.append(
         (
             f"row count in [{min_rows}, {max_rows if max_rows is not None else '∞'}]",
@@ -131,17 +136,22 @@ def run_bar_quality(
     min_rows: int = 1,
     max_rows: int | None = None,
     name: str = "raw_ohlcv",
+    check_grid: bool | None = None,
 ) -> QualityReport:
     """Run the bar quality suite on a canonical frame (e.g. one stored symbol-day) and report.
 
-    ``max_rows`` defaults to the number of bars in one day at ``interval``.
+    ``max_rows`` defaults to the number of bars in one day at ``interval`` (at least 1). The grid
+    expectation is skipped for intervals of a day or more (``check_grid`` None): daily bars open at their
+    session open, which is on no UTC grid.
     """
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     td = pd.Timedelta(interval).to_pytimedelta()
     if max_rows is None:
-        max_rows = int(pd.Timedelta("1D") / pd.Timedelta(td))
+        max_rows = max(1, int(pd.Timedelta("1D") / pd.Timedelta(td)))
+    if check_grid is None:
+        check_grid = pd.Timedelta(td) < pd.Timedelta(days=1)
     df = _with_derived_columns(bars, td)
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -149,7 +159,7 @@ def run_bar_quality(
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     data_asset = context.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name=name)
     batch_def = data_asset.add_batch_definition_whole_dataframe(f"{name}_batch")
-    exps = _expectations(td, min_rows, max_rows)
+    exps = _expectations(td, min_rows, max_rows, check_grid)
     suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_bar_quality"))
     names: dict[str, str] = {}
     for label, exp in exps:
@@ -180,6 +190,22 @@ def run_bar_quality(
     return QualityReport(success=bool(result.success), rows=len(df), outcomes=outcomes)
 
 
+def expected_row_range(symbol: str, day, settings=None) -> tuple[int, int, str, str]:
+    """``(min_rows, max_rows, calendar name, interval)`` the quality check expects for ``symbol`` on the
+    UTC day ``day``: a closed day (weekend, holiday) may be empty; a trading day needs
+    ``min(min_bars, bars the session holds)``; never more than one day of bars."""
+    from qt_pipeline.market.calendars import get_calendar
+    from qt_pipeline.market.layout import symbol_profile
+
+    prof = symbol_profile(symbol, settings)
+    cal = get_calendar(prof.calendar)
+    step = pd.Timedelta(prof.interval)
+    expected = cal.expected_bars(day, step)
+    max_rows = max(1, int(pd.Timedelta("1D") // step))
+    min_rows = min(prof.min_bars, expected) if expected else 0
+    return min_rows, max_rows, cal.name, prof.interval
+
+
 def _plain(x: Any) -> Any:
     """JSON-friendly example values (GX returns tuples/dicts/numpy scalars)."""
     if isinstance(x, dict):
@@ -196,4 +222,4 @@ def _plain(x: Any) -> Any:
     return str(x)
 
 
-__all__ = ["ExpectationOutcome", "QualityReport", "run_bar_quality"]
+__all__ = ["ExpectationOutcome", "QualityReport", "expected_row_range", "run_bar_quality"]

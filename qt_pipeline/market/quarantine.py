@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -55,6 +56,12 @@ def outside_partition_rejects(result: ValidationResult, partitions_start: date) 
     )
 
 
+@dataclass(frozen=True)
+class QuarantineResult:
+    accepted: int  # rows of the file that are valid bars (stored by their partitions' runs, if any)
+    warnings: tuple[str, ...] = ()
+
+
 def quarantine_file(
     source,
     path: str | Path,
@@ -62,19 +69,25 @@ def quarantine_file(
     interval: timedelta | pd.Timedelta | str,
     known_symbols: Collection[str] | None,
     partitions_start: date,
-) -> tuple[ValidationResult, pd.DataFrame]:
+) -> tuple[QuarantineResult, pd.DataFrame]:
     """Validate the whole landing file ``path`` read by ``source`` (a ``LandingDirectorySource``).
 
-    Returns ``(result, rejects)``: the validation result of the file on its own, and every reject record
-    to store (validation rejects + file-level problems + ``outside_partitions`` records).
+    Returns ``(result, rejects)``: the count of valid rows of the file on its own, and every reject record
+    to store (validation rejects + file-level problems + ``outside_partitions`` records). The file is
+    streamed chunk by chunk.
     """
     from qt_pipeline.market.sources import validate_batch
 
-    batch = source.read_file(path)
-    result = validate_batch(batch, interval=interval, known_symbols=known_symbols)
-    parts = [p for p in (result.rejected, outside_partition_rejects(result, partitions_start)) if len(p)]
+    parts: list[pd.DataFrame] = []
+    accepted = 0
+    notes: dict[str, None] = {}
+    for chunk in source.iter_chunks(path):  # streamed: memory follows the chunk, not the file
+        res = validate_batch(chunk, interval=interval, known_symbols=known_symbols)
+        parts.extend(p for p in (res.rejected, outside_partition_rejects(res, partitions_start)) if len(p))
+        accepted += len(res.accepted)  # only counted: the rejects are what a quarantine stores
+        notes.update(dict.fromkeys(res.warnings))
     rejects = to_canonical_rejects(pd.concat(parts, ignore_index=True)) if parts else empty_rejects()
-    return result, rejects
+    return QuarantineResult(accepted=accepted, warnings=tuple(notes)), rejects
 
 
-__all__ = ["OUTSIDE_PARTITIONS", "outside_partition_rejects", "quarantine_file"]
+__all__ = ["OUTSIDE_PARTITIONS", "QuarantineResult", "outside_partition_rejects", "quarantine_file"]

@@ -39,7 +39,7 @@ Decisions (documented here because callers rely on them):
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -90,7 +90,13 @@ FIX_HINTS: dict[str, str] = {
     RejectReason.MALFORMED_FILE: "fix the file and drop it into the landing directory again",
     RejectReason.EMPTY_FILE: "the file has no data rows; remove it or re-export it",
     "future_timestamp": "only closed bars may be ingested; check the source clock/time zone",
+    "file_too_large": "split the file, or raise QT_LANDING_MAX_FILE_MB / max_file_mb",
 }
+
+IMPLAUSIBLE_VALUE = str(getattr(RejectReason, "IMPLAUSIBLE_VALUE", "implausible_value"))
+FIX_HINTS[IMPLAUSIBLE_VALUE] = (
+    "no market trades at such values; fix the export or widen the source's bounds in QT_LANDING_CONFIG"
+)
 
 # A reject reason for bars that cannot have closed yet. It is a plain string so this module works whether
 # or not the contract's RejectReason enum lists it.
@@ -115,6 +121,7 @@ class ValidationResult:
     rejected: pd.DataFrame
     accepted_source: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     accepted_line: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    warnings: tuple[str, ...] = ()  # per-file notes that reject nothing (ignored columns, derived values)
 
     def summary(self) -> dict:
         rows = self.rejected[self.rejected["line"].notna()]
@@ -125,6 +132,29 @@ class ValidationResult:
             "reject_records": len(self.rejected),
             "by_reason": {str(k): int(v) for k, v in by_reason.items()},
         }
+
+    def grouped_messages(self, limit: int = 50, per_group: int = 3) -> list[str]:
+        """Like :meth:`messages`, but each (file, reason) shows at most ``per_group`` examples and then
+        one line with the count of the others and their line range — a problem that hits every row of
+        a file is printed once with its count, not once per row."""
+        out: list[str] = []
+        rej = self.rejected
+        if rej.empty:
+            return out
+        key = rej["source"].fillna("").astype(str) + "\x00" + rej["reason"].fillna("").astype(str)
+        for _, grp in rej.groupby(key.to_numpy(), sort=False):
+            for rec in grp.head(per_group).itertuples(index=False):
+                where = rec.source if pd.isna(rec.line) else f"{rec.source}:{int(rec.line)}"
+                out.append(f"{where}: {rec.reason}: {rec.detail}")
+            rest = grp.iloc[per_group:]
+            if len(rest):
+                lines = rest["line"].dropna()
+                span = f" (lines {int(lines.min())}–{int(lines.max())})" if len(lines) else ""
+                first = grp.iloc[0]
+                out.append(f"{first['source']}: … {len(rest)} more {first['reason']} like the above{span}")
+            if len(out) >= limit:
+                break
+        return out[:limit]
 
     def messages(self, limit: int = 20) -> list[str]:
         """Human-readable lines ``<source>:<line>: <reason>: <detail (how to fix)>``."""
@@ -190,6 +220,7 @@ class ParsedTimestamps:
     utc: pd.Series  # datetime64[us, UTC], NaT where invalid
     reason: pd.Series  # str reason or NaN
     detail: pd.Series  # str detail or NaN
+    anchored: np.ndarray | None = None  # bool: date-only values placed at their session open
 
 
 def _sub_microsecond(values: pd.Series) -> np.ndarray:
@@ -200,14 +231,48 @@ def _sub_microsecond(values: pd.Series) -> np.ndarray:
     return values.notna().to_numpy() & (np.mod(ns, 1000) != 0)
 
 
-def parse_timestamps(s: pd.Series, source_timezone: str | None = None) -> ParsedTimestamps:
-    """Parse raw bar timestamps into UTC, vectorised. See the module docstring for the rules."""
+def parse_timestamps(
+    s: pd.Series,
+    source_timezone: str | None = None,
+    *,
+    timestamp_format: str | None = None,
+    calendar=None,
+) -> ParsedTimestamps:
+    """Parse raw bar timestamps into UTC, vectorised. See the module docstring for the rules.
+
+    ``timestamp_format`` (strftime) replaces ISO-8601 parsing for text values. Date-only values (a format
+    without time directives, or ISO ``YYYY-MM-DD``) are bars of a session: they are placed at the session
+    open of ``calendar`` (an exchange calendar) or at midnight in ``source_timezone``; without either they
+    are naive like any other value."""
     tz = check_timezone(source_timezone)
     n = len(s)
     idx = s.index
     reason = pd.Series(np.full(n, None, dtype=object), index=idx)
     detail = pd.Series(np.full(n, None, dtype=object), index=idx)
     utc = pd.Series(pd.NaT, index=idx, dtype=TIMESTAMP_DTYPE)
+    anchored = np.zeros(n, dtype=bool)
+    is_exchange = calendar is not None and hasattr(calendar, "_cal")
+
+    def anchor(naive: pd.Series, where: pd.Series) -> pd.Series:
+        """Place date-only values at their session open; returns the mask still to localise."""
+        if not where.any() or (tz is None and not is_exchange):
+            return where
+        from qt_pipeline.market.calendars import AlwaysOpen
+
+        cal = calendar if calendar is not None else AlwaysOpen()
+        vals = naive[where]
+        days = vals.to_numpy(dtype="datetime64[us]").astype("datetime64[D]")
+        us, ok = cal.anchor_dates(days, tz)
+        w_idx = vals.index
+        good = w_idx[ok]
+        utc[good] = pd.to_datetime(us[ok], unit="us", utc=True).astype(TIMESTAMP_DTYPE)
+        anchored[idx.get_indexer(good)] = True
+        bad = w_idx[~ok]
+        if len(bad):
+            reason[bad] = RejectReason.OFF_GRID_TIMESTAMP.value
+            what = f"a session of {cal.name}" if is_exchange else f"a day in {tz} (DST)"
+            detail[bad] = "date '" + shown(bad) + f"' is not {what}; a daily bar needs a trading session"
+        return pd.Series(False, index=idx)
 
     def localize(naive: pd.Series, where: pd.Series) -> None:
         # naive datetime64 values at positions ``where`` (bool mask aligned with idx)
@@ -297,7 +362,32 @@ def parse_timestamps(s: pd.Series, source_timezone: str | None = None) -> Parsed
     if not todo.any():
         return ParsedTimestamps(utc, reason, detail)
     t = text[todo]
-    epoch = t.str.fullmatch(_EPOCH_RE)
+    if timestamp_format is not None:
+        from qt_pipeline.market.layout import DATE_ONLY_DIRECTIVES
+
+        parsed = pd.to_datetime(t, format=timestamp_format, errors="coerce")
+        if isinstance(parsed.dtype, pd.DatetimeTZDtype):  # the format has %z: an offset per value
+            ok = parsed.notna()
+            utc[parsed[ok].index] = parsed[ok].dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
+            bad_idx = parsed[~ok].index
+        else:
+            ok = parsed.notna()
+            bad_idx = parsed[~ok].index
+            where = pd.Series(False, index=idx)
+            where[parsed[ok].index] = True
+            full = pd.Series(pd.NaT, index=idx, dtype="datetime64[us]")
+            full[parsed[ok].index] = parsed[ok].astype("datetime64[us]")
+            if not DATE_ONLY_DIRECTIVES.search(timestamp_format):
+                where = anchor(full, where)
+            localize(full, where)
+        reason[bad_idx] = RejectReason.WRONG_TYPE.value
+        detail[bad_idx] = (
+            "column 'timestamp' value '"
+            + t[bad_idx].astype(object)
+            + f"' does not match the source's timestamp format '{timestamp_format}'"
+        )
+        return ParsedTimestamps(utc, reason, detail, anchored)
+    epoch = _regex(t, _EPOCH_RE, full=True)
     if epoch.any():
         e_idx = epoch[epoch].index
         reason[e_idx] = RejectReason.WRONG_TYPE.value
@@ -306,9 +396,12 @@ def parse_timestamps(s: pd.Series, source_timezone: str | None = None) -> Parsed
             "not accepted (unit unknown)"
         )
         t = t[~epoch]
-    has_offset = t.str.contains(_OFFSET_RE, regex=True)
+    has_offset = _regex(t, _OFFSET_RE)
     if has_offset.any():
-        t_aw = t[has_offset].str.replace(r"\s*(?:UTC|GMT)$", "Z", regex=True)
+        t_aw = t[has_offset]
+        named = _regex(t_aw, r"(?:UTC|GMT)$")
+        if named.any():
+            t_aw = t_aw.where(~named, t_aw[named].str.replace(r"\s*(?:UTC|GMT)$", "Z", regex=True))
         parsed = pd.to_datetime(t_aw, utc=True, format="ISO8601", errors="coerce")
         ok = parsed.notna()
         lossy = _sub_microsecond(parsed)
@@ -340,15 +433,45 @@ def parse_timestamps(s: pd.Series, source_timezone: str | None = None) -> Parsed
         where[parsed[ok].index] = True
         full = pd.Series(pd.NaT, index=idx, dtype="datetime64[us]")
         full[parsed[ok].index] = parsed[ok].astype("datetime64[us]")
-        localize(full, where)
-    return ParsedTimestamps(utc, reason, detail)
+        date_only = pd.Series(False, index=idx)
+        date_only[naive_t.index] = _regex(naive_t, r"\d{4}-\d{2}-\d{2}", full=True)
+        rest = anchor(full, where & date_only)
+        localize(full, (where & ~date_only) | rest)
+    return ParsedTimestamps(utc, reason, detail, anchored)
+
+
+def _arrow_text(s: pd.Series):
+    """``s`` as an Arrow string array (zero-copy for Arrow-backed strings)."""
+    import pyarrow as pa
+
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        arr = pa.array(s.array)
+        return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    return pa.array(s.to_numpy(dtype=object, na_value=None), type=pa.string())
+
+
+def _regex(s: pd.Series, pattern: str, full: bool = False) -> pd.Series:
+    """Boolean Series: where the text of ``s`` matches ``pattern`` (anywhere, or whole with ``full``);
+    False where missing. Uses Arrow's RE2 kernels (pandas falls back to Python's re for these)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if full:
+        pattern = "^(?:" + pattern.removeprefix("^").removesuffix("$") + ")$"
+    try:
+        arr = _arrow_text(s)
+        hit = pc.match_substring_regex(arr, pattern).fill_null(False)
+        return pd.Series(hit.to_numpy(zero_copy_only=False), index=s.index, dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):  # a pattern RE2 cannot run
+        m = s.str.fullmatch(pattern) if full else s.str.contains(pattern, regex=True)
+        return m.fillna(False).astype(bool)
 
 
 def normalize_symbols(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """``(normalised, malformed_mask)``: stripped, upper-cased symbols and where they are malformed."""
     text = _as_text(s)
     norm = text.str.upper()
-    ok = norm.notna() & norm.str.fullmatch(SYMBOL_PATTERN).fillna(False).astype(bool)
+    ok = norm.notna() & _regex(norm, SYMBOL_PATTERN, full=True)
     ok &= norm.str.len().fillna(0) <= SYMBOL_MAX_LEN
     return norm, ~ok
 
@@ -424,8 +547,21 @@ def validate_bars(
     source_timezone: str | None = None,
     line_numbers: Sequence[int] | np.ndarray | None = None,
     now: pd.Timestamp | None = None,
+    timestamp_format: str | None = None,
+    calendar=None,
+    derived: Mapping[str, str] | None = None,
+    bounds=None,
 ) -> ValidationResult:
-    """Split ``frame`` into accepted canonical bars and reject records. See the module docstring."""
+    """Split ``frame`` into accepted canonical bars and reject records. See the module docstring.
+
+    ``timestamp_format``/``calendar``: see :func:`parse_timestamps`. ``derived`` maps an optional column
+    the frame lacks to how it is derived (``vwap``: ``typical`` | ``close``; ``trade_count``: ``zero``).
+    ``bounds`` (:class:`qt_pipeline.market.layout.Bounds`, defaults apply when None) rejects values no
+    market has as ``implausible_value``."""
+    from qt_pipeline.market.layout import Bounds
+
+    bounds = bounds if bounds is not None else Bounds()
+    derived = {k: v for k, v in (derived or {}).items() if k in ("vwap", "trade_count")}
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
     if now.tzinfo is None:
         raise ValueError("validate_bars(now=...) must be tz-aware")
@@ -457,7 +593,8 @@ def validate_bars(
         )
     work = original.set_axis(names, axis=1)
     file_level: list[dict] = []
-    missing = [c for c in BAR_COLUMNS if c not in names]
+    derived = {k: v for k, v in derived.items() if k not in names}
+    missing = [c for c in BAR_COLUMNS if c not in names and c not in derived]
     extra = [c for c in original.columns if str(c).strip().lower() not in BAR_COLUMNS]
     if extra:
         file_level.append(
@@ -504,7 +641,9 @@ def validate_bars(
         )
 
     # --- timestamps ----------------------------------------------------------------------------------
-    pts = parse_timestamps(work["timestamp"], source_timezone)
+    pts = parse_timestamps(
+        work["timestamp"], source_timezone, timestamp_format=timestamp_format, calendar=calendar
+    )
     for r in pts.reason.dropna().unique():
         hint = {
             RejectReason.WRONG_TYPE: FIX_HINTS["wrong_type_timestamp"],
@@ -520,6 +659,8 @@ def validate_bars(
         off = np.mod(safe, step_us)
     else:  # grid anchored at each UTC midnight
         off = np.mod(np.mod(safe, 86_400_000_000), step_us)
+    if pts.anchored is not None:
+        off = np.where(pts.anchored, 0, off)  # a session's bar opens at the session open, on no UTC grid
 
     def ts_text(pos: np.ndarray) -> np.ndarray:
         return _as_text(work["timestamp"].iloc[pos]).fillna("").to_numpy(dtype=object)
@@ -529,7 +670,13 @@ def validate_bars(
         RejectReason.OFF_GRID_TIMESTAMP,
         "timestamp '",
         ts_text,
-        f"' is not on the {format_interval(interval_td)} grid since midnight UTC "
+        "' (UTC ",
+        lambda pos: (
+            pd.to_datetime(ts_us[pos], unit="us", utc=True)
+            .strftime("%Y-%m-%d %H:%M:%S.%f")
+            .to_numpy(dtype=object)
+        ),
+        f") is not on the {format_interval(interval_td)} grid since midnight UTC "
         f"({FIX_HINTS['off_grid_timestamp']})",
     )
     limit_us = (now + interval_td).value // 1000
@@ -545,7 +692,15 @@ def validate_bars(
     # --- numbers ------------------------------------------------------------------------------------
     values: dict[str, np.ndarray] = {}
     for col in (*FLOAT_COLUMNS, "trade_count"):
-        values[col] = _parse_number(work[col], col, rej)
+        if col not in derived:
+            values[col] = _parse_number(work[col], col, rej)
+    if "vwap" in derived:
+        h_, l_, c_ = values["high"], values["low"], values["close"]
+        vw_ = c_.copy() if derived["vwap"] == "close" else (h_ + l_ + c_) / 3.0
+        with np.errstate(invalid="ignore"):
+            values["vwap"] = np.minimum(np.maximum(vw_, l_), h_)  # typical price, inside [low, high]
+    if "trade_count" in derived:
+        values["trade_count"] = np.zeros(n, dtype="float64")  # 0 = not reported by the source
     finite = {c: np.isfinite(v) for c, v in values.items()}
     for col in PRICE_COLUMNS:
         v = values[col]
@@ -618,6 +773,47 @@ def validate_bars(
         f" is not a non-negative integer ({FIX_HINTS['bad_trade_count']})",
     )
 
+    # --- implausible values (configurable bounds) -----------------------------------------------------
+    hint_b = FIX_HINTS[IMPLAUSIBLE_VALUE]
+    for col in PRICE_COLUMNS:
+        v = values[col]
+        with np.errstate(invalid="ignore"):
+            out = finite[col] & (v > 0) & ((v < bounds.min_price) | (v > bounds.max_price))
+        rej.add(
+            out,
+            IMPLAUSIBLE_VALUE,
+            f"{col} ",
+            _Num(v),
+            f" is outside the plausible range [{bounds.min_price:g}, {bounds.max_price:g}] ({hint_b})",
+        )
+    with np.errstate(invalid="ignore"):
+        big_vol = finite["volume"] & (vol > bounds.max_volume)
+    rej.add(big_vol, IMPLAUSIBLE_VALUE, "volume ", _Num(vol), f" is above {bounds.max_volume:g} ({hint_b})")
+    if bounds.max_jump is not None and n > 1:
+        ok_rows = finite["close"] & valid_ts & ~malformed.to_numpy()
+        order = np.lexsort((ts_us, sym.fillna("").to_numpy(dtype=object).astype(str)))
+        order = order[ok_rows[order]]
+        if len(order) > 1:
+            cl = values["close"][order]
+            same = sym.to_numpy(dtype=object)[order][1:] == sym.to_numpy(dtype=object)[order][:-1]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                jump = np.abs(cl[1:] / cl[:-1] - 1.0)
+            hit = np.zeros(n, dtype=bool)
+            prev = np.full(n, np.nan)
+            sel = same & (jump > bounds.max_jump)
+            hit[order[1:][sel]] = True
+            prev[order[1:][sel]] = cl[:-1][sel]
+            rej.add(
+                hit,
+                IMPLAUSIBLE_VALUE,
+                "close ",
+                _Num(values["close"]),
+                " moved more than ",
+                f"{bounds.max_jump:.0%} from the previous bar's close ",
+                _Num(prev),
+                f" ({hint_b})",
+            )
+
     # --- duplicate keys -------------------------------------------------------------------------------
     key_ok = ~malformed.to_numpy() & valid_ts
     if key_ok.any():
@@ -642,7 +838,17 @@ def _parse_number(s: pd.Series, col: str, rej: _Rejects) -> np.ndarray:
         rej.add(nf, RejectReason.NOT_FINITE, f"column '{col}' is ", _Num(v), f" ({FIX_HINTS['not_finite']})")
         return v
     text = _as_text(s)
-    parsed = np.array(pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
+    parsed = None
+    if not text.isna().any():
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        try:  # fast path: every value is a plain number (Arrow parses to the correctly rounded double)
+            parsed = np.array(pc.cast(_arrow_text(text), pa.float64()).to_numpy(zero_copy_only=False))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            parsed = None
+    if parsed is None:
+        parsed = np.array(pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
     null = text.isna().to_numpy()
     bad = np.isnan(parsed) & ~null
     if bad.any():  # only look closer at the values pd.to_numeric could not read (or that are 'nan')
@@ -812,17 +1018,24 @@ def _finish(source, original, lines, rej: _Rejects, file_level, now, sym, parsed
 
 
 def merge_results(
-    results: Sequence[ValidationResult], extra_rejects: Sequence[pd.DataFrame] = ()
+    results: Sequence[ValidationResult],
+    extra_rejects: Sequence[pd.DataFrame] = (),
+    warnings: Sequence[str] = (),
 ) -> ValidationResult:
     """Merge per-file results into one, applying the duplicate-key rule across files too: identical rows
     for a key keep the first (in ``results`` order), conflicting ones are all rejected."""
     rej_parts = [r.rejected for r in results if len(r.rejected)] + [x for x in extra_rejects if len(x)]
+    notes = tuple(dict.fromkeys([*warnings, *(w for r in results for w in r.warnings)]))
+    if len(results) == 1 and not any(len(x) for x in extra_rejects):
+        from dataclasses import replace
+
+        return replace(results[0], warnings=notes)  # already canonical and sorted
     accepted = [r for r in results if len(r.accepted)]
     if not accepted:
         rejected = _reject_frame([], rej_parts)
         if len(rej_parts) > 1:
             rejected = rejected.sort_values(["source", "line"], na_position="first", kind="stable")
-        return ValidationResult(empty_bars(), rejected.reset_index(drop=True))
+        return ValidationResult(empty_bars(), rejected.reset_index(drop=True), warnings=notes)
     acc = pd.concat([r.accepted for r in accepted], ignore_index=True)
     srcs = np.concatenate([r.accepted_source for r in accepted])
     lines = np.concatenate([r.accepted_line for r in accepted])
@@ -871,9 +1084,9 @@ def merge_results(
             keep = np.ones(len(acc), dtype=bool)
             keep[pos[sel]] = False
             acc, srcs, lines = acc[keep], srcs[keep], lines[keep]
-    order = np.lexsort((acc["timestamp"].to_numpy(), acc["symbol"].to_numpy(dtype=object)))
+    order = np.lexsort((acc["timestamp"].array.asi8, acc["symbol"].to_numpy(dtype=object)))
     rejected = _reject_frame([], rej_parts)
     if len(rej_parts) > 1:
         rejected = rejected.sort_values(["source", "line"], na_position="first", kind="stable")
         rejected = rejected.reset_index(drop=True)
-    return ValidationResult(to_canonical(acc.iloc[order]), rejected, srcs[order], lines[order])
+    return ValidationResult(to_canonical(acc.iloc[order]), rejected, srcs[order], lines[order], notes)

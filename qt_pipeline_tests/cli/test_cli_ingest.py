@@ -152,3 +152,77 @@ def test_status_never_prints_secrets(settings, monkeypatch):
     res = runner.invoke(app, ["status", "--backend", "neon"])
     assert "sup3r-secret-pw" not in res.output
     assert res.exit_code == 1
+
+
+def test_validate_checks_every_file_even_after_a_garbage_one(settings, tmp_path):
+    a = _write(tmp_path / "a.csv", [HEADER, *GOOD])
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"\x00\x01 not a csv")
+    # b: no vwap/trade_count (derived), an extra column (a warning, not a reject), a wrong number per row
+    rows = [f"BTCUSD,2024-01-03T00:0{i}:00Z,100,101,99,x{i},10,note" for i in range(5)]
+    b = _write(tmp_path / "b.csv", ["symbol,timestamp,open,high,low,close,volume,comment", *rows])
+    res = runner.invoke(app, ["validate", str(a), str(garbage), str(b), "--limit", "10"])
+    assert res.exit_code == 1, res.output
+    out = res.output
+    assert f"{a}: 2 row(s) accepted, 0 row(s) rejected" in out
+    assert f"{garbage}: not a landing file" in out
+    assert f"{b}: 0 row(s) accepted, 5 row(s) rejected (wrong_type=5)" in out
+    assert out.count("extra column(s) ['comment'] ignored") == 1
+    assert out.count("wrong_type: column 'close' value") == 3  # 3 examples, then a count
+    assert f"{b}: … 2 more wrong_type like the above" in out
+    for name in ("a.csv", "garbage.bin", "b.csv"):  # the summary lists every file given
+        assert name in out.split("validation summary")[1]
+
+
+def test_validate_warnings_alone_exit_zero_and_config_sources(settings, tmp_path):
+    cfg = tmp_path / "landing.yaml"
+    cfg.write_text(
+        "sources:\n"
+        "  - name: daily\n"
+        "    match: ['**/*.csv']\n"
+        "    symbol: {constant: BTCUSD}\n"
+        "    columns: {Date: timestamp}\n"
+        "    timestamp: {format: '%Y-%m-%d', timezone: UTC}\n"
+    )
+    f = _write(
+        tmp_path / "daily.csv",
+        ["Date,Open,High,Low,Close,Adj Close,Volume", "2024-01-02,100,101,99,100.5,100.4,10"],
+    )
+    res = runner.invoke(app, ["validate", "--config", str(cfg), str(f)])
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.output and "['Adj Close'] ignored" in res.output
+    assert f"{f}: 1 row(s) accepted, 0 row(s) rejected; bars 2024-01-02T00:00:00+00:00" in res.output
+    bad = runner.invoke(app, ["validate", "--config", str(cfg), "--source", "nope", str(f)])
+    assert bad.exit_code == 2 and "--source 'nope' is not in" in bad.output
+
+
+def test_run_with_landing_source_quarantines_files_that_fit_no_partition(settings, monkeypatch):
+    from datetime import date
+
+    from rich.console import Console
+
+    from qt_pipeline.cli.run import RunContext, stage_quarantine
+    from qt_pipeline.config import get_settings
+
+    monkeypatch.setenv("QT_MARKET_SOURCE", "landing")
+    get_settings.cache_clear()
+    s = get_settings()
+    landing = s.resolved_landing_dir
+    landing.mkdir(parents=True)
+    (landing / "empty.csv").write_bytes(b"")
+    (landing / "garbage.csv").write_bytes(b"\x00\x01\x02 garbage\n")
+    _write(landing / "types.csv", [HEADER, "BTCUSD,yesterday,a,b,c,d,e,f,g"])
+    good = _write(landing / "good.csv", [HEADER, *GOOD])
+    console = Console(record=True, width=200)
+    ctx = RunContext(settings=s, console=console, days=[date(2024, 1, 3)], symbols=["BTCUSD"])
+    stage_quarantine(ctx)
+    out = console.export_text()
+    assert ctx.results["quarantine"] == {"files": 3}
+    for name in ("empty.csv", "garbage.csv", "types.csv"):
+        assert f"{name}: quarantined" in out
+    assert "good.csv" not in out
+    store = StorageResource(backend="local").get_store()
+    reasons = store.read_rejects().groupby("source")["reason"].apply(set).to_dict()
+    assert reasons[str(landing / "empty.csv")] == {"empty_file"}
+    assert "wrong_type" in reasons[str(landing / "types.csv")]
+    assert str(good) not in reasons

@@ -253,10 +253,14 @@ def test_landing_bad_rows_are_rejected_with_reasons_and_rerun_changes_nothing(se
 
 def test_landing_file_level_problem_only_succeeds_with_warning(settings):
     landing = settings.resolved_landing_dir
-    # the header lacks vwap: every row is rejected (missing_column), the partition run still succeeds
-    cols = HEADER.replace(",vwap", "")
-    rows = [",".join(_bar("SOLUSD", f"2024-01-04T00:0{i}:00Z").split(",")[:7] + ["5"]) for i in range(3)]
-    path = _write(landing / "no_vwap.csv", [cols, *rows])
+    # the header lacks volume: every row is rejected (missing_column), the partition run still succeeds
+    # (vwap and trade_count may be missing: they are derived)
+    cols = HEADER.replace(",volume", "")
+    rows = []
+    for i in range(3):
+        f = _bar("SOLUSD", f"2024-01-04T00:0{i}:00Z").split(",")
+        rows.append(",".join(f[:6] + f[7:]))
+    path = _write(landing / "no_volume.csv", [cols, *rows])
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [raw_ohlcv],
@@ -436,8 +440,9 @@ def test_market_source_resource_defaults_and_errors(settings, monkeypatch):
     assert res.resolved_kind() == "synthetic"
     assert res.get_source().seed == 42
     assert MarketSourceResource(seed=7).get_source().seed == 7
-    with pytest.raises(ValueError, match="'exchange' is unknown; set QT_MARKET_SOURCE"):
-        MarketSourceResource(kind="exchange").get_source()
+    with pytest.raises(ValueError, match="'bloomberg' is unknown; set QT_MARKET_SOURCE"):
+        MarketSourceResource(kind="bloomberg").get_source()
+    assert MarketSourceResource(kind="exchange").get_source().describe() == "exchange:binance timeframe=1m"
     with pytest.raises(ValueError, match="column_mapping is not valid JSON"):
         MarketSourceResource(kind="landing", column_mapping="{ts").landing_source()
     with pytest.raises(ValueError, match="JSON object of strings"):

@@ -78,18 +78,19 @@ def test_good_csv_with_bad_number_and_wrong_field_count(tmp_path):
 
 
 def test_bad_header_is_missing_column_for_each_row(tmp_path):
-    write(tmp_path, "nohead.csv", HEADER.replace("vwap", "vwapp"), line(), line(ts="2024-01-02T00:01:00Z"))
+    write(tmp_path, "nohead.csv", HEADER.replace("open", "opn"), line(), line(ts="2024-01-02T00:01:00Z"))
     src = LandingDirectorySource(tmp_path)
     res = ingest(src)
     assert res.accepted.empty
     assert lines_of(res, RejectReason.MISSING_COLUMN) == [2, 3]
     m = res.messages()
-    assert any(
-        "nohead.csv:2: missing_column: required column(s) ['vwap'] missing; found [" in x and "'vwapp'" in x
-        for x in m
-    )
-    # vwapp is also an extra column, reported once for the file
-    assert len(res.rejected[res.rejected["reason"] == RejectReason.EXTRA_COLUMN]) == 1
+    assert any("nohead.csv:2: missing_column: required column(s) ['open'] missing; found [" in x for x in m)
+    # opn is an extra column: one warning for the file, not a reject
+    assert [w for w in res.warnings if "extra column(s) ['opn'] ignored" in w] and len(res.warnings) == 1
+    assert not (res.rejected["reason"] == RejectReason.EXTRA_COLUMN).any()
+    # the same problem on every row is printed once with its count
+    grouped = res.grouped_messages(per_group=1)
+    assert grouped[-1].endswith("… 1 more missing_column like the above (lines 3–3)"), grouped
 
 
 def test_wrong_delimiter_and_empty_files(tmp_path):
@@ -216,9 +217,9 @@ def test_parquet_file_typed_with_mapping_and_zone(tmp_path):
         pd.Timestamp("2024-01-02T08:01Z"),
     ]
     assert list(res.accepted["trade_count"]) == [1, 2]
-    # Parquet rows are addressed by 0-based row position
-    assert lines_of(res, RejectReason.HIGH_BELOW_LOW) == [2]
-    assert any(m.startswith(f"{tmp_path / 'eth.parquet'}:2: ") for m in res.messages())
+    # Parquet rows are addressed by their 1-based row number (the third row is row 3)
+    assert lines_of(res, RejectReason.HIGH_BELOW_LOW) == [3]
+    assert any(m.startswith(f"{tmp_path / 'eth.parquet'}:3: ") for m in res.messages())
 
 
 def test_column_mapping_csv_gz_and_case_insensitive_header(tmp_path):

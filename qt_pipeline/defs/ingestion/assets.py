@@ -55,7 +55,7 @@ def ingestion_metadata(result, location: str) -> dict[str, Any]:
         "storage_location": dg.MetadataValue.text(redact(location)),
         "preview": dg.MetadataValue.md(markdown_preview(accepted)),
         "reject_messages": dg.MetadataValue.md(
-            "\n".join(f"- {redact(m)}" for m in result.messages(REJECT_MESSAGES)) or "_no rejects_"
+            "\n".join(f"- {redact(m)}" for m in result.grouped_messages(REJECT_MESSAGES)) or "_no rejects_"
         ),
         "dagster/row_count": dg.MetadataValue.int(len(accepted)),
     }
@@ -86,10 +86,13 @@ def raw_ohlcv(
     if len(result.rejected):
         store.write_rejects(result.rejected)
     summary = result.summary()
+    for note in result.warnings:  # once per file: ignored columns, derived vwap/trade_count
+        context.log.warning(redact(note))
     if summary["reject_records"]:
         context.log.warning(
             f"{symbol} {start.date()}: {summary['rejected_rows']} row(s) rejected "
-            f"{json.dumps(summary['by_reason'])}; first: " + "; ".join(result.messages(3))
+            f"{json.dumps(summary['by_reason'])}; first: "
+            + "; ".join(result.grouped_messages(3, per_group=1))
         )
     if not len(result.accepted) and len(result.rejected):
         reasons = set(result.rejected["reason"].dropna())

@@ -1,6 +1,8 @@
 """``raw_ohlcv_bar_quality``: the Great Expectations bar suite on a stored raw_ohlcv partition.
 
-It reads the partition back from the local store (so it sees what is really stored, including rows
+The row-count bounds come from the symbol's market calendar (:func:`~qt_pipeline.market.quality.
+expected_row_range`): a weekend or holiday may be empty, a trading day needs ``QT_QUALITY_MIN_BARS`` (or
+the source's ``min_bars``). It reads the partition back from the local store (so it sees what is really stored, including rows
 that bypassed validation) and runs :func:`qt_pipeline.market.quality.run_bar_quality` (GX imported lazily
 there). Any failed expectation fails the check with severity ERROR.
 
@@ -31,13 +33,15 @@ def _json_safe(value: object) -> object:
 
 
 def bar_quality(context: dg.AssetCheckExecutionContext, local_store: StorageResource) -> dg.AssetCheckResult:
-    from qt_pipeline.market.quality import run_bar_quality
+    from qt_pipeline.market.quality import expected_row_range, run_bar_quality
 
     settings = get_settings()
     symbol, start, end = partition_window(context.partition_key)
     store = local_store.get_store()
     bars = store.read_bars(symbol, start, end)
-    report = run_bar_quality(bars, interval=settings.interval)
+    # the symbol's market calendar decides how many bars the day must have: none on a weekend/holiday
+    min_rows, max_rows, calendar, interval = expected_row_range(symbol, start.date(), settings)
+    report = run_bar_quality(bars, interval=interval, min_rows=min_rows, max_rows=max_rows)
     failures = report.describe_failures()
     for line in failures:
         context.log.error(f"{symbol} {start.date()}: {line}")
@@ -46,6 +50,8 @@ def bar_quality(context: dg.AssetCheckExecutionContext, local_store: StorageReso
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "rows_checked": dg.MetadataValue.int(report.rows),
+            "calendar": dg.MetadataValue.text(calendar),
+            "expected_rows": dg.MetadataValue.text(f"[{min_rows}, {max_rows}]"),
             "expectations": dg.MetadataValue.int(len(report.outcomes)),
             "failed_expectations": dg.MetadataValue.int(len(report.failed)),
             "failures": dg.MetadataValue.json(

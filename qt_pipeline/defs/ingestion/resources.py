@@ -19,7 +19,7 @@ class MarketSourceResource(dg.ConfigurableResource):
     (``{"ts": "timestamp", "ticker": "symbol"}``); unset means ``QT_LANDING_COLUMN_MAP``.
     """
 
-    kind: str | None = None  # "synthetic" | "landing"; None = QT_MARKET_SOURCE
+    kind: str | None = None  # "synthetic" | "landing" | "exchange"; None = QT_MARKET_SOURCE
     seed: int | None = None
     landing_dir: str | None = None
     column_mapping: str | None = None  # JSON object text
@@ -27,10 +27,10 @@ class MarketSourceResource(dg.ConfigurableResource):
 
     def resolved_kind(self) -> str:
         kind = self.kind or get_settings().market_source
-        if kind not in ("synthetic", "landing"):
+        if kind not in ("synthetic", "landing", "exchange"):
             raise ValueError(
                 f"market_source kind {kind!r} is unknown; set QT_MARKET_SOURCE (or the resource's "
-                "'kind') to 'synthetic' or 'landing'"
+                "'kind') to 'synthetic', 'landing' or 'exchange'"
             )
         return kind
 
@@ -63,12 +63,18 @@ class MarketSourceResource(dg.ConfigurableResource):
 
     def landing_source(self):
         """The landing-directory source (whatever ``kind`` says): the sensor and quarantine use it."""
+        from qt_pipeline.market.layout import config_from_settings
         from qt_pipeline.market.sources.landing import LandingDirectorySource
 
+        settings = get_settings()
         return LandingDirectorySource(
             self.resolved_landing_dir(),
             column_mapping=self.resolved_column_mapping(),
             timezone=self.resolved_timezone(),
+            config=config_from_settings(settings) if settings.landing_config else None,
+            calendar=settings.market_calendar,
+            max_file_mb=settings.landing_max_file_mb,
+            chunk_mb=settings.landing_chunk_mb,
         )
 
     def get_source(self):
@@ -76,6 +82,10 @@ class MarketSourceResource(dg.ConfigurableResource):
         settings = get_settings()
         if self.resolved_kind() == "landing":
             return self.landing_source()
+        if self.resolved_kind() == "exchange":
+            from qt_pipeline.market.sources.exchange import ExchangeSource
+
+            return ExchangeSource.from_settings(settings)
         from qt_pipeline.market.sources.synthetic import SyntheticMarket
 
         return SyntheticMarket(

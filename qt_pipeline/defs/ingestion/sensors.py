@@ -13,6 +13,10 @@ For each new or changed file it inspects the file and requests
 Rows of the still-open UTC day have no partition yet (partitions are closed days): such a file is not
 added to the cursor, so it is inspected again on later ticks and its last partition is requested once the
 day has closed (run keys keep the other requests from repeating). The cursor keeps only files still present.
+
+A landing run that *failed* (e.g. the DuckDB file was locked by an overlapping run) is requested again on a
+later tick (:func:`retry_failed_landing_runs`, up to ``MAX_ATTEMPTS``), and the quarantine op retries
+itself: a file whose cursor entry moved on still ends accepted, rejected or quarantined.
 """
 
 import json
@@ -29,6 +33,10 @@ from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, StorageResource
 from qt_pipeline.redaction import redact
 
 LANDING_FILE_TAG = "qt/landing_file"
+FINGERPRINT_TAG = "qt/landing_fingerprint"
+ATTEMPT_TAG = "qt/landing_attempt"
+RETRY_OF_TAG = "qt/landing_retry_of"
+MAX_ATTEMPTS = 3  # a landing run that failed (e.g. the DuckDB file was locked by an overlapping run)
 QUARANTINE_MESSAGES = 20
 
 
@@ -39,6 +47,8 @@ class QuarantineConfig(dg.Config):
 @dg.op(
     pool=DUCKDB_WRITER_POOL,
     description="Validate one landing file as a whole and store all its rejects (nothing is dropped).",
+    # another process may hold the DuckDB file for a moment (an overlapping run, `qt run`): retry
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
 )
 def quarantine_landing_file(
     context: dg.OpExecutionContext,
@@ -72,7 +82,7 @@ def quarantine_landing_file(
             "file": dg.MetadataValue.path(config.path),
             "reject_records": dg.MetadataValue.int(stored),
             "rejects_by_reason": dg.MetadataValue.json(by_reason),
-            "rows_valid_in_file": dg.MetadataValue.int(len(result.accepted)),
+            "rows_valid_in_file": dg.MetadataValue.int(result.accepted),
             "messages": dg.MetadataValue.md("\n".join(f"- {redact(m)}" for m in messages) or "_none_"),
             "storage_location": dg.MetadataValue.text(redact(store.location)),
         },
@@ -108,6 +118,44 @@ def plan_landing_file(inspection, *, today: date | None = None) -> tuple[list[tu
     return valid, quarantine, pending
 
 
+def retry_failed_landing_runs(instance, present: dict[str, str]) -> list[dg.RunRequest]:
+    """Run requests repeating the failed landing runs (partition or quarantine) of files still present
+    with the same content, up to :data:`MAX_ATTEMPTS` in all; each failed run is repeated once (run key
+    ``retry:<run id>``). So a file whose run failed because runs overlapped (the DuckDB lock) still ends
+    accepted, rejected or quarantined although the cursor has moved on."""
+    out = []
+    for job_name in (raw_ohlcv_job.name, landing_quarantine_job.name):
+        records = instance.get_run_records(
+            filters=dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.FAILURE]), limit=200
+        )
+        for rec in records:
+            run = rec.dagster_run
+            path = run.tags.get(LANDING_FILE_TAG)
+            if path not in present or run.tags.get(FINGERPRINT_TAG) != present[path][:16]:
+                continue
+            attempt = int(run.tags.get(ATTEMPT_TAG, "1"))
+            if attempt >= MAX_ATTEMPTS:
+                continue
+            if instance.get_run_records(filters=dg.RunsFilter(tags={RETRY_OF_TAG: run.run_id}), limit=1):
+                continue
+            tags = {
+                LANDING_FILE_TAG: path,
+                FINGERPRINT_TAG: present[path][:16],
+                ATTEMPT_TAG: str(attempt + 1),
+                RETRY_OF_TAG: run.run_id,
+            }
+            out.append(
+                dg.RunRequest(
+                    run_key=f"retry:{run.run_id}",
+                    job_name=job_name,
+                    partition_key=run.tags.get("dagster/partition"),
+                    run_config=run.run_config,
+                    tags=tags,
+                )
+            )
+    return out
+
+
 @dg.sensor(
     name="landing_directory_sensor",
     jobs=[raw_ohlcv_job, landing_quarantine_job],
@@ -135,7 +183,7 @@ def landing_directory_sensor(context: dg.SensorEvaluationContext, market_source:
             continue
         inspection = source.inspect(f.path)
         valid, quarantine, pending = plan_landing_file(inspection)
-        tags = {LANDING_FILE_TAG: path, "qt/landing_fingerprint": f.fingerprint[:16]}
+        tags = {LANDING_FILE_TAG: path, FINGERPRINT_TAG: f.fingerprint[:16]}
         for symbol, day in valid:
             key = partition_key_for(day, symbol)
             requested += 1
@@ -162,6 +210,13 @@ def landing_directory_sensor(context: dg.SensorEvaluationContext, market_source:
             new_cursor.pop(path, None)
         else:
             new_cursor[path] = f.fingerprint
+    for retry in retry_failed_landing_runs(context.instance, present):
+        context.log.warning(
+            f"{retry.tags[LANDING_FILE_TAG]}: run {retry.tags[RETRY_OF_TAG]} failed; requesting it again "
+            f"(attempt {retry.tags[ATTEMPT_TAG]} of {MAX_ATTEMPTS})"
+        )
+        requested += 1
+        yield retry
     if requested == 0 and new_cursor == processed:
         yield dg.SkipReason(f"no new or changed files in {source.directory}")
     context.update_cursor(json.dumps(new_cursor, sort_keys=True))

@@ -35,7 +35,9 @@ def validate_batch(
     first is kept, conflicting → all rejected). File-level problems of the parts are included."""
     results = []
     problems = []
+    notes: list[str] = []
     for leaf in batch.leaves():
+        notes.extend(leaf.warnings)
         if len(leaf.problems):
             problems.append(leaf.problems)
         if len(leaf.frame) == 0:
@@ -44,14 +46,35 @@ def validate_batch(
             validate_bars(
                 leaf.frame,
                 source=leaf.source,
-                interval=interval,
                 known_symbols=known_symbols,
                 source_timezone=leaf.timezone,
                 line_numbers=leaf.line_numbers,
                 now=now,
+                **layout_options(leaf.layout, interval),
             )
         )
-    return merge_results(results, problems)
+    return merge_results(results, problems, notes)
+
+
+def layout_options(layout, interval) -> dict:
+    """validate_bars keyword arguments of a landing source layout (format, calendar, derived columns,
+    bounds, interval); just the interval for sources without a layout."""
+    if layout is None:
+        return {"interval": interval}
+    from qt_pipeline.market.calendars import get_calendar
+
+    derived = {}
+    if layout.vwap in ("auto", "typical", "close"):
+        derived["vwap"] = "close" if layout.vwap == "close" else "typical"
+    if layout.trade_count in ("auto", "zero"):
+        derived["trade_count"] = "zero"
+    return {
+        "interval": layout.interval or interval,
+        "timestamp_format": layout.timestamp.format,
+        "calendar": get_calendar(layout.calendar) if layout.calendar else None,
+        "derived": derived,
+        "bounds": layout.bounds,
+    }
 
 
 def ingest_batches(
@@ -85,9 +108,11 @@ def source_from_settings(settings=None) -> MarketDataSource:
     if settings.market_source == "landing":
         from qt_pipeline.market.sources.landing import LandingDirectorySource
 
-        return LandingDirectorySource(
-            settings.resolved_landing_dir,
-            column_mapping=settings.landing_column_map,
-            timezone=settings.landing_timezone,
-        )
-    raise ValueError(f"unknown QT_MARKET_SOURCE={settings.market_source!r}; use 'synthetic' or 'landing'")
+        return LandingDirectorySource.from_settings(settings)
+    if settings.market_source == "exchange":
+        from qt_pipeline.market.sources.exchange import ExchangeSource
+
+        return ExchangeSource.from_settings(settings)
+    raise ValueError(
+        f"unknown QT_MARKET_SOURCE={settings.market_source!r}; use 'synthetic', 'landing' or 'exchange'"
+    )

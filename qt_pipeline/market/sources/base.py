@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,8 @@ class RawBatch:
     problems: pd.DataFrame = field(default_factory=empty_rejects)
     timezone: str | None = None
     parts: tuple[RawBatch, ...] = ()
+    layout: Any = None  # the landing SourceLayout the rows were read with (format, calendar, bounds…)
+    warnings: tuple[str, ...] = ()  # notes about the file that reject nothing (ignored columns…)
 
     def __post_init__(self) -> None:
         if self.line_numbers is not None:
@@ -78,6 +81,7 @@ class RawBatch:
             else empty_rejects(),
             timezone=timezone,
             parts=tuple(leaves),
+            warnings=tuple(dict.fromkeys(w for p in leaves for w in p.warnings)),
         )
 
     def leaves(self) -> Iterator[RawBatch]:

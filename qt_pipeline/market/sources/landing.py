@@ -2,16 +2,24 @@
 
 Files: ``*.csv``, ``*.csv.gz``, ``*.parquet`` anywhere under the directory (hidden files, names starting
 with ``_`` and ``*.tmp``/``*.part`` are ignored: writers should write under such a name and rename).
+Each file is read with the first *source layout* of the landing config whose ``match`` fits it
+(:mod:`qt_pipeline.market.layout`: column names, symbol from a column/constant/file name, timestamp
+format and zone, calendar, derived vwap/trade_count, bounds); a file no source matches is rejected whole.
 
-* CSVs are read with the :mod:`csv` module, every value kept as a string, so validation sees the raw
-  text and can name an unparsable number. Line numbers are physical file lines (header = line 1; a quoted
-  field spanning lines makes a record start at its first line). Rows with the wrong number of fields are
-  ``malformed_file`` records with their line; the good rows still go through. A header that is a single
-  column containing ``;``, tab or ``|`` means the file uses another delimiter (``malformed_file``, nothing
-  read). An empty file (0 bytes, or a header without rows) is ``empty_file``.
-* Parquet files keep their types; their ``line`` is the 0-based row position.
-* ``column_mapping`` renames source columns (``{"ts": "timestamp", "ticker": "symbol"}``); names are then
-  matched case-insensitively. Naive timestamps are in ``timezone`` (``QT_LANDING_TIMEZONE``).
+* Files are **streamed** in chunks of ``chunk_bytes`` (``QT_LANDING_CHUNK_MB``): CSV with
+  ``pyarrow.csv.open_csv`` (every value kept as text, so validation sees the raw value and can name an
+  unparsable number), Parquet with ``ParquetFile.iter_batches``. A file larger than ``max_file_bytes``
+  (``QT_LANDING_MAX_FILE_MB``) is refused before reading (``file_too_large``).
+* CSV line numbers are physical file lines (header = line 1 after any blank lines; a quoted field spanning
+  lines makes a record start at its first line). Rows with the wrong number of fields and lines that are
+  not UTF-8 are ``malformed_file`` records with their line; the good rows still go through. A header that is
+  a single column containing ``;``, tab or ``|`` means the file uses another delimiter (``malformed_file``,
+  nothing read). An empty file (0 bytes, or a header without rows) is ``empty_file``. A last line without
+  a line break is rejected as possibly cut (``require_final_newline``); a gzip file cut short fails its
+  own end-of-stream check.
+* Parquet files keep their types; their ``line`` is the 1-based row number.
+* Extra columns are dropped with one warning per file (``ignore_columns`` silences it); so are derived
+  ``vwap``/``trade_count`` notes. Warnings reject nothing.
 
 Partitions: a row belongs to the ``(symbol, UTC day)`` of its normalised symbol and parsed timestamp. Rows
 that cannot be placed (unparsable timestamp or symbol, missing key column) and the file-level problems
@@ -25,14 +33,13 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gc
 import gzip
 import hashlib
 import json
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -45,6 +52,7 @@ from qt_pipeline.market.contract import (
     empty_rejects,
     to_canonical_rejects,
 )
+from qt_pipeline.market.layout import LandingConfig, SourceLayout, default_layout
 from qt_pipeline.market.sources.base import MarketDataSource, RawBatch, utc_timestamp
 from qt_pipeline.market.validation import (
     FIX_HINTS,
@@ -52,12 +60,13 @@ from qt_pipeline.market.validation import (
     normalize_symbols,
     parse_timestamps,
     reject_record,
-    validate_bars,
 )
 
 PATTERNS: tuple[str, ...] = ("*.csv", "*.csv.gz", "*.parquet")
 _OTHER_DELIMITERS = {";": "';'", "\t": "a tab", "|": "'|'"}
 _CACHE_FILES = 32
+DEFAULT_MAX_FILE_MB = 4096.0
+DEFAULT_CHUNK_MB = 16.0
 
 
 @dataclass(frozen=True)
@@ -92,12 +101,15 @@ class FileInspection:
 @dataclass
 class _Loaded:
     file: LandingFile
-    batch: RawBatch
-    symbol: np.ndarray  # normalised symbol per row (object; None where unplaced)
-    ts_us: np.ndarray  # UTC microseconds per row (int64; meaningless where unplaced)
-    placed: np.ndarray  # bool per row
+    batch: RawBatch | None  # None: the file is larger than one chunk and is streamed on every fetch
+    symbol: np.ndarray | None  # normalised symbol per row (object; None where unplaced)
+    ts_us: np.ndarray | None  # UTC microseconds per row (int64; meaningless where unplaced)
+    placed: np.ndarray | None  # bool per row
     home: tuple[str, date] | None
     partitions: pd.DataFrame = field(repr=False)
+    rows: int = 0
+    problems: pd.DataFrame = field(default_factory=empty_rejects, repr=False)
+    unplaced: int = 0
 
 
 def _problem(source: str, line: int | None, reason: str, detail: str, raw: object = None) -> dict:
@@ -119,19 +131,23 @@ def _empty_raw_frame() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype="str") for c in BAR_COLUMNS})
 
 
-def _decoded_lines(binary: Iterable[bytes], bad: dict[int, str]) -> Iterator[str]:
-    """UTF-8 lines of a binary file; a line that does not decode is recorded in ``bad`` (by physical line
-    number) and yielded with replacement characters so the CSV reader keeps its place."""
-    for number, raw in enumerate(binary, start=1):
-        if number == 1 and raw.startswith(codecs.BOM_UTF8):
-            raw = raw[len(codecs.BOM_UTF8) :]
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad[number] = (
-                f"byte 0x{raw[exc.start]:02x} at position {exc.start + 1} is not UTF-8; save the file as UTF-8"
-            )
-            yield raw.decode("utf-8", errors="replace")
+def pacsv_count_newlines(col) -> np.ndarray | None:
+    """Line breaks inside each value (quoted fields that span lines), or None when there are none."""
+    import pyarrow.compute as pc
+
+    if not pc.any(pc.match_substring(col, "\n")).as_py():
+        return None
+    return np.asarray(pc.count_substring(col, "\n").to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+@dataclass
+class _Plan:
+    """How one file's columns become canonical ones (decided once per file from its header)."""
+
+    keep: list[tuple[int, str]]  # (file column position, canonical name)
+    constant_symbol: str | None
+    warnings: list[str]
+    problems: list[dict]
 
 
 class LandingDirectorySource(MarketDataSource):
@@ -145,6 +161,10 @@ class LandingDirectorySource(MarketDataSource):
         *,
         column_mapping: Mapping[str, str] | None = None,
         timezone: str | None = None,
+        config: LandingConfig | None = None,
+        calendar: str | None = None,
+        max_file_mb: float | None = None,
+        chunk_mb: float | None = None,
     ):
         self.directory = Path(directory)
         self.timezone = check_timezone(timezone)
@@ -156,12 +176,34 @@ class LandingDirectorySource(MarketDataSource):
                 "(QT_LANDING_COLUMN_MAP)"
             )
         self.column_mapping = mapping
-        self._mapping_ci = {k.lower(): v for k, v in mapping.items()}
+        self.config = config or LandingConfig(sources=[default_layout(mapping, self.timezone, calendar)])
+        mb = max_file_mb if max_file_mb is not None else self.config.max_file_mb
+        self.max_file_mb = mb if mb is not None else DEFAULT_MAX_FILE_MB
+        self.max_file_bytes = int(self.max_file_mb * 2**20)
+        cm = chunk_mb if chunk_mb is not None else self.config.chunk_mb
+        self.chunk_bytes = max(int((cm if cm is not None else DEFAULT_CHUNK_MB) * 2**20), 4096)
         self._fingerprints: dict[tuple, str] = {}
         self._cache: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
 
+    @classmethod
+    def from_settings(cls, settings=None, directory: str | Path | None = None) -> LandingDirectorySource:
+        from qt_pipeline.config import get_settings
+        from qt_pipeline.market.layout import config_from_settings
+
+        settings = settings or get_settings()
+        return cls(
+            directory or settings.resolved_landing_dir,
+            column_mapping=settings.landing_column_map,
+            timezone=settings.landing_timezone,
+            config=config_from_settings(settings),
+            calendar=settings.market_calendar,
+            max_file_mb=settings.landing_max_file_mb,
+            chunk_mb=settings.landing_chunk_mb,
+        )
+
     def describe(self) -> str:
-        return f"landing:{self.directory} tz={self.timezone} mapping={self.column_mapping}"
+        names = [s.name for s in self.config.sources]
+        return f"landing:{self.directory} sources={names} ({self.config.origin})"
 
     # --- files ----------------------------------------------------------------------------------------
     def scan(self) -> list[LandingFile]:
@@ -191,222 +233,551 @@ class LandingDirectorySource(MarketDataSource):
             fp = self._fingerprints[key] = h.hexdigest()
         return LandingFile(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, fingerprint=fp)
 
-    def _map_columns(self, columns: list[str]) -> list[str]:
-        out = []
-        for c in columns:
-            name = str(c).strip()
-            if name in self.column_mapping:
-                out.append(self.column_mapping[name])
-            elif name.lower() in self._mapping_ci:
-                out.append(self._mapping_ci[name.lower()])
-            else:
-                out.append(name.lower())
-        return out
+    def layout_for(self, path: str | Path) -> SourceLayout | None:
+        """The configured source that reads ``path`` (first whose ``match`` fits), or None."""
+        path = Path(path)
+        try:
+            return self.config.layout_for(path.resolve().relative_to(self.directory.resolve()))
+        except ValueError:  # outside the landing directory (qt validate): try its trailing parts
+            parts = path.resolve().parts[1:]
+            for i in range(len(parts)):
+                found = self.config.layout_for(Path(*parts[i:]))
+                if found is not None:
+                    return found
+            return None
 
     def read_file(self, path: str | Path) -> RawBatch:
-        """The whole file as a raw batch (columns mapped, CSV values as strings)."""
+        """The whole file as a raw batch (columns mapped, CSV values as strings). Use
+        :meth:`iter_chunks` to read a large file in bounded memory."""
+        path = Path(path)
+        parts = list(self.iter_chunks(path))
+        if not parts:
+            return RawBatch(
+                _empty_raw_frame(), str(path), np.array([], dtype=np.int64), timezone=self.timezone
+            )
+        if len(parts) == 1:
+            return parts[0]
+        return RawBatch.combine(str(path), parts, timezone=parts[0].timezone)
+
+    def iter_chunks(self, path: str | Path) -> Iterator[RawBatch]:
+        """The file as raw batches of at most ~``chunk_bytes`` of input each (leaves with physical line
+        numbers; file-level problems and warnings ride on the first batch that knows them)."""
         path = Path(path)
         name = path.name.lower()
+        source = str(path)
+        if not name.endswith((".parquet", ".csv", ".csv.gz")):
+            raise ValueError(f"{path}: not a landing file; expected one of {list(PATTERNS)}")
+        layout = self.layout_for(path)
+        tz = self.timezone
+        if layout is None:
+            rec = _problem(
+                source,
+                None,
+                RejectReason.MALFORMED_FILE,
+                f"no source of the landing config ({self.config.origin}) matches this file; add a 'match' "
+                "glob for it",
+            )
+            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz)
+            return
+        tz = layout.timestamp.timezone or self.timezone
+        size = path.stat().st_size
+        if size > self.max_file_bytes:
+            rec = _problem(
+                source,
+                None,
+                RejectReason.FILE_TOO_LARGE,
+                f"file is {size / 2**20:.4g} MiB ({size} bytes), above the limit of {self.max_file_mb:g} MiB "
+                "(QT_LANDING_MAX_FILE_MB); nothing was read",
+            )
+            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout)
+            return
         if name.endswith(".parquet"):
-            return self._read_parquet(path)
-        if name.endswith((".csv", ".csv.gz")):
-            return self._read_csv(path)
-        raise ValueError(f"{path}: not a landing file; expected one of {list(PATTERNS)}")
+            yield from self._parquet_chunks(path, layout, tz)
+        else:
+            yield from self._csv_chunks(path, layout, tz)
 
-    def _read_parquet(self, path: Path) -> RawBatch:
+    def _plan(self, path: Path, header: list[str], layout: SourceLayout) -> _Plan:
+        source = str(path)
+        warnings: list[str] = []
+        problems: list[dict] = []
+        keep: list[tuple[int, str]] = []
+        extra: list[str] = []
+        spec = layout.symbol
+        for i, col in enumerate(header):
+            if (
+                spec is not None
+                and spec.column is not None
+                and str(col).strip().lower() == spec.column.lower()
+            ):
+                keep.append((i, "symbol"))
+                continue
+            canon = layout.canonical_name(str(col))
+            if spec is not None and spec.column is None and canon == "symbol":
+                canon = "_symbol_in_file"  # the source's symbol comes from its name or a constant
+            if layout.is_ignored(str(col)) or canon == "_symbol_in_file":
+                continue
+            if canon not in BAR_COLUMNS:
+                extra.append(str(col))
+                continue
+            if canon == "vwap" and layout.vwap in ("typical", "close"):
+                continue
+            if canon == "trade_count" and layout.trade_count == "zero":
+                continue
+            keep.append((i, canon))
+        if extra:
+            warnings.append(
+                f"{source}: extra column(s) {extra} ignored (list them under ignore_columns of source "
+                f"'{layout.name}' to silence this)"
+            )
+        names = {c for _, c in keep}
+        constant = None
+        if spec is not None and spec.constant:
+            constant = spec.constant.strip()
+        elif spec is not None and spec.filename:
+            constant = spec.from_filename(path.name)
+            if constant is None:
+                problems.append(
+                    _problem(
+                        source,
+                        None,
+                        RejectReason.MALFORMED_FILE,
+                        f"file name {path.name!r} does not match the symbol pattern {spec.filename!r} of "
+                        f"source '{layout.name}'; rename the file or fix the pattern",
+                    )
+                )
+                constant = ""
+        if "vwap" not in names and layout.vwap != "column":
+            how = "close" if layout.vwap == "close" else "the typical price (high + low + close) / 3"
+            warnings.append(f"{source}: vwap derived as {how} (source '{layout.name}' has no vwap column)")
+        if "trade_count" not in names and layout.trade_count != "column":
+            warnings.append(f"{source}: trade_count stored as 0 = not reported (source '{layout.name}')")
+        return _Plan(keep, constant, warnings, problems)
+
+    def _frame(self, columns: list, plan: _Plan, n: int) -> pd.DataFrame:
+        data = {canon: columns[i] for i, canon in plan.keep}
+        if plan.constant_symbol is not None:
+            data = {"symbol": pd.array([plan.constant_symbol] * n, dtype="str"), **data}
+        frame = pd.DataFrame(data) if data else pd.DataFrame(index=range(n))
+        if len({c for _, c in plan.keep}) != len(plan.keep):  # two file columns map to one name
+            frame = pd.concat([columns[i].rename(c) for i, c in plan.keep], axis=1)
+        return frame
+
+    def _parquet_chunks(self, path: Path, layout: SourceLayout, tz: str | None) -> Iterator[RawBatch]:
         import pyarrow.parquet as pq
 
         source = str(path)
         try:
-            frame = pq.read_table(path).to_pandas()
-        except Exception as exc:  # pyarrow raises several types for corrupt files
+            pf = pq.ParquetFile(path)
+            meta = pf.metadata
+            header = [str(c) for c in pf.schema_arrow.names]
+            row_bytes = max(1, sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)))
+            row_bytes = max(1, row_bytes // max(1, meta.num_rows))
+            batches = pf.iter_batches(batch_size=max(1024, self.chunk_bytes // row_bytes))
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files
             rec = _problem(source, None, RejectReason.MALFORMED_FILE, f"not a readable Parquet file: {exc}")
-            return RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), self.timezone)
-        frame = frame.reset_index(drop=True)
-        frame.columns = self._map_columns([str(c) for c in frame.columns])
-        problems = []
-        if len(frame) == 0:
-            problems.append(_problem(source, None, RejectReason.EMPTY_FILE, "Parquet file has no rows"))
-        return RawBatch(
-            frame, source, np.arange(len(frame), dtype=np.int64), _problems_frame(problems), self.timezone
-        )
-
-    def _read_csv(self, path: Path) -> RawBatch:
-        source = str(path)
-        problems: list[dict] = []
-        rows: list[list[str]] = []
-        lines: list[int] = []
-        header: list[str] | None = None
-        header_line = 0
-
-        def result() -> RawBatch:
-            cols = self._map_columns(header) if header else list(BAR_COLUMNS)
-            if rows:
-                import pyarrow as pa
-
-                # transpose, then build Arrow-backed string columns directly (much faster than object arrays)
-                columns = list(zip(*rows, strict=True))
-                frame = pd.DataFrame(
-                    {
-                        i: pd.array(pa.array(columns[i], type=pa.string()), dtype="str")
-                        for i in range(len(cols))
-                    }
-                )
-                frame.columns = cols
-            else:
-                frame = pd.DataFrame({i: pd.Series([], dtype="str") for i in range(len(cols))})
-                frame.columns = cols
-            return RawBatch(
-                frame, source, np.asarray(lines, dtype=np.int64), _problems_frame(problems), self.timezone
-            )
-
-        if path.stat().st_size == 0:
-            problems.append(_problem(source, None, RejectReason.EMPTY_FILE, "file is empty (0 bytes)"))
-            return result()
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        prev = 0
-        bad_utf8: dict[int, str] = {}
-        gc_was_enabled = gc.isenabled()
-        gc.disable()  # millions of small lists: the cyclic GC would rescan them over and over
+            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout)
+            return
+        plan = self._plan(path, header, layout)
+        first = True
+        row = 0
         try:
-            with opener(path, "rb") as raw_f:
-                reader = csv.reader(_decoded_lines(raw_f, bad_utf8), strict=False)
-                for rec in reader:
-                    start, prev = prev + 1, reader.line_num
-                    if not rec or (len(rec) == 1 and not rec[0].strip()):
-                        continue  # blank line
-                    if bad_utf8 and any(i in bad_utf8 for i in range(start, prev + 1)):
-                        why = "; ".join(bad_utf8[i] for i in range(start, prev + 1) if i in bad_utf8)
-                        if header is None:
-                            problems.append(
-                                _problem(
-                                    source, None, RejectReason.MALFORMED_FILE, f"header (line {start}): {why}"
-                                )
-                            )
-                            return result()
-                        problems.append(_problem(source, start, RejectReason.MALFORMED_FILE, why, rec))
-                        continue
-                    if header is None:
-                        header, header_line = rec, start
-                        if len(rec) == 1:
-                            for delim, shown in _OTHER_DELIMITERS.items():
-                                if delim in rec[0]:
-                                    problems.append(
-                                        _problem(
-                                            source,
-                                            None,
-                                            RejectReason.MALFORMED_FILE,
-                                            f"file uses {shown} as delimiter; expected ',' (header: {rec[0]!r}); "
-                                            "no rows were read",
-                                        )
-                                    )
-                                    header = None
-                                    return result()
-                        continue
-                    if len(rec) != len(header):
-                        problems.append(
-                            _problem(
-                                source,
-                                start,
-                                RejectReason.MALFORMED_FILE,
-                                f"line has {len(rec)} fields; the header (line {header_line}) has {len(header)}",
-                                rec,
-                            )
-                        )
-                        continue
-                    rows.append(rec)
-                    lines.append(start)
-        except (csv.Error, OSError, EOFError, zlib.error) as exc:
-            what = str(exc)
-            problems.append(
-                _problem(
+            for rb in batches:
+                n = rb.num_rows
+                cols = [rb.column(i).to_pandas() for i in range(rb.num_columns)]
+                frame = self._frame(cols, plan, n)
+                lines = np.arange(row + 1, row + n + 1, dtype=np.int64)  # 1-based row numbers
+                row += n
+                yield RawBatch(
+                    frame,
                     source,
-                    None,
-                    RejectReason.MALFORMED_FILE,
-                    f"could not read the file after line {prev}: {what}; the rows before it were read",
+                    lines,
+                    _problems_frame(plan.problems if first else []),
+                    tz,
+                    layout=layout,
+                    warnings=tuple(plan.warnings) if first else (),
                 )
+                first = False
+        except Exception as exc:  # noqa: BLE001
+            rec = _problem(
+                source, None, RejectReason.MALFORMED_FILE, f"Parquet file unreadable after row {row}: {exc}"
             )
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        if header is None and not problems:
-            problems.append(_problem(source, None, RejectReason.EMPTY_FILE, "file has only blank lines"))
-        elif header is not None and not rows and not problems:
-            problems.append(
-                _problem(source, None, RejectReason.EMPTY_FILE, "file has a header but no data rows")
+            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout)
+            return
+        if first:
+            recs = [
+                *plan.problems,
+                _problem(source, None, RejectReason.EMPTY_FILE, "Parquet file has no rows"),
+            ]
+            yield RawBatch(
+                self._frame([pd.Series([], dtype="str")] * len(header), plan, 0),
+                source,
+                np.array([], dtype=np.int64),
+                _problems_frame(recs),
+                tz,
+                layout=layout,
+                warnings=tuple(plan.warnings),
             )
-        return result()
+
+    def _csv_header(self, path: Path, layout: SourceLayout) -> tuple[list[str] | None, int, list[dict]]:
+        """``(header fields, physical line of the header, problems)`` read with the csv module."""
+        source = str(path)
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        number = 0
+        try:
+            with opener(path, "rb") as f:
+                for raw in f:
+                    number += 1
+                    if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                        raw = raw[len(codecs.BOM_UTF8) :]
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        why = f"byte 0x{raw[exc.start]:02x} at position {exc.start + 1} is not UTF-8"
+                        return (
+                            None,
+                            number,
+                            [
+                                _problem(
+                                    source,
+                                    None,
+                                    RejectReason.MALFORMED_FILE,
+                                    f"header (line {number}): {why}",
+                                )
+                            ],
+                        )
+                    if not text.strip():
+                        continue
+                    return next(csv.reader([text], delimiter=layout.delimiter)), number, []
+        except (OSError, EOFError, zlib.error) as exc:
+            return (
+                None,
+                number,
+                [_problem(source, None, RejectReason.MALFORMED_FILE, f"could not read the file: {exc}")],
+            )
+        what = "file is empty (0 bytes)" if number == 0 else "file has only blank lines"
+        return None, number, [_problem(source, None, RejectReason.EMPTY_FILE, what)]
+
+    def _csv_chunks(self, path: Path, layout: SourceLayout, tz: str | None) -> Iterator[RawBatch]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pacsv
+
+        source = str(path)
+        header, header_line, problems = self._csv_header(path, layout)
+        if header is None:
+            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame(problems), tz, layout=layout)
+            return
+        if len(header) == 1:
+            for delim, shown in _OTHER_DELIMITERS.items():
+                if delim in header[0] and delim != layout.delimiter:
+                    rec = _problem(
+                        source,
+                        None,
+                        RejectReason.MALFORMED_FILE,
+                        f"file uses {shown} as delimiter; expected {layout.delimiter!r} (header: {header[0]!r}); "
+                        f"no rows were read (set delimiter for source '{layout.name}' in QT_LANDING_CONFIG)",
+                    )
+                    yield RawBatch(
+                        _empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout
+                    )
+                    return
+        plan = self._plan(path, header, layout)
+        names = [f"c{i}" for i in range(len(header))]
+        invalid: list[tuple[int, str, int]] = []
+
+        def on_invalid(row) -> str:
+            invalid.append((int(row.number) if row.number is not None else -1, row.text, row.actual_columns))
+            return "skip"
+
+        gz = path.name.lower().endswith(".gz")
+        final_newline = True
+        if not gz and layout.require_final_newline:
+            with open(path, "rb") as f:
+                f.seek(-1, 2)
+                final_newline = f.read(1) in (b"\n", b"\r")
+        try:
+            reader = pacsv.open_csv(
+                pa.input_stream(str(path), compression="gzip" if gz else None),
+                read_options=pacsv.ReadOptions(
+                    block_size=self.chunk_bytes, use_threads=False, skip_rows=header_line, column_names=names
+                ),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=layout.delimiter, invalid_row_handler=on_invalid, ignore_empty_lines=False
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(names, pa.binary()),
+                    check_utf8=False,
+                    strings_can_be_null=False,
+                ),
+            )
+        except (pa.ArrowInvalid, OSError, EOFError) as exc:
+            rec = _problem(source, None, RejectReason.MALFORMED_FILE, f"could not read the file: {exc}")
+            yield RawBatch(
+                _empty_raw_frame(), source, None, _problems_frame([*problems, rec]), tz, layout=layout
+            )
+            return
+        state = {"extra": 0, "invalid_seen": 0, "rows": 0}
+        pending: RawBatch | None = None
+        first = True
+
+        def take_invalid(upto_record: int | None) -> list[dict]:
+            out = []
+            while state["invalid_seen"] < len(invalid):
+                num, text, actual = invalid[state["invalid_seen"]]
+                if upto_record is not None and num > upto_record:
+                    break
+                state["invalid_seen"] += 1
+                out.append(
+                    _problem(
+                        source,
+                        num + state["extra"],
+                        RejectReason.MALFORMED_FILE,
+                        f"line has {actual} fields; the header (line {header_line}) has {len(header)}",
+                        next(csv.reader([text], delimiter=layout.delimiter), [text]),
+                    )
+                )
+            return out
+
+        try:
+            for rb in reader:
+                n = rb.num_rows
+                inv_nums = np.array(sorted(x[0] for x in invalid), dtype=np.int64)
+                # record numbers of the good rows: consecutive after the last one, skipping invalid ones
+                base = state["rows"] + header_line + 1 + np.arange(n, dtype=np.int64)
+                shift = np.searchsorted(inv_nums - np.arange(len(inv_nums)), base, side="right")
+                records = base + shift
+                cols, bad_rows = [], {}
+                extra_nl = np.zeros(n, dtype=np.int64)
+                for j in range(rb.num_columns):
+                    col = rb.column(j)
+                    try:
+                        scol = col.cast(pa.string())
+                    except pa.ArrowInvalid:
+                        values = col.to_pylist()
+                        fixed = []
+                        for i, v in enumerate(values):
+                            try:
+                                fixed.append(v.decode("utf-8"))
+                            except UnicodeDecodeError as exc:
+                                bad_rows.setdefault(
+                                    i,
+                                    f"byte 0x{v[exc.start]:02x} at position {exc.start + 1} is not UTF-8; "
+                                    "save the file as UTF-8",
+                                )
+                                fixed.append(v.decode("utf-8", errors="replace"))
+                        scol = pa.array(fixed, type=pa.string())
+                    nl = pacsv_count_newlines(scol)
+                    if nl is not None:
+                        extra_nl += nl
+                    cols.append(scol)
+                cum_extra = (
+                    state["extra"] + np.concatenate([[0], np.cumsum(extra_nl)[:-1]]) if n else extra_nl
+                )
+                lines = records + cum_extra
+                blank = np.ones(n, dtype=bool)
+                for c in cols:
+                    blank &= np.asarray(pc.equal(pc.binary_length(c), 0).to_numpy(zero_copy_only=False))
+                chunk_problems = take_invalid(int(records[-1]) if n else None)
+                keep = ~blank
+                for i, why in bad_rows.items():
+                    keep[i] = False
+                    chunk_problems.append(
+                        _problem(
+                            source,
+                            int(lines[i]),
+                            RejectReason.MALFORMED_FILE,
+                            why,
+                            [c[i].as_py() for c in cols],
+                        )
+                    )
+                state["rows"] += n
+                state["extra"] += int(extra_nl.sum())
+                idx = np.flatnonzero(keep)
+                series = [pd.Series(pd.array(c, dtype="str")) for c in cols]
+                if len(idx) != n:
+                    series = [s.iloc[idx].reset_index(drop=True) for s in series]
+                batch = RawBatch(
+                    self._frame(series, plan, len(idx)),
+                    source,
+                    lines[idx],
+                    _problems_frame(([*problems, *plan.problems] if first else []) + chunk_problems),
+                    tz,
+                    layout=layout,
+                    warnings=tuple(plan.warnings) if first else (),
+                )
+                first = False
+                if pending is not None:
+                    yield pending
+                pending = batch
+        except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
+            if pending is not None:
+                yield pending
+                pending = None
+            rec = _problem(
+                source,
+                None,
+                RejectReason.MALFORMED_FILE,
+                f"could not read the file after line {state['rows'] + header_line + state['extra']}: {exc}; "
+                "the rows before it were read",
+            )
+            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout)
+            return
+        tail = take_invalid(None)
+        if pending is None:
+            recs = [*problems, *plan.problems, *tail]
+            if not tail:
+                recs.append(
+                    _problem(source, None, RejectReason.EMPTY_FILE, "file has a header but no data rows")
+                )
+            yield RawBatch(
+                self._frame([pd.Series([], dtype="str")] * len(header), plan, 0),
+                source,
+                np.array([], dtype=np.int64),
+                _problems_frame(recs),
+                tz,
+                layout=layout,
+                warnings=tuple(plan.warnings),
+            )
+            return
+        if tail:
+            pending = replace(
+                pending, problems=_problems_frame([*pending.problems.to_dict("records"), *tail])
+            )
+        last_invalid = max((x[0] for x in invalid), default=-1)
+        if (
+            not final_newline
+            and len(pending.frame)
+            and (pending.line_numbers[-1] - state["extra"] >= last_invalid)
+        ):
+            cut = int(pending.line_numbers[-1])
+            rec = _problem(
+                source,
+                cut,
+                RejectReason.MALFORMED_FILE,
+                f"line {cut} does not end with a line break: the file may have been cut while it was "
+                "copied, so its last value may be incomplete; re-export the file (or, if the line is "
+                f"complete, end it with a newline; require_final_newline: false for source '{layout.name}')",
+                pending.frame.iloc[-1].astype(str).tolist(),
+            )
+            pending = replace(
+                pending,
+                frame=pending.frame.iloc[:-1].reset_index(drop=True),
+                line_numbers=pending.line_numbers[:-1],
+                problems=_problems_frame([*pending.problems.to_dict("records"), rec]),
+            )
+        yield pending
 
     # --- placement --------------------------------------------------------------------------------------
+    def _place(self, batch: RawBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(symbol, ts_us, placed)`` per row of a leaf batch (only symbol and timestamp are parsed)."""
+        frame = batch.frame
+        n = len(frame)
+        cols = list(frame.columns)
+        if n and cols.count("symbol") == 1 and cols.count("timestamp") == 1:
+            from qt_pipeline.market.calendars import get_calendar
+
+            lay = batch.layout
+            sym, malformed = normalize_symbols(frame["symbol"])
+            pts = parse_timestamps(
+                frame["timestamp"],
+                batch.timezone,
+                timestamp_format=lay.timestamp.format if lay is not None else None,
+                calendar=get_calendar(lay.calendar) if lay is not None and lay.calendar else None,
+            )
+            placed = ~malformed.to_numpy() & pts.utc.notna().to_numpy()
+            symbol = np.where(placed, sym.to_numpy(dtype=object), None)
+            ts_us = np.where(placed, np.asarray(pts.utc.array.asi8, dtype=np.int64), 0)
+            return symbol, ts_us, placed
+        return np.full(n, None, dtype=object), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+
+    @staticmethod
+    def _partition_counts(symbol: np.ndarray, ts_us: np.ndarray, placed: np.ndarray) -> pd.DataFrame:
+        if not placed.any():
+            return pd.DataFrame(
+                {"symbol": pd.Series([], dtype="str"), "day": [], "rows": pd.Series([], dtype="int64")}
+            )
+        day = pd.to_datetime(ts_us[placed] // 86_400_000_000 * 86_400, unit="s").date
+        return (
+            pd.DataFrame({"symbol": symbol[placed].astype(str), "day": day})
+            .groupby(["symbol", "day"], sort=True)
+            .size()
+            .rename("rows")
+            .reset_index()
+        )
+
     def _load(self, lf: LandingFile) -> _Loaded:
+        """Placement of every row of a file. A file of at most one chunk is kept (rows and placement) for
+        the partition fetches that follow; a larger one is streamed and only its partition counts, home
+        and file-level problems are kept (fetch streams it again), so memory stays bounded."""
         key = (str(lf.path), lf.fingerprint)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        batch = self.read_file(lf.path)
-        frame = batch.frame
-        n = len(frame)
-        cols = list(frame.columns)
-        if (
-            n
-            and "symbol" in cols
-            and "timestamp" in cols
-            and cols.count("symbol") == 1
-            and cols.count("timestamp") == 1
-        ):
-            sym, malformed = normalize_symbols(frame["symbol"])
-            pts = parse_timestamps(frame["timestamp"], batch.timezone)
-            placed = ~malformed.to_numpy() & pts.utc.notna().to_numpy()
-            symbol = np.array(sym.to_numpy(dtype=object), dtype=object, copy=True)
-            symbol[~placed] = None
-            ts_us = np.where(placed, np.asarray(pts.utc.array.asi8, dtype=np.int64), 0)
+        if lf.size <= self.chunk_bytes:
+            batch = self.read_file(lf.path)
+            symbol, ts_us, placed = self._place(batch) if not batch.parts else (None, None, None)
+            if batch.parts:  # several leaves (file-level problems apart): place the combined frame
+                symbol, ts_us, placed = self._place_leaves(batch)
+            parts = self._partition_counts(symbol, ts_us, placed)
+            home = (parts["symbol"].iat[0], parts["day"].iat[0]) if len(parts) else None
+            loaded = _Loaded(lf, batch, symbol, ts_us, placed, home, parts, len(batch.frame), batch.problems)
         else:
-            placed = np.zeros(n, dtype=bool)
-            symbol = np.full(n, None, dtype=object)
-            ts_us = np.zeros(n, dtype=np.int64)
-        if placed.any():
-            day = pd.to_datetime(ts_us[placed] // 86_400_000_000 * 86_400, unit="s").date
+            counts, problems, rows, unplaced = [], [], 0, 0
+            for chunk in self.iter_chunks(lf.path):
+                symbol, ts_us, placed = self._place(chunk)
+                counts.append(self._partition_counts(symbol, ts_us, placed))
+                if len(chunk.problems):
+                    problems.append(chunk.problems)
+                rows += len(chunk.frame)
+                unplaced += int((~placed).sum())
+            counts = [c for c in counts if len(c)]
             parts = (
-                pd.DataFrame({"symbol": symbol[placed].astype(str), "day": day})
-                .groupby(["symbol", "day"], sort=True)
-                .size()
-                .rename("rows")
-                .reset_index()
+                pd.concat(counts).groupby(["symbol", "day"], sort=True)["rows"].sum().reset_index()
+                if counts
+                else self._partition_counts(np.array([]), np.array([]), np.zeros(0, dtype=bool))
             )
-            home = (parts["symbol"].iat[0], parts["day"].iat[0])
-        else:
-            parts = pd.DataFrame(
-                {"symbol": pd.Series([], dtype="str"), "day": [], "rows": pd.Series([], dtype="int64")}
+            home = (parts["symbol"].iat[0], parts["day"].iat[0]) if len(parts) else None
+            probs = (
+                to_canonical_rejects(pd.concat(problems, ignore_index=True)) if problems else empty_rejects()
             )
-            home = None
-        loaded = _Loaded(lf, batch, symbol, ts_us, placed, home, parts)
+            loaded = _Loaded(lf, None, None, None, None, home, parts, rows, probs, unplaced)
         self._cache[key] = loaded
         while len(self._cache) > _CACHE_FILES:
             self._cache.popitem(last=False)
         return loaded
 
+    def _place_leaves(self, batch: RawBatch):
+        sy, ts, pl = [], [], []
+        for leaf in batch.leaves():
+            a, b, c = self._place(leaf)
+            sy.append(a)
+            ts.append(b)
+            pl.append(c)
+        return np.concatenate(sy), np.concatenate(ts), np.concatenate(pl)
+
     def inspect(self, path: str | Path) -> FileInspection:
-        """Partitions and problems of one file (cheap: parses only symbol and timestamp for placement)."""
+        """Partitions and problems of one file (cheap: parses only symbol and timestamp for placement).
+        A file with no placeable row is validated whole (in chunks) so all its rejects are returned."""
         lf = self._stat(Path(path))
         ld = self._load(lf)
-        problems = ld.batch.problems
-        if ld.home is None and len(ld.batch.frame):
-            result = validate_bars(
-                ld.batch.frame,
-                source=ld.batch.source,
-                source_timezone=ld.batch.timezone,
-                line_numbers=ld.batch.line_numbers,
-            )
-            parts = [p for p in (problems, result.rejected) if len(p)]
+        problems = ld.problems
+        if ld.home is None and ld.rows:
+            from qt_pipeline.market.sources import validate_batch
+
+            parts = [problems] if len(problems) else []
+            for chunk in self.iter_chunks(lf.path):
+                res = validate_batch(replace(chunk, problems=empty_rejects()))
+                if len(res.rejected):
+                    parts.append(res.rejected)
             problems = to_canonical_rejects(pd.concat(parts, ignore_index=True)) if parts else empty_rejects()
         return FileInspection(
             path=lf.path,
             fingerprint=lf.fingerprint,
-            rows=len(ld.batch.frame),
+            rows=ld.rows,
             partitions=ld.partitions.copy(),
             problems=problems,
-            unplaced_rows=int((~ld.placed).sum()),
+            unplaced_rows=ld.unplaced if ld.placed is None else int((~ld.placed).sum()),
             home=ld.home,
         )
 
@@ -426,30 +797,62 @@ class LandingDirectorySource(MarketDataSource):
         parts = []
         for lf in self.scan():
             ld = self._load(lf)
-            sel = ld.placed & (ld.symbol == symbol) & (ld.ts_us >= lo) & (ld.ts_us < hi)
             is_home = False
             if ld.home is not None and ld.home[0] == symbol:
                 home_start = pd.Timestamp(ld.home[1], tz="UTC")
                 is_home = start_ts <= home_start < end_ts
-            if is_home:
-                sel = sel | ~ld.placed
-            if not sel.any() and not is_home:
-                continue
-            b = ld.batch
-            idx = np.flatnonzero(sel)
-            parts.append(
-                RawBatch(
-                    frame=b.frame.iloc[idx].reset_index(drop=True),
-                    source=b.source,
-                    line_numbers=b.line_numbers[idx] if b.line_numbers is not None else idx,
-                    problems=b.problems if is_home else empty_rejects(),
-                    timezone=b.timezone,
+            p = ld.partitions
+            touches = (
+                bool(
+                    (
+                        (p["symbol"] == symbol)
+                        & (p["day"] >= (start_ts - pd.Timedelta(days=1)).date())
+                        & (p["day"] <= end_ts.date())
+                    ).any()
                 )
+                if len(p)
+                else False
             )
+            if not touches and not is_home:
+                continue
+            if ld.batch is not None:
+                leaves = [(ld.batch, ld.symbol, ld.ts_us, ld.placed, ld.batch.problems)]
+            else:
+                leaves = ((c, *self._place(c), c.problems) for c in self.iter_chunks(lf.path))
+            for b, sym_, ts_, placed_, probs in leaves:
+                sel = placed_ & (sym_ == symbol) & (ts_ >= lo) & (ts_ < hi)
+                if is_home:
+                    sel = sel | ~placed_
+                if not sel.any() and not (is_home and len(probs)):
+                    continue
+                idx = np.flatnonzero(sel)
+                parts.extend(self._select(b, idx, is_home))
         label = f"landing:{self.directory}"
         if not parts:
             return RawBatch(_empty_raw_frame(), label, np.array([], dtype=np.int64), timezone=self.timezone)
         return RawBatch.combine(label, parts, timezone=self.timezone)
+
+    @staticmethod
+    def _select(b: RawBatch, idx: np.ndarray, is_home: bool) -> list[RawBatch]:
+        """The rows ``idx`` (positions in ``b.frame``) of ``b`` as leaves (``b`` may be composite)."""
+        out = []
+        offset = 0
+        for leaf in b.leaves():
+            n = len(leaf.frame)
+            mine = idx[(idx >= offset) & (idx < offset + n)] - offset
+            offset += n
+            if not len(mine) and not (is_home and len(leaf.problems)):
+                continue
+            out.append(
+                replace(
+                    leaf,
+                    frame=leaf.frame.iloc[mine].reset_index(drop=True),
+                    line_numbers=leaf.line_numbers[mine] if leaf.line_numbers is not None else mine,
+                    problems=leaf.problems if is_home else empty_rejects(),
+                    warnings=leaf.warnings if is_home else (),
+                )
+            )
+        return out
 
     def partitions(self) -> pd.DataFrame:
         """All (symbol, day) partitions present in the landing directory with their row counts."""

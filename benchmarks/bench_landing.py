@@ -1,0 +1,301 @@
+"""Benchmark of the landing data path: rows/s for daily, hourly and minute exports of realistic size, and
+peak memory of the streaming reader against its chunk size.
+
+Files (written by this script into a temp dir, shaped like the real exports the landing config reads):
+
+* ``equities/GOOGL.csv`` — 10 years of daily bars ``Date,Open,High,Low,Close,Adj Close,Volume`` (~2,500 rows);
+* ``fx/EURUSD_….csv`` — 10 years of hourly bars with ``Gmt time`` stamps ``01.01.2017 22:00:00.000``
+  (~62,000 rows);
+* ``crypto/btc.csv`` — ``--minute-rows`` minute bars in another column order (default 2,000,000, ~150 MB).
+
+For each file it prints rows/s of
+
+1. ``validate``: :func:`qt_pipeline.market.filecheck.check_file` (what ``qt validate`` runs: stream, parse,
+   validate everything);
+2. ``ingest (one range)``: ``fetch`` of the file's whole range + validation, as one single-run backfill
+   does (placement + fetch + validate; storage excluded);
+3. ``baseline``: ``pandas.read_csv`` of the same file (parsing only, no validation) — the ratio says what
+   validation costs on top of parsing;
+
+and for the daily file ``ingest per day``: the same work done one UTC-day partition at a time (what one
+run per partition costs without Dagster's own overhead), extrapolated from ``--per-day-sample`` days.
+
+Then, for each ``--chunks`` size (MiB), a fresh subprocess validates the minute file with that chunk size
+and reports its peak RSS above the RSS after imports: the streaming reader's memory should track the
+chunk size, not the file size (target: ≤ 2× the chunk plus a fixed overhead).
+
+Run: ``.venv/bin/python benchmarks/bench_landing.py`` (``--minute-rows 200000`` for a quick run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "landing.example.yaml"
+
+
+def write_daily(path: Path) -> int:
+    import warnings
+
+    import exchange_calendars as xcals
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        days = xcals.get_calendar("XNYS").sessions_in_range("2015-01-02", "2024-12-31")
+    rng = np.random.default_rng(1)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.015, len(days))))
+    open_ = np.concatenate([[50.0], close[:-1]])
+    hi = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, len(days)))
+    lo = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, len(days)))
+    df = pd.DataFrame(
+        {
+            "Date": days.strftime("%Y-%m-%d"),
+            "Open": open_.round(2),
+            "High": hi.round(2),
+            "Low": lo.round(2),
+            "Close": close.round(2),
+            "Adj Close": (close * 0.99).round(2),
+            "Volume": rng.integers(10**6, 10**8, len(days)),
+        }
+    )
+    df["High"] = df[["Open", "High", "Close"]].max(axis=1)
+    df["Low"] = df[["Open", "Low", "Close"]].min(axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return len(df)
+
+
+def write_hourly_fx(path: Path) -> int:
+    t = pd.date_range("2015-01-04 22:00", "2024-12-27 21:00", freq="1h")
+    t = t[(t.day_of_week < 5) | ((t.day_of_week == 6) & (t.hour >= 22))]  # the FX week (winter hours)
+    t = t[~((t.day_of_week == 4) & (t.hour >= 21))]
+    rng = np.random.default_rng(2)
+    close = 1.1 * np.exp(np.cumsum(rng.normal(0, 0.0008, len(t))))
+    open_ = np.concatenate([[1.1], close[:-1]])
+    spread = np.abs(rng.normal(0, 0.0004, len(t)))
+    df = pd.DataFrame(
+        {
+            "Gmt time": t.strftime("%d.%m.%Y %H:%M:%S.000"),
+            "Open": open_.round(5),
+            "High": (np.maximum(open_, close) + spread).round(5),
+            "Low": (np.minimum(open_, close) - spread).round(5),
+            "Close": close.round(5),
+            "Volume": rng.uniform(1000, 90000, len(t)).round(2),
+        }
+    )
+    df["High"] = df[["Open", "High", "Close"]].max(axis=1)
+    df["Low"] = df[["Open", "Low", "Close"]].min(axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return len(df)
+
+
+def write_minute(path: Path, rows: int) -> int:
+    t = pd.date_range("2022-01-01", periods=rows, freq="1min", tz="UTC")
+    rng = np.random.default_rng(3)
+    close = 40000 * np.exp(np.cumsum(rng.normal(0, 4e-4, rows)))
+    open_ = np.concatenate([[40000.0], close[:-1]])
+    spread = np.abs(rng.normal(0, 4e-4, rows)) * close
+    hi = np.maximum(open_, close) + spread
+    lo = np.minimum(open_, close) - spread
+    df = pd.DataFrame(
+        {
+            "Timestamp": t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "Symbol": "BTCUSD",
+            "Close": close.round(2),
+            "Open": open_.round(2),
+            "Low": lo.round(2),
+            "High": hi.round(2),
+            "Volume": rng.uniform(0.1, 50, rows).round(4),
+            "Trades": rng.integers(1, 900, rows),
+        }
+    )
+    df["High"] = df[["Open", "High", "Close"]].max(axis=1)
+    df["Low"] = df[["Open", "Low", "Close"]].min(axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False, chunksize=200_000)
+    return len(df)
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def source(landing: Path, chunk_mb: float = 16.0):
+    from qt_pipeline.market.layout import load_landing_config
+    from qt_pipeline.market.sources.landing import LandingDirectorySource
+
+    return LandingDirectorySource(landing, config=load_landing_config(CONFIG), chunk_mb=chunk_mb)
+
+
+def bench_file(landing: Path, path: Path, symbol: str, rows: int, interval: str, per_day: int) -> dict:
+    from qt_pipeline.market.filecheck import check_file
+    from qt_pipeline.market.sources import ingest_batches
+
+    now = pd.Timestamp("2030-01-01", tz="UTC")
+    rep, t_val = timed(lambda: check_file(source(landing), path, interval=interval, now=now))
+    src = source(landing)
+    parts, t_place = timed(src.partitions)
+    lo = pd.Timestamp(parts["day"].min(), tz="UTC")
+    hi = pd.Timestamp(parts["day"].max(), tz="UTC") + pd.Timedelta(days=1)
+    res, t_fetch = timed(lambda: ingest_batches(src, symbol, lo, hi, interval=interval, now=now))
+    _, t_base = timed(lambda: pd.read_csv(path))
+    out = {
+        "file": str(path.relative_to(landing)),
+        "rows": rows,
+        "MB": path.stat().st_size / 2**20,
+        "accepted": len(res.accepted),
+        "rejected": int(res.summary()["rejected_rows"]) + int(rep.rejected_rows),
+        "validate rows/s": rows / t_val,
+        "ingest (one range) rows/s": rows / (t_place + t_fetch),
+        "baseline read_csv rows/s": rows / t_base,
+    }
+    if per_day:
+        days = list(parts["day"])[:per_day]
+        t0 = time.perf_counter()
+        n = 0
+        for d in days:
+            s = pd.Timestamp(d, tz="UTC")
+            n += len(
+                ingest_batches(src, symbol, s, s + pd.Timedelta(days=1), interval=interval, now=now).accepted
+            )
+        per = (time.perf_counter() - t0) / len(days)
+        out["ingest per day s/partition"] = per
+        out["per-day extrapolated s (all partitions)"] = per * len(parts)
+        out["one range s"] = t_place + t_fetch
+    return out
+
+
+def child_peak(path: str, chunk_mb: float) -> None:
+    """Validate ``path`` with ``chunk_mb`` chunks; print the RSS before and the peak RSS during it (sampled
+    every 2 ms from /proc/self/statm: ru_maxrss would include the import peak)."""
+    import os
+    import threading
+
+    from qt_pipeline.market.filecheck import check_file
+
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    landing = Path(path).parents[1]
+    src = source(landing, chunk_mb)
+    check_file(
+        src,
+        Path(path).parents[3] / "warmup" / "crypto" / "warmup.csv",
+        interval="1min",
+        now=pd.Timestamp("2030-01-01", tz="UTC"),
+    )
+    base = rss()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.002)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    rep = check_file(src, Path(path), interval="1min", now=pd.Timestamp("2030-01-01", tz="UTC"))
+    done.set()
+    th.join()
+    print(
+        json.dumps(
+            {"base_mb": base / 2**20, "peak_mb": peak[0] / 2**20, "rows": rep.accepted, "chunks": rep.chunks}
+        )
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minute-rows", type=int, default=2_000_000)
+    ap.add_argument("--chunks", default="1,4,16,64", help="chunk sizes (MiB) for the memory measurement")
+    ap.add_argument("--per-day-sample", type=int, default=60)
+    ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child_peak(args.child[0], float(args.child[1]))
+        return
+    work = args.dir or Path(tempfile.mkdtemp(prefix="bench_landing_"))
+    landing = work / "landing"
+    try:
+        # one landing directory per file, so each measurement reads only its own file
+        daily = landing / "daily" / "equities" / "GOOGL.csv"
+        fx = landing / "hourly" / "fx" / "EURUSD_Candlestick_1_Hour_BID.csv"
+        minute = landing / "minute" / "crypto" / "btc.csv"
+        n_d = write_daily(daily)
+        n_h = write_hourly_fx(fx)
+        t0 = time.perf_counter()
+        n_m = write_minute(minute, args.minute_rows)
+        write_minute(work / "warmup" / "crypto" / "warmup.csv", 1000)
+        from qt_pipeline.market.calendars import get_calendar
+
+        get_calendar("XNYS")  # built once per process (~seconds): not part of the file's throughput
+        from qt_pipeline.market.filecheck import check_file
+
+        # first-call costs (lazy imports, kernel set-up) are per process, not per row
+        check_file(source(work / "warmup"), work / "warmup" / "crypto" / "warmup.csv", interval="1min")
+        print(f"wrote files in {work} ({time.perf_counter() - t0:.1f} s for the minute file)")
+        results = [
+            bench_file(landing / "daily", daily, "GOOGL", n_d, "1D", args.per_day_sample),
+            bench_file(landing / "hourly", fx, "EURUSD", n_h, "1h", 0),
+            bench_file(landing / "minute", minute, "BTCUSD", n_m, "1min", 0),
+        ]
+        for r in results:
+            print(
+                f"\n{r['file']}: {r['rows']:,} rows, {r['MB']:.1f} MiB, accepted {r['accepted']:,}, rejected {r['rejected']}"
+            )
+            for k in ("validate rows/s", "ingest (one range) rows/s", "baseline read_csv rows/s"):
+                print(f"  {k:<28} {r[k]:>12,.0f}")
+            print(
+                f"  validate / read_csv ratio      {r['validate rows/s'] / r['baseline read_csv rows/s']:.2f}"
+            )
+            if "ingest per day s/partition" in r:
+                print(
+                    f"  one partition per day: {r['ingest per day s/partition'] * 1000:.1f} ms/partition → "
+                    f"{r['per-day extrapolated s (all partitions)']:.1f} s for all days vs {r['one range s']:.2f} s "
+                    f"as one range (ratio {r['per-day extrapolated s (all partitions)'] / r['one range s']:.0f}x; "
+                    "Dagster's per-run overhead comes on top of each partition)"
+                )
+        print(
+            f"\npeak RSS of the streaming validation of {minute.name} ({minute.stat().st_size / 2**20:.0f} MiB):"
+        )
+        print(
+            f"  {'chunk MiB':>9} {'chunks':>7} {'after imports MiB':>18} {'peak MiB':>9} {'peak - base':>12} {'/chunk':>7}"
+        )
+        for c in [float(x) for x in args.chunks.split(",")]:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(minute), str(c)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            m = json.loads(out.stdout.strip().splitlines()[-1])
+            d = m["peak_mb"] - m["base_mb"]
+            print(
+                f"  {c:>9g} {m['chunks']:>7} {m['base_mb']:>18.0f} {m['peak_mb']:>9.0f} {d:>12.0f} {d / c:>7.1f}"
+            )
+    finally:
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
