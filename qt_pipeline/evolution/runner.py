@@ -135,8 +135,11 @@ def check_run_id(config: EvolutionConfig, state_store: EvolutionStateStore) -> A
     return existing
 
 
-def prepare_data(config: EvolutionConfig, store: Any) -> PreparedData:
-    """Read and split the bars of ``config.symbols`` through the storage interface; validate counts."""
+def prepare_data(config: EvolutionConfig, store: Any, signals: Any = None) -> PreparedData:
+    """Read and split the bars of ``config.symbols`` through the storage interface; validate counts.
+
+    ``signals`` (a :class:`qt_pipeline.signals.feed.SignalFeed`, optional) gives each bar its regime code
+    and correlation, aligned without look-ahead: the ``regime_mask``/``correlation_max`` genes act on them."""
     from qt_pipeline.evolution.backtest import MarketData, infer_periods_per_year
 
     listed = store.list_symbols()
@@ -162,8 +165,11 @@ def prepare_data(config: EvolutionConfig, store: Any) -> PreparedData:
                     f"need at least min_bars={config.min_bars}"
                 )
         if not problems:
-            train.append(MarketData.from_frame(tr.reset_index(drop=True), symbol=sym))
-            test.append(MarketData.from_frame(te.reset_index(drop=True), symbol=sym))
+            for part, out in ((tr.reset_index(drop=True), train), (te.reset_index(drop=True), test)):
+                regime, corr = (
+                    signals.for_bars(sym, part["timestamp"]) if signals is not None else (None, None)
+                )
+                out.append(MarketData.from_frame(part, symbol=sym, regime=regime, correlation=corr))
     if problems:
         raise EvolutionConfigError(
             "evolution config: not enough bars — "
@@ -183,6 +189,7 @@ def run_evolution(
     progress: ProgressFn | None = None,
     *,
     on_start: Callable[[dict[str, Any]], None] | None = None,
+    signals: Any = None,
 ) -> EvolutionResult:
     """Run (or resume) the evolution described by ``config``. See the module docstring.
 
@@ -196,7 +203,7 @@ def run_evolution(
     t0 = time.perf_counter()
     state_store.setup()
     existing = check_run_id(config, state_store)
-    data = prepare_data(config, store)
+    data = prepare_data(config, store, signals)
     own_evaluator = evaluator is None
     evaluator = evaluator if evaluator is not None else make_evaluator(config)
     try:
@@ -295,6 +302,8 @@ def run_evolution(
         extra={
             "startup_seconds": getattr(evaluator, "startup_seconds", 0.0),
             "periods_per_year": data.periods_per_year,
+            "test_data": data.test,  # MarketData per symbol, signals included (filter ablation)
+            "costs": costs,
         },
     )
 

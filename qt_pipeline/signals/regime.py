@@ -91,8 +91,8 @@ def _fit_hmm(x: np.ndarray, p: RegimeParams):
     model = GaussianHMM(
         n_components=p.hmm_states,
         covariance_type="diag",
-        n_iter=100,
-        tol=1e-4,
+        n_iter=50,
+        tol=1e-2,  # log-likelihood units over hundreds of hours: finer changes no label
         random_state=p.random_state,
         init_params="stc",
         params="stmc",

@@ -76,6 +76,13 @@ class CentralBarsTranslator(DagsterDbtTranslator):
 TRANSLATOR = CentralBarsTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
+def _current_database(store: Any) -> str | None:
+    import sqlalchemy as sa
+
+    with store.engine.connect() as conn:
+        return conn.execute(sa.text("select current_database()")).scalar()
+
+
 def dbt_connection_env(store: Any) -> dict[str, str]:
     """Environment for profiles.yml from a PostgresStore: its direct URL (DDL-capable) and schema."""
     url = store.config.direct_url
@@ -86,7 +93,9 @@ def dbt_connection_env(store: Any) -> dict[str, str]:
         "QT_DBT_PORT": str(url.port or 5432),
         "QT_DBT_USER": str(url.username or "postgres"),
         "DBT_ENV_SECRET_QT_DBT_PASSWORD": str(url.password or ""),
-        "QT_DBT_DBNAME": str(url.database or "postgres"),
+        # dbt qualifies every relation with the database: use the server's own name for it (a proxy or
+        # pooler may accept another name in the URL, and Postgres refuses "cross-database" references)
+        "QT_DBT_DBNAME": _current_database(store) or str(url.database or "postgres"),
         "QT_DBT_SCHEMA": store.schema,
         "QT_DBT_SSLMODE": str(sslmode if isinstance(sslmode, str) else sslmode[0]),
     }
