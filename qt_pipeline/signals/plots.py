@@ -23,6 +23,7 @@ def regime_timeline_png(
 ) -> bytes:
     """One row per symbol: the composite regime as coloured bands over time; below it the market's average
     pairwise correlation (regime window) when ``market`` is given."""
+    import matplotlib.dates as mdates
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -30,14 +31,24 @@ def regime_timeline_png(
     rows = max(1, len(syms)) + (1 if market is not None and len(market) else 0)
     fig = Figure(figsize=(8, 0.7 * rows + 1.4), dpi=100)
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    step = 1.0 / 24.0  # one hourly bucket, in matplotlib date units (days)
     for ax, s in zip(axes, syms, strict=False):
         g = regimes[regimes["symbol"] == s]
-        t = g["bucket"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+        t = mdates.date2num(g["bucket"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy())
         code = g["regime"].to_numpy()
-        for k, colour in enumerate(_REGIME_COLOURS):
-            ax.fill_between(t, 0, 1, where=code == k, color=colour, step="post", linewidth=0)
+        if len(code):
+            cut = np.flatnonzero(np.diff(code) != 0) + 1
+            starts, ends = np.r_[0, cut], np.r_[cut, len(code)]
+            for k, colour in enumerate(_REGIME_COLOURS):
+                runs = [
+                    (t[a], t[b - 1] + step - t[a]) for a, b in zip(starts, ends, strict=True) if code[a] == k
+                ]
+                if runs:
+                    ax.broken_barh(runs, (0, 1), facecolors=colour, linewidth=0)
         ax.set_yticks([])
+        ax.set_ylim(0, 1)
         ax.set_ylabel(s, rotation=0, ha="right", va="center")
+        ax.xaxis_date()
     if market is not None and len(market):
         ax = axes[-1]
         cols = [c for c in market.columns if c.startswith("avg_corr_")]
@@ -69,7 +80,10 @@ def correlation_heatmap_png(matrix: pd.DataFrame, *, title: str = "") -> bytes:
     for i in range(n):
         for j in range(n):
             v = m[i, j]
-            ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8)
+            colour = "white" if abs(v) > 0.6 else "black"
+            ax.text(
+                j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8, color=colour
+            )
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title(title or "correlation", fontsize=9)
     fig.tight_layout()
