@@ -68,6 +68,7 @@ ensure_env() {
     fi
     echo "$want" >"$stamp"
   fi
+  ensure_dbt_manifest
   mkdir -p "$DAGSTER_HOME"
   [[ -f $DAGSTER_HOME/dagster.yaml ]] || cp infra/dagster.yaml "$DAGSTER_HOME/dagster.yaml" 2>/dev/null || true
 }
@@ -89,6 +90,24 @@ lock() {
     "$UV" lock --python "$py" "$@"
     "${export[@]}" >requirements.lock.txt
     log "uv.lock and requirements.lock.txt updated; commit both"
+  fi
+}
+
+ensure_dbt_manifest() {
+  # The Dagster code location loads the dbt_timescale models from dbt's manifest: (re)make it with the
+  # venv's dbt when the dbt project changed since the last parse (a few seconds, once per change).
+  local dir=$ROOT/dbt_timescale stamp want
+  [[ -d $dir ]] || return 0
+  stamp=$dir/target/.qt_parsed
+  want=$(cd "$dir" && find . -path ./target -prune -o -path ./logs -prune -o -type f \( -name '*.sql' -o -name '*.yml' \) -print \
+    | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+  if [[ ! -f $dir/target/manifest.json || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+    log "parsing the dbt project (dbt_timescale) for the Dagster code location"
+    if (cd "$dir" && "$VENV/bin/dbt" parse --quiet --profiles-dir . --target-path target >/dev/null); then
+      echo "$want" >"$stamp"
+    else
+      log "dbt parse failed: run '$VENV/bin/dbt parse --project-dir dbt_timescale --profiles-dir dbt_timescale' to see why"
+    fi
   fi
 }
 

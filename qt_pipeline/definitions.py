@@ -6,7 +6,7 @@ inside the functions that need them.
 
 import dagster as dg
 
-from qt_pipeline.defs import central, evolution, hybrid, ingestion
+from qt_pipeline.defs import central, evolution, hybrid, ingestion, signals
 from qt_pipeline.defs.resources import shared_resources
 
 defs = dg.Definitions.merge(
@@ -14,5 +14,6 @@ defs = dg.Definitions.merge(
     central.defs,
     hybrid.defs,
     evolution.defs,
+    signals.defs,
     dg.Definitions(resources=shared_resources),
 )

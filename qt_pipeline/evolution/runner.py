@@ -158,9 +158,12 @@ def check_run_id(config: EvolutionConfig, state_store: EvolutionStateStore) -> A
     return existing
 
 
-def prepare_data(config: EvolutionConfig, store: Any) -> PreparedData:
+def prepare_data(config: EvolutionConfig, store: Any, signals: Any = None) -> PreparedData:
     """Read the bars of ``config.symbols`` through the storage interface, cut them into walk-forward
-    segments (validation.py) and infer the calendar; validate bar counts."""
+    segments (validation.py) and infer the calendar; validate bar counts.
+
+    ``signals`` (a :class:`qt_pipeline.signals.feed.SignalFeed`, optional) gives each bar its regime code
+    and correlation, aligned without look-ahead: the ``regime_mask``/``correlation_max`` genes act on them."""
     from qt_pipeline.evolution.backtest import MarketData
     from qt_pipeline.evolution.calendar import infer_calendar
     from qt_pipeline.evolution.validation import Plan, Segment, fold_groups, walk_forward_bounds
@@ -200,7 +203,10 @@ def prepare_data(config: EvolutionConfig, store: Any) -> PreparedData:
                         f"{hi:%Y-%m-%d %H:%M}) after dropping {drop}, need at least min_bars={config.min_bars}"
                     )
                     continue
-                parts.append(MarketData.from_frame(part, symbol=sym))
+                regime, corr = (
+                    signals.for_bars(sym, part["timestamp"]) if signals is not None else (None, None)
+                )
+                parts.append(MarketData.from_frame(part, symbol=sym, regime=regime, correlation=corr))
             if len(parts) == len(frames):
                 name = f"{'IS' if kind == 'in-sample' else 'OOS'} {k + 1}"
                 out.append(Segment(name, tuple(parts), lo, hi))
@@ -253,6 +259,7 @@ def run_evolution(
     progress: ProgressFn | None = None,
     *,
     on_start: Callable[[dict[str, Any]], None] | None = None,
+    signals: Any = None,
 ) -> EvolutionResult:
     """Run (or resume) the evolution described by ``config``. See the module docstring.
 
@@ -266,7 +273,7 @@ def run_evolution(
     t0 = time.perf_counter()
     state_store.setup()
     existing = check_run_id(config, state_store)
-    data = prepare_data(config, store)
+    data = prepare_data(config, store, signals)
     own_evaluator = evaluator is None
     evaluator = evaluator if evaluator is not None else make_evaluator(config)
     try:
@@ -362,6 +369,9 @@ def run_evolution(
             "startup_seconds": getattr(evaluator, "startup_seconds", 0.0),
             "periods_per_year": data.periods_per_year,
             "calendar": data.calendar.describe(),
+            # MarketData per symbol of every out-of-sample segment, signals included (filter ablation)
+            "test_data": [d for seg in data.oos_plan.segments for d in seg.datasets],
+            "costs": costs,
         },
     )
 

@@ -140,3 +140,28 @@ def test_source_from_settings_synthetic(settings):
 def test_malformed_symbol_is_refused():
     with pytest.raises(ValueError, match="symbol 'BTC USD' is malformed"):
         SyntheticMarket(1).bars("BTC USD", D1, D2)
+
+
+def test_common_market_factor_plants_time_varying_correlation():
+    from qt_pipeline.market.sources.synthetic import CORRELATION_STATE_NAMES
+
+    m = SyntheticMarket(seed=3, symbols=("AAA", "BBB", "CCC"), interval="1h")
+    start, end = "2024-01-01", "2024-04-01"
+    states = m.correlation_states(start, end)
+    assert set(states["state"]) == set(CORRELATION_STATE_NAMES)
+    assert states["start"].iloc[0] == pd.Timestamp(start, tz="UTC") and states["end"].iloc[
+        -1
+    ] == pd.Timestamp(end, tz="UTC")
+    assert (states["start"].iloc[1:].to_numpy() == states["end"].iloc[:-1].to_numpy()).all()
+    rets = pd.DataFrame(
+        {s: np.log(m.bars(s, start, end).set_index("timestamp")["close"]).diff() for s in m.symbols()}
+    )
+    hour_rho = pd.Series(np.nan, index=rets.index)
+    for seg in states.itertuples():
+        hour_rho[(rets.index >= seg.start) & (rets.index < seg.end)] = seg.rho
+    by_state = {rho: g.corr().to_numpy()[np.triu_indices(3, 1)].mean() for rho, g in rets.groupby(hour_rho)}
+    low, high = min(by_state), max(by_state)
+    assert by_state[high] > by_state[low] + 0.25, by_state
+    # the factor is market-wide: the planted states do not depend on the symbol set
+    other = SyntheticMarket(seed=3, symbols=("ZZZ",)).correlation_states(start, end)
+    pd.testing.assert_frame_equal(states, other)

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from qt_pipeline.defs.evolution.resources import EvolutionStateResource, RayClusterResource
 from qt_pipeline.defs.resources import StorageResource
+from qt_pipeline.defs.signals.keys import SIGNAL_KEYS
 
 
 class FitnessRunConfig(dg.Config):
@@ -98,6 +99,9 @@ def _make_evaluator(config: Any, ray_cluster: RayClusterResource, context: Any) 
 
 
 @dg.asset(
+    deps=list(
+        SIGNAL_KEYS
+    ),  # regime / correlation series the filter genes act on (read from the signal store)
     group_name="evolution",
     kinds={"ray", "python"},
     description="Trading strategies evolved by the GA on the training window (hall of fame), re-scored "
@@ -135,6 +139,19 @@ def evolved_strategies(
         bar_store.release()
         context.log.info(f"evolution run {info['run_id']}: {redact(info)}")
 
+    import pandas as pd
+
+    from qt_pipeline.signals.feed import SignalFeed
+    from qt_pipeline.signals.store import SignalStore
+
+    signals = SignalFeed.from_store(
+        SignalStore.from_settings(get_settings()), pd.Timestamp(evo_cfg.start), pd.Timestamp(evo_cfg.end)
+    )
+    if signals is None:
+        context.log.warning(
+            "no materialised signals (correlation_signals / market_regimes) cover this range: the regime and "
+            "correlation genes stay inert; materialise signals_job for these days first"
+        )
     state_store = evolution_state.get_state_store()
     try:
         result = run_evolution(
@@ -144,6 +161,7 @@ def evolved_strategies(
             _make_evaluator(evo_cfg, ray_cluster, context),
             progress,
             on_start=on_start,
+            signals=signals,
         )
     except (EvolutionConfigError, StateStoreError, EvaluatorError) as exc:
         raise dg.Failure(description=redact(exc)) from None
@@ -154,6 +172,11 @@ def evolved_strategies(
     png_path = out_dir / "fitness_curve.png"
     png = plot_fitness_curve(result.stats, png_path, title=f"run {result.run_id}")
     report = result.report
+    from qt_pipeline.signals.ablation import ablation_markdown, filter_ablation
+
+    ablation = filter_ablation(
+        result.best_genome, result.extra["test_data"], result.extra["costs"], result.extra["periods_per_year"]
+    )
     return dg.MaterializeResult(
         metadata={
             "run_id": result.run_id,
@@ -170,6 +193,11 @@ def evolved_strategies(
             ),
             "best_fitness": dg.MetadataValue.float(result.best_fitness),
             "best_strategy": dg.MetadataValue.md(result.best_description),
+            "best_strategy_filters": dg.MetadataValue.text(str(ablation["filters"].iloc[0])),
+            "filters_oos": dg.MetadataValue.md(ablation_markdown(ablation)),
+            "signals": dg.MetadataValue.text(
+                "materialised" if signals is not None else "none (filters inert)"
+            ),
             "is_vs_oos": dg.MetadataValue.md(report.to_markdown()),
             "flagged_strategies": report.n_flagged,
             "fitness_curve": dg.MetadataValue.md(_fitness_curve_md(png)),

@@ -5,10 +5,17 @@ Model (all in log-price, drift and volatility per UTC day):
 * **Regimes** follow an hourly Markov chain over :data:`REGIMES` (trending up/down, mean-reverting,
   high/low volatility). The chain is simulated per ``(seed, symbol, calendar month)`` from its own RNG
   (so any month can be produced on its own), with geometric sojourns (mean :data:`MEAN_SOJOURN_HOURS`).
+* **Common market factor**: the hourly shocks ``z`` of every symbol load on one market factor ``f``:
+  ``z = sqrt(rho) * f + sqrt(1 - rho) * e`` with ``e`` the symbol's own shock. ``rho`` follows a second,
+  market-wide hourly Markov chain over :data:`CORRELATION_STATES` (decoupled / coupled, mean sojourn
+  :data:`MEAN_CORRELATION_SOJOURN_HOURS`), simulated per ``(seed, calendar month)``; ``f`` of day ``d``
+  comes from an RNG derived from ``(seed, d)``. So two symbols' hourly returns have correlation ``rho``
+  (``rho/sqrt(2)`` when exactly one of them is mean-reverting); :meth:`SyntheticMarket.correlation_states`
+  returns the planted states.
 * **Coarse path**: one log-price point per hour. Hourly increments are ``drift/24 + vol/sqrt(24) * z``;
   in the mean-reverting regime ``vol/sqrt(24) * (z_h - z_{h-1}) / sqrt(2)`` (a level that keeps
-  returning to where the regime found it). Increments of day ``d`` come from an RNG derived from
-  ``(seed, symbol, d)`` only.
+  returning to where the regime found it). Increments of day ``d`` come from RNGs derived from
+  ``(seed, symbol, d)`` and ``(seed, d)`` only.
 * **Daily anchors** make days continuous: the open of day ``d`` is the base price times
   ``exp(sum of the daily increments from 2020-01-01 to d)`` — summed in a fixed order, so it does not
   depend on which days were generated before or in which order.
@@ -17,8 +24,9 @@ Model (all in log-price, drift and volatility per UTC day):
   weighted mean of its points (strictly inside ``[low, high]``); volume follows an intraday U shape times
   the regime's activity and log-normal noise; trade_count is an integer ~ volume / average trade size.
 
-The same ``(seed, symbol, day)`` always produces the same bytes. :meth:`SyntheticMarket.regimes` returns
-the planted regime segments so analytics (regime detection) can be checked against ground truth.
+The same ``(seed, symbol, day)`` always produces the same bytes. :meth:`SyntheticMarket.regimes` and
+:meth:`SyntheticMarket.correlation_states` return the planted regime and correlation segments so analytics
+(regime detection, the correlation engine) can be checked against ground truth.
 """
 
 from __future__ import annotations
@@ -64,6 +72,23 @@ _VOL = np.array([r.volatility for r in REGIMES])
 _ACTIVITY = np.array([r.activity for r in REGIMES])
 _MEAN_REV = np.array([r.mean_reverting for r in REGIMES])
 
+
+@dataclass(frozen=True)
+class CorrelationState:
+    name: str
+    rho: float  # share of every symbol's hourly shock variance that comes from the market factor
+
+
+CORRELATION_STATES: tuple[CorrelationState, ...] = (
+    CorrelationState("decoupled", rho=0.05),
+    CorrelationState("coupled", rho=0.8),
+)
+CORRELATION_STATE_NAMES: tuple[str, ...] = tuple(c.name for c in CORRELATION_STATES)
+MEAN_CORRELATION_SOJOURN_HOURS = 120.0
+_RHO = np.array([c.rho for c in CORRELATION_STATES])
+_MARKET = "__market_factor__"  # RNG key of the market-wide streams (never a valid symbol)
+CORRELATION_COLUMNS: tuple[str, ...] = ("start", "end", "state", "rho")
+
 _BASE_PRICES = {"BTCUSD": 40_000.0, "ETHUSD": 2_200.0, "SOLUSD": 100.0}
 
 REGIME_COLUMNS: tuple[str, ...] = ("symbol", "start", "end", "regime", "drift", "volatility")
@@ -97,6 +122,36 @@ def _month_states(seed: int, symbol: str, year: int, month: int) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=128)
+def _month_corr_states(seed: int, year: int, month: int) -> np.ndarray:
+    """Hourly market correlation-state indices (int8) for one calendar month (two-state Markov chain)."""
+    days = (date(year + month // 12, month % 12 + 1, 1) - date(year, month, 1)).days
+    hours = days * 24
+    rng = _rng(seed, _MARKET, 4, year, month)
+    state0 = int(rng.integers(len(CORRELATION_STATES)))
+    p_leave = 1.0 / MEAN_CORRELATION_SOJOURN_HOURS
+    runs = rng.geometric(p_leave, size=max(16, int(hours * p_leave * 3)))
+    while runs.sum() < hours:  # pragma: no cover - astronomically unlikely with 3x the expected runs
+        runs = np.concatenate([runs, rng.geometric(p_leave, size=len(runs))])
+    states = (state0 + np.arange(len(runs))) % len(CORRELATION_STATES)
+    out = np.repeat(states.astype(np.int8), runs)[:hours]
+    out.setflags(write=False)
+    return out
+
+
+def _day_corr_states(seed: int, day: date) -> np.ndarray:
+    month = _month_corr_states(seed, day.year, day.month)
+    return month[(day.day - 1) * 24 : day.day * 24]
+
+
+@lru_cache(maxsize=1024)
+def _market_factor(seed: int, ordinal: int) -> np.ndarray:
+    """25 hourly market-factor shocks of one day (index 0 is the shock before the first hour)."""
+    out = _rng(seed, _MARKET, 5, ordinal).standard_normal(25)
+    out.setflags(write=False)
+    return out
+
+
 def _day_states(seed: int, symbol: str, day: date) -> np.ndarray:
     month = _month_states(seed, symbol, day.year, day.month)
     return month[(day.day - 1) * 24 : day.day * 24]
@@ -107,7 +162,10 @@ def _coarse_increments(seed: int, symbol: str, ordinal: int) -> np.ndarray:
     """24 hourly log-price increments of one day (read-only)."""
     day = date.fromordinal(ordinal)
     states = _day_states(seed, symbol, day)
-    z = _rng(seed, symbol, 2, ordinal).standard_normal(25)
+    own = _rng(seed, symbol, 2, ordinal).standard_normal(25)
+    rho_h = _RHO[_day_corr_states(seed, day)]
+    rho = np.concatenate([rho_h[:1], rho_h])
+    z = np.sqrt(rho) * _market_factor(seed, ordinal) + np.sqrt(1.0 - rho) * own
     scale = _VOL[states] / math.sqrt(24.0)
     noise = np.where(_MEAN_REV[states], (z[1:] - z[:-1]) / math.sqrt(2.0), z[1:])
     inc = _DRIFT[states] / 24.0 + scale * noise
@@ -307,6 +365,37 @@ class SyntheticMarket(MarketDataSource):
         out["start"] = pd.to_datetime(out["start"], utc=True).dt.as_unit("us")
         out["end"] = pd.to_datetime(out["end"], utc=True).dt.as_unit("us")
         return out
+
+    def correlation_states(self, start: object, end: object) -> pd.DataFrame:
+        """Planted market correlation segments overlapping ``[start, end)``, clipped to it:
+        ``start, end, state, rho`` (``rho``: the correlation of any two symbols' hourly shocks)."""
+        start_ts, end_ts = utc_timestamp(start, "start"), utc_timestamp(end, "end")
+        if end_ts <= start_ts:
+            return pd.DataFrame({c: [] for c in CORRELATION_COLUMNS})
+        hours = pd.date_range(start_ts.floor("h"), end_ts, freq="h", inclusive="left", unit="us")
+        day0 = hours[0].date()
+        n_days = (hours[-1].date() - day0).days + 1
+        states = np.concatenate(
+            [_day_corr_states(self.seed, day0 + timedelta(days=i)) for i in range(n_days)]
+        )
+        states = states[hours[0].hour : hours[0].hour + len(hours)]
+        change = np.flatnonzero(np.diff(states.astype(np.int16)) != 0) + 1
+        seg_start = np.concatenate([[0], change])
+        seg_end = np.concatenate([change, [len(states)]])
+        st = pd.Series(hours[seg_start]).clip(lower=start_ts)
+        en = pd.Series(hours[seg_end - 1] + pd.Timedelta(hours=1)).clip(upper=end_ts)
+        reg = states[seg_start]
+        return pd.DataFrame(
+            {
+                "start": pd.to_datetime(st, utc=True).dt.as_unit("us").to_numpy(),
+                "end": pd.to_datetime(en, utc=True).dt.as_unit("us").to_numpy(),
+                "state": [CORRELATION_STATE_NAMES[i] for i in reg],
+                "rho": _RHO[reg],
+            }
+        ).assign(
+            start=lambda d: pd.to_datetime(d["start"], utc=True).dt.as_unit("us"),
+            end=lambda d: pd.to_datetime(d["end"], utc=True).dt.as_unit("us"),
+        )
 
 
 def _check_symbol(symbol: str) -> str:
