@@ -289,11 +289,11 @@ def db_status(settings: Any) -> dict[str, Any]:
         with central.engine.connect() as conn:
             layout = table_layout(conn, central.schema)
             parts = list_time_partitions(conn, central.schema)
-            tables = {}
+            tables: dict[str, tuple[int, int]] = {}
             for name in ("ohlcv_bars", "ohlcv_rejects", "migration_ledger", "cold_tier_ranges"):
                 q = central.qualified(name)
-                rows = conn.execute(text(f"SELECT count(*) FROM {q}")).scalar_one()
-                size = conn.execute(
+                rows: int = conn.execute(text(f"SELECT count(*) FROM {q}")).scalar_one()
+                size: int = conn.execute(
                     text(
                         "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
                         "WHERE c.oid = CAST(:q AS regclass) OR c.oid IN "

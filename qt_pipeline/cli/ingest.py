@@ -138,7 +138,7 @@ def validate_command(
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.by_reason.items())) or "-"
         span = (
             f"; bars {report.first.isoformat()} .. {report.last.isoformat()}"
-            if report.first is not None
+            if report.first is not None and report.last is not None
             else ""
         )
         console.print(

@@ -293,7 +293,7 @@ def format_validation_error(exc: ValidationError, *, source: str = "evolution co
         given = err.get("input")
         shown = "" if isinstance(given, dict) or err["type"] == "missing" else f" (got {given!r})"
         if err["type"] == "extra_forbidden":
-            model = {"fitness": FitnessSettings, "costs": CostSettings}.get(
+            model: Any = {"fitness": FitnessSettings, "costs": CostSettings}.get(
                 str(err["loc"][0]), EvolutionConfig
             )
             known = model.model_fields if len(err["loc"]) > 1 else EvolutionConfig.model_fields

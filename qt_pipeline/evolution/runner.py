@@ -187,7 +187,8 @@ def prepare_data(config: EvolutionConfig, store: Any, signals: Any = None) -> Pr
         ]
     frames = {sym: store.read_bars(sym, start, end, columns=list(BAR_FIELDS)) for sym in config.symbols}
     problems: list[str] = []
-    is_segs, oos_segs = [], []
+    is_segs: list[Any] = []
+    oos_segs: list[Any] = []
     for k, ((a, m), (m2, b)) in enumerate(windows):
         for kind, (lo, hi), drop, out in (
             ("in-sample", (a, m), config.embargo_bars if k > 0 else 0, is_segs),

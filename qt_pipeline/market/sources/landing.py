@@ -38,7 +38,7 @@ import hashlib
 import json
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -546,7 +546,8 @@ class LandingDirectorySource(MarketDataSource):
                 base = state["rows"] + header_line + 1 + np.arange(n, dtype=np.int64)
                 shift = np.searchsorted(inv_nums - np.arange(len(inv_nums)), base, side="right")
                 records = base + shift
-                cols, bad_rows = [], {}
+                cols: list = []
+                bad_rows: dict = {}
                 extra_nl = np.zeros(n, dtype=np.int64)
                 for j in range(rb.num_columns):
                     col = rb.column(j)
@@ -647,6 +648,7 @@ class LandingDirectorySource(MarketDataSource):
         if (
             not final_newline
             and len(pending.frame)
+            and pending.line_numbers is not None
             and (pending.line_numbers[-1] - state["extra"] >= last_invalid)
         ):
             cut = int(pending.line_numbers[-1])
@@ -662,7 +664,7 @@ class LandingDirectorySource(MarketDataSource):
             pending = replace(
                 pending,
                 frame=pending.frame.iloc[:-1].reset_index(drop=True),
-                line_numbers=pending.line_numbers[:-1],
+                line_numbers=pending.line_numbers[:-1] if pending.line_numbers is not None else None,
                 problems=_problems_frame([*pending.problems.to_dict("records"), rec]),
             )
         yield pending
@@ -685,7 +687,8 @@ class LandingDirectorySource(MarketDataSource):
                 calendar=get_calendar(lay.calendar) if lay is not None and lay.calendar else None,
             )
             placed = ~malformed.to_numpy() & pts.utc.notna().to_numpy()
-            symbol = np.where(placed, sym.to_numpy(dtype=object), None)
+            symbol = np.array(sym.to_numpy(dtype=object), dtype=object, copy=True)
+            symbol[~placed] = None
             ts_us = np.where(placed, np.asarray(pts.utc.array.asi8, dtype=np.int64), 0)
             return symbol, ts_us, placed
         return np.full(n, None, dtype=object), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
@@ -716,9 +719,10 @@ class LandingDirectorySource(MarketDataSource):
             return hit
         if lf.size <= self.chunk_bytes:
             batch = self.read_file(lf.path)
-            symbol, ts_us, placed = self._place(batch) if not batch.parts else (None, None, None)
             if batch.parts:  # several leaves (file-level problems apart): place the combined frame
                 symbol, ts_us, placed = self._place_leaves(batch)
+            else:
+                symbol, ts_us, placed = self._place(batch)
             parts = self._partition_counts(symbol, ts_us, placed)
             home = (parts["symbol"].iat[0], parts["day"].iat[0]) if len(parts) else None
             loaded = _Loaded(lf, batch, symbol, ts_us, placed, home, parts, len(batch.frame), batch.problems)
@@ -747,7 +751,7 @@ class LandingDirectorySource(MarketDataSource):
             self._cache.popitem(last=False)
         return loaded
 
-    def _place_leaves(self, batch: RawBatch):
+    def _place_leaves(self, batch: RawBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         sy, ts, pl = [], [], []
         for leaf in batch.leaves():
             a, b, c = self._place(leaf)
@@ -815,7 +819,9 @@ class LandingDirectorySource(MarketDataSource):
             )
             if not touches and not is_home:
                 continue
+            leaves: Iterable[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]]
             if ld.batch is not None:
+                assert ld.symbol is not None and ld.ts_us is not None and ld.placed is not None
                 leaves = [(ld.batch, ld.symbol, ld.ts_us, ld.placed, ld.batch.problems)]
             else:
                 leaves = ((c, *self._place(c), c.problems) for c in self.iter_chunks(lf.path))

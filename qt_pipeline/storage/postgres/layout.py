@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import Literal, cast
 
 import sqlalchemy as sa
 
@@ -146,7 +146,7 @@ def list_time_partitions(conn: sa.Connection, schema: str) -> list[TimePartition
             (f"{qi(schema)}.{BARS_TABLE}",),
         ).all()
         parts = []
-        for name, lo, hi, size in rows:
+        for name, lo, hi, size in cast("list[tuple[str, str | None, str | None, int]]", rows):
             if lo is None or hi is None:
                 continue  # a DEFAULT partition (never created by qt_pipeline)
             parts.append(
