@@ -35,9 +35,6 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     s = get_settings()
     yield s
     get_settings.cache_clear()
-    from qt_pipeline.defs.resources import close_cached_stores
-
-    close_cached_stores()
 
 
 def _admin_connect():

@@ -8,8 +8,8 @@ Two implementations of one interface (:class:`EvolutionStateStore`):
 * :class:`DuckDBStateStore` — local mode, ``QT_DATA_DIR/evolution.duckdb``; its DDL is :data:`DUCKDB_DDL`
   (versioned by a ``evolution_schema_version`` row), the same tables as the Alembic revision.
 
-:func:`state_store_from_settings` chooses: Postgres when a central database is configured
-(``NEON_DATABASE_URL`` set, or ``STORAGE_BACKEND`` is ``neon``/``hybrid``), else DuckDB.
+:func:`state_store_from_settings` chooses: the central store (``NEON_DATABASE_URL``, else the embedded
+PostgreSQL) unless ``QT_EVOLUTION_STATE=duckdb`` — the same store whichever entry point runs evolution.
 
 Every generation is committed in **one transaction** (checkpoint row + run record update), so a process
 killed at any moment leaves the last committed generation complete and consistent. Arrays are stored as
@@ -682,12 +682,12 @@ class PostgresStateStore(EvolutionStateStore):
 
 
 def uses_central_state(settings: Any) -> bool:
-    return settings.database_url is not None or settings.storage_backend in ("neon", "hybrid")
+    return getattr(settings, "evolution_state", "central") != "duckdb"
 
 
 def state_store_from_settings(settings: Any = None) -> EvolutionStateStore:
-    """Postgres (the central store's connection settings and ``QT_PG_SCHEMA``) when a central database is
-    configured, else ``QT_DATA_DIR/evolution.duckdb``. Tables are created on first use."""
+    """Postgres (the central store: ``NEON_DATABASE_URL`` or the embedded server, ``QT_PG_SCHEMA``) unless
+    ``QT_EVOLUTION_STATE=duckdb`` (``QT_DATA_DIR/evolution.duckdb``). Tables are created on first use."""
     from qt_pipeline.config import get_settings
 
     settings = settings or get_settings()

@@ -7,11 +7,10 @@ import pytest
 from qt_pipeline.config import get_settings
 from qt_pipeline.defs.central import defs as central_defs
 from qt_pipeline.defs.central.assets import neon_cold_tier, neon_ohlcv, partition_symbol_day
-from qt_pipeline.defs.central.checks import neon_ohlcv_consistency
 from qt_pipeline.defs.central.jobs import consistency_job, reconcile_job
 from qt_pipeline.defs.central.resources import CentralStoreResource
 from qt_pipeline.defs.ingestion.partitions import RAW_OHLCV_PARTITIONS
-from qt_pipeline.defs.resources import StorageResource
+from qt_pipeline.defs.resources import LocalStoreResource
 from qt_pipeline_tests.storage.central.helpers import make_bars, sql
 
 KEY = "2024-01-03|ETHUSD"
@@ -30,10 +29,12 @@ def env(settings, pg_schema, monkeypatch):
     monkeypatch.setenv("NEON_DATABASE_URL", url.replace("postgres@", f"postgres:{SECRET}@"))
     monkeypatch.setenv("QT_PG_SCHEMA", schema)
     get_settings.cache_clear()
-    resources = {"local_store": StorageResource(backend="local"), "central_store": CentralStoreResource()}
+    resources = {"local_store": LocalStoreResource(), "central_store": CentralStoreResource()}
     local = resources["local_store"].get_store()
     local.write_bars(make_bars(("BTCUSD", "ETHUSD"), days=3, per_day=20))
-    return url, schema, resources
+    yield url, schema, resources
+    for res in resources.values():
+        res.release()
 
 
 def _check_evals(result: dg.ExecuteInProcessResult) -> list[dg.AssetCheckEvaluation]:
@@ -47,7 +48,7 @@ def test_definitions_load_and_wiring() -> None:
     repo = defs.get_repository_def()
     assert {"consistency_job", "reconcile_job", "cold_tier_job"} <= set(repo.job_names)
     assert {s.name for s in central_defs.schedules} == {"consistency_schedule", "cold_tier_schedule"}
-    spec = next(iter(neon_ohlcv_consistency.check_specs))
+    spec = next(iter(neon_ohlcv.check_specs))
     assert spec.blocking and spec.name == "neon_ohlcv_consistency"
     assert neon_ohlcv.partitions_def == RAW_OHLCV_PARTITIONS
     assert dg.AssetKey("raw_ohlcv") in neon_ohlcv.asset_deps[dg.AssetKey("neon_ohlcv")]
@@ -59,9 +60,7 @@ def test_definitions_load_and_wiring() -> None:
 
 def test_neon_ohlcv_partition_materialises_and_check_passes(env) -> None:
     url, schema, resources = env
-    result = dg.materialize(
-        [neon_ohlcv, neon_ohlcv_consistency, downstream_of_neon], partition_key=KEY, resources=resources
-    )
+    result = dg.materialize([neon_ohlcv, downstream_of_neon], partition_key=KEY, resources=resources)
     assert result.success
     md = result.asset_materializations_for_node("neon_ohlcv")[0].metadata
     assert md["rows"].value == 20 and md["layout"].value == "partitioned" and md["skipped"].value is False
@@ -82,9 +81,7 @@ def test_neon_ohlcv_partition_materialises_and_check_passes(env) -> None:
         ("ETHUSD", ts),
     )
     # (re-materialising skips the copy — the ledger matches DuckDB — so only the check can catch it)
-    failed = dg.materialize(
-        [neon_ohlcv, neon_ohlcv_consistency], partition_key=KEY, resources=resources, raise_on_error=False
-    )
+    failed = dg.materialize([neon_ohlcv], partition_key=KEY, resources=resources, raise_on_error=False)
     assert failed.asset_materializations_for_node("neon_ohlcv")[0].metadata["skipped"].value is True
     (ev,) = _check_evals(failed)
     assert not ev.passed and ev.metadata["values_differ"].value == 1
@@ -101,7 +98,7 @@ def test_failed_consistency_check_blocks_downstream(env) -> None:
     stray["timestamp"] = stray["timestamp"] + pd.Timedelta(hours=5)
     central.write_bars(stray)
     result = dg.materialize(
-        [neon_ohlcv, neon_ohlcv_consistency, downstream_of_neon],
+        [neon_ohlcv, downstream_of_neon],
         partition_key=KEY,
         resources=resources,
         raise_on_error=False,
@@ -122,9 +119,7 @@ def test_failed_consistency_check_blocks_downstream(env) -> None:
         resources=resources, run_config={"ops": {"reconcile_op": {"config": only_this}}}
     )
     assert repaired.success and repaired.output_for_node("reconcile_op") == 1
-    ok = dg.materialize(
-        [neon_ohlcv, neon_ohlcv_consistency, downstream_of_neon], partition_key=KEY, resources=resources
-    )
+    ok = dg.materialize([neon_ohlcv, downstream_of_neon], partition_key=KEY, resources=resources)
     assert ok.success and ok.asset_materializations_for_node("downstream_of_neon")
 
 

@@ -7,9 +7,9 @@ import logging
 
 import dagster as dg
 import pandas as pd
-import pytest
 
 from qt_pipeline.config import get_settings
+from qt_pipeline.defs.central.resources import CentralStoreResource
 from qt_pipeline.defs.hybrid.assets import local_cache_warm
 from qt_pipeline.defs.hybrid.jobs import outbox_replay_job
 from qt_pipeline.defs.hybrid.sensors import neon_health_sensor
@@ -86,7 +86,10 @@ def test_neon_health_sensor_history_transitions_and_replay_request(
         results = []
 
         def tick(cursor):
-            r = neon_health_sensor(dg.build_sensor_context(cursor=cursor))
+            with dg.build_sensor_context(
+                cursor=cursor, resources={"central_store": CentralStoreResource()}
+            ) as ctx:
+                r = neon_health_sensor(ctx)
             results.append(r)
             return r
 
@@ -96,7 +99,7 @@ def test_neon_health_sensor_history_transitions_and_replay_request(
         assert md1["healthy"].value is True and md1["endpoint_state"].value == "active"
         assert md1["connect_ms"].value >= 0 and md1["query_ms"].value >= 0 and md1["database_bytes"].value > 0
         assert md1["server_version_num"].value >= 150000 and "pool_size" in md1
-        assert not r1.run_requests
+        assert not r1.run_requests and "healthy since" in r1.skip_reason.skip_message  # says why no run
 
         proxy.cut()
         api.state = "idle"
@@ -155,7 +158,30 @@ def test_outbox_replay_job_drains_and_fails_loudly_when_the_centre_is_down(setti
         central.close()
 
 
-@pytest.mark.parametrize("unset", [True])
-def test_sensor_skips_without_a_central_database(settings, unset):
-    r = neon_health_sensor(dg.build_sensor_context())
-    assert isinstance(r, dg.SkipReason) and "NEON_DATABASE_URL" in r.skip_message
+def test_health_sensor_observes_the_embedded_default_and_says_why_it_skips(settings):
+    """Regression: on defaults (no NEON_DATABASE_URL) the sensor skipped with "NEON_DATABASE_URL is not
+    set" although the embedded PostgreSQL is the central store in use."""
+    from qt_pipeline.storage.postgres.embedded import ensure_embedded_postgres, stop_embedded_postgres
+
+    def tick(cursor=None):
+        with dg.build_sensor_context(
+            cursor=cursor, resources={"central_store": CentralStoreResource()}
+        ) as ctx:
+            return neon_health_sensor(ctx)
+
+    first = tick()  # nothing has created the embedded server yet, and the probe must not create it
+    assert isinstance(first, dg.SkipReason) and "has not been created yet" in first.skip_message
+    assert not (settings.data_dir / "postgres" / "PG_VERSION").exists()
+    try:
+        ensure_embedded_postgres(settings)
+        r = tick()
+        (obs,) = r.asset_events
+        assert obs.metadata["healthy"].value is True and obs.metadata["server_version_num"].value >= 150000
+        assert "127.0.0.1" in obs.metadata["location"].value and "qt-" not in str(obs.metadata)  # redacted
+        assert "healthy since" in r.skip_reason.skip_message
+        stop_embedded_postgres(settings)
+        stopped = tick(r.cursor)
+        assert isinstance(stopped, dg.SkipReason) and "is stopped" in stopped.skip_message
+    finally:
+        stop_embedded_postgres(settings)
+        dispose_engines()

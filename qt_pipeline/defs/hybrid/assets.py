@@ -14,8 +14,19 @@ neon_health = dg.AssetSpec(
 )
 
 
+def _warm_condition() -> dg.AutomationCondition | None:
+    """Where the hybrid backend is configured, the cache follows the central store: warmed as soon as new
+    central partitions passed their blocking consistency check. Elsewhere there is no hybrid cache to warm
+    (the asset would fail), so no automation."""
+    if get_settings().storage_backend != "hybrid":
+        return None
+    return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
 @dg.asset(
     group_name="hybrid",
+    deps=[dg.AssetKey("neon_ohlcv")],  # it copies central partitions into this machine's cache
+    automation_condition=_warm_condition(),
     pool=DUCKDB_WRITER_POOL,
     description=(
         "This machine's DuckDB cache of the hot window: pulls the missing/newer hot days (QT_HOT_DAYS) of "
