@@ -52,12 +52,12 @@ def _parse_symbols(value: str | None) -> list[str] | None:
 def _stores() -> tuple[Any, Any]:
     """The local DuckDB store and the central PostgresStore (from settings)."""
     from qt_pipeline.storage import get_storage
-    from qt_pipeline.storage.postgres.store import PostgresStore
+    from qt_pipeline.storage.central import open_central
 
     settings = get_settings()
     local = get_storage("local", settings)
     try:
-        central = PostgresStore.from_settings(settings)
+        central = open_central(settings)
     except Exception:
         local.close()
         raise
@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Compare per-symbol-day checksums and re-copy only the differing symbol-days into Postgres."""
-        from qt_pipeline.storage.consistency import compare_history, reconcile
+        from qt_pipeline.storage.consistency import reconcile_history
 
         syms, lo, hi = _parse_symbols(symbols), _parse_day(start, "--start"), _parse_day(end, "--end")
         try:
@@ -152,34 +152,30 @@ def register(app: typer.Typer) -> None:
         except Exception as exc:
             raise _fail("opening the stores", exc) from None
         try:
-            res = compare_history(local, central, symbols=syms, start=lo, end=hi)
-            if res.ok:
-                console.print(f"{res.compared} symbol-day(s) compared: all consistent, nothing to do")
-                return
-            t = Table(title=f"{len(res.differing)} differing symbol-day(s)")
-            for col in ("day", "symbol", "reason", "local rows", "central rows"):
-                t.add_column(col)
-            for d in res.differing:
-                t.add_row(d.day.isoformat(), d.symbol, d.reason, str(d.local_rows), str(d.central_rows))
-            console.print(t)
-            summary = reconcile(local, central, res.differing, dry_run=dry_run)
-            if dry_run:
-                console.print(f"dry run: {len(summary.actions)} symbol-day(s) would be re-copied")
-                return
-            after = compare_history(local, central, symbols=syms, start=lo, end=hi)
-            console.print(
-                f"re-copied {summary.repaired} symbol-day(s), {summary.rows_copied} row(s); "
-                f"{len(after.differing)} still differ"
-            )
-            if not after.ok:
-                raise typer.Exit(1)
-        except typer.Exit:
-            raise
+            out = reconcile_history(local, central, symbols=syms, start=lo, end=hi, dry_run=dry_run)
         except Exception as exc:
             raise _fail("reconcile", exc) from None
         finally:
             central.close()
             local.close()
+        if out.before.ok:
+            console.print(f"{out.before.compared} symbol-day(s) compared: all consistent, nothing to do")
+            return
+        t = Table(title=f"{len(out.before.differing)} differing symbol-day(s)")
+        for col in ("day", "symbol", "reason", "local rows", "central rows"):
+            t.add_column(col)
+        for d in out.before.differing:
+            t.add_row(d.day.isoformat(), d.symbol, d.reason, str(d.local_rows), str(d.central_rows))
+        console.print(t)
+        if dry_run:
+            console.print(f"dry run: {len(out.summary.actions)} symbol-day(s) would be re-copied")
+            return
+        console.print(
+            f"re-copied {out.summary.repaired} symbol-day(s), {out.summary.rows_copied} row(s); "
+            f"{len(out.still_differing)} still differ"
+        )
+        if not out.ok:
+            raise typer.Exit(1)
 
     @app.command("consistency")
     def consistency_cmd(
@@ -258,11 +254,11 @@ def db_status(settings: Any) -> dict[str, Any]:
     """What ``qt db status`` prints, as a dict (redacted)."""
     from sqlalchemy import text
 
+    from qt_pipeline.storage.central import open_central
     from qt_pipeline.storage.migration import ledger_counts
     from qt_pipeline.storage.postgres.layout import list_time_partitions, table_layout
-    from qt_pipeline.storage.postgres.store import PostgresStore
 
-    central = PostgresStore.from_settings(settings)
+    central = open_central(settings)
     try:
         central.ensure_schema()
         caps = central.capabilities

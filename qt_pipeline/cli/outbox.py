@@ -89,12 +89,11 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
     ) -> None:
         """Probe the central store (latency, pool, versions, size, Neon endpoint state) and the outbox."""
-        from qt_pipeline.storage.health import check_central_health, dispose_engines
+        from qt_pipeline.storage.health import check_central_health
         from qt_pipeline.storage.outbox import Outbox
 
         settings = get_settings()
         report = check_central_health(settings)
-        dispose_engines()
         outbox = Outbox(settings.resolved_outbox_dir).status()
         if as_json:
             payload = {"central": report.as_dict() if report else None, "outbox": outbox.as_dict()}

@@ -5,8 +5,11 @@ Two implementations of one interface (:class:`EvolutionStateStore`):
 * :class:`PostgresStateStore` — the central database (Neon / PostgreSQL). Tables come from the Alembic
   branch revision ``0003_evolution_state`` (``storage/postgres/migrations/versions``), created by
   :func:`qt_pipeline.storage.postgres.schema.upgrade` in the configured schema (``QT_PG_SCHEMA``).
-* :class:`DuckDBStateStore` — local mode, ``QT_DATA_DIR/evolution.duckdb``; its DDL is :data:`DUCKDB_DDL`
-  (versioned by a ``evolution_schema_version`` row), the same tables as the Alembic revision.
+* :class:`DuckDBStateStore` — local mode, ``QT_DATA_DIR/evolution.duckdb``; its DDL is the Alembic
+  revision's text rendered for DuckDB (:func:`duckdb_ddl`), versioned by an ``evolution_schema_version`` row.
+
+SQL is written once with ``:name`` parameters; SQLAlchemy binds them on PostgreSQL and compiles them to
+DuckDB's ``?`` placeholders.
 
 :func:`state_store_from_settings` chooses: the central store (``NEON_DATABASE_URL``, else the embedded
 PostgreSQL) unless ``QT_EVOLUTION_STATE=duckdb`` — the same store whichever entry point runs evolution.
@@ -20,22 +23,25 @@ from __future__ import annotations
 
 import abc
 import functools
+import importlib
 import json
 import math
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from qt_pipeline.evolution.ga import GAState, GenerationStats, HallOfFame
 from qt_pipeline.redaction import redact
+
+if TYPE_CHECKING:
+    from qt_pipeline.storage.postgres.store import PostgresStore
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -112,29 +118,15 @@ def _best_genome_json(state: GAState) -> str:
     return json.dumps(_json_safe(genome_to_dict(state.population[state.best_index])))
 
 
-# --- DDL for local mode (Postgres DDL: Alembic revision 0003_evolution_state) ------------------------------
-DUCKDB_DDL: tuple[str, ...] = (
-    """CREATE TABLE IF NOT EXISTS evolution_runs (
-        run_id VARCHAR PRIMARY KEY, config VARCHAR NOT NULL, config_hash VARCHAR NOT NULL,
-        seed BIGINT NOT NULL, status VARCHAR NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
-        created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ,
-        last_generation INTEGER, error VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS evolution_generations (
-        run_id VARCHAR NOT NULL REFERENCES evolution_runs (run_id), generation INTEGER NOT NULL,
-        n_individuals INTEGER NOT NULL, n_genes INTEGER NOT NULL, n_metrics INTEGER NOT NULL,
-        population BLOB NOT NULL, fitness BLOB NOT NULL, metrics BLOB NOT NULL, rng_state VARCHAR NOT NULL,
-        hof_size INTEGER NOT NULL, hof_genomes BLOB NOT NULL, hof_fitness BLOB NOT NULL,
-        hof_metrics BLOB NOT NULL, hof_generation BLOB NOT NULL,
-        best_fitness DOUBLE NOT NULL, mean_fitness DOUBLE NOT NULL, std_fitness DOUBLE NOT NULL,
-        diversity DOUBLE NOT NULL, best_genome VARCHAR NOT NULL, evaluations INTEGER NOT NULL,
-        evaluations_total BIGINT NOT NULL, seconds DOUBLE NOT NULL, committed_at TIMESTAMPTZ NOT NULL,
-        PRIMARY KEY (run_id, generation))""",
-    """CREATE TABLE IF NOT EXISTS evolution_strategies (
-        run_id VARCHAR NOT NULL REFERENCES evolution_runs (run_id), rank INTEGER NOT NULL,
-        genome VARCHAR NOT NULL, description VARCHAR NOT NULL, generation INTEGER NOT NULL,
-        fitness DOUBLE NOT NULL, oos_fitness DOUBLE, is_metrics VARCHAR NOT NULL, oos_metrics VARCHAR,
-        flags VARCHAR NOT NULL DEFAULT '', created_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (run_id, rank))""",
-)
+# --- DDL for local mode: the Alembic revision's text (0003_evolution_state), rendered for DuckDB -------------
+def duckdb_ddl() -> list[str]:
+    """``CREATE TABLE`` statements of the evolution tables for DuckDB, from the one definition in Alembic
+    revision ``0003_evolution_state`` (DuckDB has no JSON-binary type and no ``ON DELETE CASCADE``)."""
+    revision = importlib.import_module(
+        "qt_pipeline.storage.postgres.migrations.versions.0003_evolution_state"
+    )
+    return list(revision.ddl(prefix="", json="VARCHAR", on_delete_cascade=""))
+
 
 _GEN_COLUMNS = (
     "run_id, generation, n_individuals, n_genes, n_metrics, population, fitness, metrics, rng_state, "
@@ -484,7 +476,15 @@ class EvolutionStateStore(abc.ABC):
 
 
 # --- DuckDB (local mode) ------------------------------------------------------------------------------------
-_PARAM = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+@functools.lru_cache(maxsize=256)
+def _qmark(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``sql`` with ``:name`` parameters compiled by SQLAlchemy to DuckDB's ``?`` placeholders, and the
+    parameter names in placeholder order."""
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import postgresql
+
+    compiled = sa.text(sql).compile(dialect=postgresql.dialect(paramstyle="qmark"))
+    return str(compiled), tuple(compiled.positiontup or ())
 
 
 class _DuckTx:
@@ -492,9 +492,8 @@ class _DuckTx:
         self.con = con
 
     def q(self, sql: str, params: dict[str, Any]) -> list[tuple]:
-        names = _PARAM.findall(sql)
-        sql = _PARAM.sub("?", sql)
-        return self.con.execute(sql, [params[n] for n in names]).fetchall()
+        stmt, names = _qmark(sql)
+        return self.con.execute(stmt, [params[n] for n in names]).fetchall()
 
 
 class DuckDBStateStore(EvolutionStateStore):
@@ -542,7 +541,7 @@ class DuckDBStateStore(EvolutionStateStore):
             if current < DUCKDB_SCHEMA_VERSION:
                 con.execute("BEGIN TRANSACTION")
                 try:
-                    for ddl in DUCKDB_DDL:
+                    for ddl in duckdb_ddl():
                         con.execute(ddl)
                     con.execute(
                         "INSERT INTO evolution_schema_version VALUES (?, now())", [DUCKDB_SCHEMA_VERSION]
@@ -585,32 +584,27 @@ class _PgTx:
         self.schema = schema
 
     def q(self, sql: str, params: dict[str, Any]) -> list[tuple]:
-        sql = _PARAM.sub(lambda m: f"%({m.group(1)})s", sql)
-        res = self.conn.exec_driver_sql(sql, params)
+        import sqlalchemy as sa
+
+        res = self.conn.execute(sa.text(sql), params)
         return [tuple(r) for r in res.fetchall()] if res.returns_rows else []
 
 
 class PostgresStateStore(EvolutionStateStore):
-    """Central mode: the Alembic-managed tables in ``schema`` of the central database."""
+    """Central mode: the Alembic-managed tables in the central store's schema.
+
+    Runs on a :class:`~qt_pipeline.storage.postgres.store.PostgresStore` (its direct engine, retry policy
+    and error translation); ``owns_central`` closes that store (and disposes its engines) in :meth:`close`.
+    """
 
     kind = "postgres"
 
-    def __init__(
-        self,
-        engine: Any,
-        schema: str = "public",
-        *,
-        location: str | None = None,
-        settings: Any = None,
-        owns_engine: bool = False,
-    ):
-        from qt_pipeline.storage.postgres.schema import check_identifier
-
-        self.engine = engine
-        self.schema = check_identifier(schema)
-        self._location = location or redact(engine.url.render_as_string(hide_password=True))
-        self._settings = settings
-        self._owns_engine = owns_engine
+    def __init__(self, central: PostgresStore, *, owns_central: bool = False):
+        self.central = central
+        self.engine = central.direct_engine
+        self.schema = central.schema
+        self._location = central.config.location
+        self._owns_central = owns_central
         self._ready = False
 
     @classmethod
@@ -621,14 +615,7 @@ class PostgresStateStore(EvolutionStateStore):
         from qt_pipeline.storage.postgres.store import PostgresStore
 
         settings = settings or get_settings()
-        central = PostgresStore(url, settings, schema=schema)
-        return cls(
-            central.direct_engine,
-            schema,
-            location=central.config.location,
-            settings=settings,
-            owns_engine=True,
-        )
+        return cls(PostgresStore(url, settings, schema=schema), owns_central=True)
 
     @property
     def location(self) -> str:
@@ -656,29 +643,18 @@ class PostgresStateStore(EvolutionStateStore):
             yield _PgTx(conn, self.schema)
 
     def _call(self, what: str, thunk: Callable[[], T]) -> T:
-        import sqlalchemy as sa
+        """``thunk`` through the central store's retry-and-translate path (one transaction, retried as a
+        whole on transient errors); what remains becomes a :class:`StateStoreError`."""
+        from qt_pipeline.storage.interface import StorageError
 
         try:
-            if self._settings is None:
-                return thunk()
-            from qt_pipeline.storage.postgres.retry import retrying
-
-            for attempt in retrying(self._settings, f"evolution state: {what}"):
-                with attempt:
-                    return thunk()
-        except StateStoreError:
-            raise
-        except sa.exc.SQLAlchemyError as exc:
-            orig = getattr(exc, "orig", None) or exc
-            first = " ".join(str(orig).strip().splitlines()[:2])
-            raise StateStoreError(
-                f"{what} in {self.location} failed (rolled back, nothing of it was written): {redact(first)}"
-            ) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            return self.central.run_db(f"evolution state: {what}", thunk)
+        except StorageError as exc:
+            raise StateStoreError(f"{exc} (rolled back, nothing of it was written)") from None
 
     def close(self) -> None:
-        if self._owns_engine:
-            self.engine.dispose()
+        if self._owns_central:
+            self.central.close()
 
 
 def uses_central_state(settings: Any) -> bool:
@@ -692,10 +668,7 @@ def state_store_from_settings(settings: Any = None) -> EvolutionStateStore:
 
     settings = settings or get_settings()
     if uses_central_state(settings):
-        from qt_pipeline.storage.postgres.store import PostgresStore
+        from qt_pipeline.storage.central import open_central
 
-        central = PostgresStore.from_settings(settings)
-        return PostgresStateStore(
-            central.direct_engine, central.schema, location=central.config.location, settings=settings
-        )
+        return PostgresStateStore(open_central(settings), owns_central=True)
     return DuckDBStateStore(Path(settings.data_dir) / "evolution.duckdb")

@@ -10,6 +10,7 @@ one conversion into that shape (it checks, it never silently fixes — use
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime
 from enum import StrEnum
 
 import numpy as np
@@ -102,6 +103,41 @@ REJECT_KEY: tuple[str, str, str] = ("source", "line", "reason")
 
 class ContractError(ValueError):
     """A frame that should be canonical is not (a programming error, not bad market data)."""
+
+
+def check_bar_batch(canon: pd.DataFrame, where: str, *, unique_keys: bool = True) -> None:
+    """Every backend's last check of a canonical batch before writing: no null/NaN in any bar column
+    (NaN counts as missing) and, with ``unique_keys``, no duplicate ``(symbol, timestamp)``. Raises
+    :class:`ContractError` naming ``where``, the offending column(s)/keys and the fix."""
+    nulls = canon.isna()
+    bad = [c for c in canon.columns if nulls[c].any()]
+    if bad:
+        first = int(nulls[bad].any(axis=1).to_numpy().argmax())
+        raise ContractError(
+            f"{where}: column(s) {bad} hold null/NaN values (first at batch row {first}); every bar field is "
+            "required — validate the frame with qt_pipeline.market.validation (NaN is a not_finite reject) "
+            "— nothing was written"
+        )
+    if not unique_keys:
+        return
+    dup = canon.duplicated(subset=list(KEY), keep=False)
+    if dup.any():
+        ex = canon.loc[dup, list(KEY)].head(3)
+        shown = ", ".join(f"({s}, {t})" for s, t in ex.itertuples(index=False))
+        raise ContractError(
+            f"{where}: the batch holds {int(dup.sum())} rows with duplicate (symbol, timestamp) keys, e.g. "
+            f"{shown}; deduplicate it (validate_bars reports duplicates as rejects) — nothing was written"
+        )
+
+
+def day_bounds(day: date | datetime | str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``[00:00, next 00:00)`` UTC of ``day`` (a date, an ISO date string or a timestamp's date)."""
+    if isinstance(day, str):
+        day = date.fromisoformat(day)
+    elif isinstance(day, datetime):
+        day = day.date()
+    start = pd.Timestamp(day.isoformat(), tz="UTC")
+    return start, start + pd.Timedelta(days=1)
 
 
 def empty_bars() -> pd.DataFrame:

@@ -83,11 +83,6 @@ def today_utc(now: datetime | pd.Timestamp | None = None) -> date:
     return t.tz_convert("UTC").date()
 
 
-def day_bounds(day: date) -> tuple[pd.Timestamp, pd.Timestamp]:
-    start = pd.Timestamp(day, tz="UTC")
-    return start, start + pd.Timedelta(days=1)
-
-
 _DAY_US = 86_400_000_000
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
@@ -193,7 +188,6 @@ __all__ = [
     "FetchItem",
     "Tier",
     "WarmingPlan",
-    "day_bounds",
     "days_in_range",
     "plan_warming",
     "today_utc",

@@ -24,7 +24,6 @@ Plain Python: no Dagster imports.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -273,26 +272,12 @@ def archive_path(root: Path, day: date) -> Path:
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> int:
-    """Write ``frame`` as zstd Parquet to a temp name, fsync, rename to ``path``; returns its size."""
+    """Write ``frame`` as zstd Parquet to ``path`` atomically and durably; returns its size."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path.stat().st_size
+    from qt_pipeline.storage.files import atomic_write_parquet
+
+    return atomic_write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path)
 
 
 def verify_archive(path: Path, rows: int, checksum: int) -> None:

@@ -18,12 +18,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from qt_pipeline.market.contract import BAR_COLUMNS, KEY, to_canonical
+from qt_pipeline.market.contract import BAR_COLUMNS, KEY, day_bounds, to_canonical
 from qt_pipeline.redaction import redact
 from qt_pipeline.storage.checksum import frame_checksum, symbol_day_checksums
 from qt_pipeline.storage.interface import DataStorageInterface
@@ -32,10 +32,12 @@ from qt_pipeline.storage.migration import (
     MigrationStats,
     _as_date,
     _bound,
-    day_bounds,
     plan_batches,
     record_ledger,
 )
+
+if TYPE_CHECKING:
+    from qt_pipeline.storage.postgres.store import PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -383,16 +385,58 @@ def reconcile(
     return summary
 
 
+@dataclass
+class ReconcileOutcome:
+    """What :func:`reconcile_history` found and did: the comparison before, the repair, and the
+    comparison after (``None`` when nothing was re-copied: all consistent, or a dry run)."""
+
+    before: HistoryConsistency
+    summary: ReconcileSummary
+    after: HistoryConsistency | None = None
+
+    @property
+    def still_differing(self) -> list[SymbolDayDiff]:
+        return self.after.differing if self.after is not None else []
+
+    @property
+    def ok(self) -> bool:
+        """Nothing differs any more (a dry run is ok: it only reports)."""
+        return self.summary.dry_run or self.before.ok or (self.after is not None and self.after.ok)
+
+
+def reconcile_history(
+    local: DataStorageInterface,
+    central: PostgresStore,
+    *,
+    symbols: Sequence[str] | None = None,
+    start: date | datetime | pd.Timestamp | str | None = None,
+    end: date | datetime | pd.Timestamp | str | None = None,
+    dry_run: bool = False,
+) -> ReconcileOutcome:
+    """The reconcile workflow of ``qt reconcile`` and the ``reconcile_job``: compare the history,
+    re-copy the differing symbol-days (:func:`reconcile`), then compare those ranges again to verify."""
+    before = compare_history(local, central, symbols=symbols, start=start, end=end)
+    if before.ok:
+        return ReconcileOutcome(before, ReconcileSummary(dry_run=dry_run))
+    summary = reconcile(local, central, before.differing, dry_run=dry_run)
+    if dry_run:
+        return ReconcileOutcome(before, summary)
+    after = compare_history(local, central, symbols=symbols, start=start, end=end)
+    return ReconcileOutcome(before, summary, after)
+
+
 __all__ = [
     "FrameDiff",
     "HistoryConsistency",
     "KeyDiff",
     "PartitionConsistency",
     "ReconcileAction",
+    "ReconcileOutcome",
     "ReconcileSummary",
     "SymbolDayDiff",
     "check_partition",
     "compare_history",
     "diff_frames",
     "reconcile",
+    "reconcile_history",
 ]

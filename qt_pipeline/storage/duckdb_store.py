@@ -36,6 +36,7 @@ from qt_pipeline.market.contract import (
     BAR_DTYPES,
     REJECT_COLUMNS,
     ContractError,
+    check_bar_batch,
     empty_bars,
     empty_rejects,
     select_bar_columns,
@@ -267,7 +268,8 @@ class DuckDBStore(DataStorageInterface):
             canon = to_canonical(bars)
         except ContractError as exc:
             raise ContractError(f"write_bars to {self._path}: {exc}") from None
-        _check_no_nulls(canon, f"write_bars to {self._path}")
+        # duplicate keys are checked in SQL on the registered batch (_check_unique)
+        check_bar_batch(canon, f"write_bars to {self._path}", unique_keys=False)
         return canon
 
     def _check_unique(self, con: duckdb.DuckDBPyConnection, view: str, where: str) -> None:
@@ -641,19 +643,6 @@ class DuckDBStore(DataStorageInterface):
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     with contextlib.suppress(duckdb.Error):  # already rolled back by DuckDB
         con.execute("ROLLBACK")
-
-
-def _check_no_nulls(canon: pd.DataFrame, where: str) -> None:
-    """Every bar column is NOT NULL in every backend; NaN counts as missing (pandas and DuckDB agree)."""
-    nulls = canon.isna()
-    bad = [c for c in canon.columns if nulls[c].any()]
-    if bad:
-        first = int(nulls[bad].any(axis=1).to_numpy().argmax())
-        raise ContractError(
-            f"{where}: column(s) {bad} hold null/NaN values (first at batch row {first}); every bar field is "
-            "required — validate the frame with qt_pipeline.market.validation (NaN is a not_finite reject) "
-            "— nothing was written"
-        )
 
 
 def _sql_path(p: Path) -> str:

@@ -16,7 +16,7 @@ from qt_pipeline.storage.interface import DataStorageInterface
 BACKENDS: dict[str, str] = {
     "local": "qt_pipeline.storage.duckdb_store:from_settings",
     "sharedfs": "qt_pipeline.storage.sharedfs:from_settings",
-    "neon": "qt_pipeline.storage.postgres.store:from_settings",
+    "neon": "qt_pipeline.storage.central:open_central",
     "hybrid": "qt_pipeline.storage.hybrid:from_settings",
 }
 

@@ -14,9 +14,14 @@ import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from qt_pipeline.config import Settings
 from qt_pipeline.redaction import redact
+from qt_pipeline.storage.postgres.health import pool_stats
+
+if TYPE_CHECKING:
+    from qt_pipeline.storage.postgres.store import PostgresStore
 
 
 @dataclass
@@ -64,15 +69,10 @@ def probe_engine(engine: Any, *, location: str | None = None, timeout_ms: int = 
     loc = redact(location if location is not None else engine.url.render_as_string(hide_password=True))
     report = HealthReport(healthy=False, checked_at=_now_iso(), location=loc)
     pool = engine.pool
-    for attr, name in (
-        ("pool_checked_out", "checkedout"),
-        ("pool_size", "size"),
-        ("pool_overflow", "overflow"),
-    ):
-        fn = getattr(pool, name, None)
-        if callable(fn):
-            with contextlib.suppress(Exception):  # a pool without that figure
-                setattr(report, attr, int(fn()))
+    stats = pool_stats(engine)
+    report.pool_checked_out = stats.get("pool_checked_out")
+    report.pool_size = stats.get("pool_size")
+    report.pool_overflow = stats.get("pool_overflow")
     fresh = None
     try:
         fresh = pool.recreate()  # same creator (URL, connect_args, TLS), empty: a truly new connection
@@ -115,46 +115,30 @@ def probe_engine(engine: Any, *, location: str | None = None, timeout_ms: int = 
     return report
 
 
-_ENGINES: dict[tuple[str, int], tuple[Any, str]] = {}  # (url, timeout) -> (engine, redacted location)
-
-
-def central_engine(settings: Any) -> tuple[Any, str] | None:
-    """``(pooled engine, redacted location)`` for ``settings.database_url`` (cached per URL in this
-    process), or ``None`` when no central database is configured (``NEON_DATABASE_URL`` unset)."""
-    url = settings.database_url
-    if not url:
-        return None
-    key = (url, int(settings.pg_connect_timeout_s))
-    entry = _ENGINES.get(key)
-    if entry is None:
-        from qt_pipeline.storage.postgres.connection import ConnectionConfig, make_engine
-
-        cfg = ConnectionConfig.from_url(url, settings)
-        entry = (make_engine(cfg), cfg.location)
-        _ENGINES[key] = entry
-    return entry
-
-
-def dispose_engines() -> None:
-    while _ENGINES:
-        _, (engine, _) = _ENGINES.popitem()
-        engine.dispose()
-
-
-def check_central_health(settings: Any, *, api_client: Any | None = None) -> HealthReport | None:
+def check_central_health(
+    settings: Settings, *, api_client: Any | None = None, store: PostgresStore | None = None
+) -> HealthReport | None:
     """SQL probe of the configured central store plus, when ``NEON_API_KEY``, ``NEON_PROJECT_ID`` and
     ``NEON_ENDPOINT_ID`` are set, the compute endpoint's state from the Neon management API.
-    ``None`` when no central database is configured. Never raises."""
+
+    ``store``: probe that store (its pool figures are the application's). Without it a store is opened
+    from ``settings`` for the probe and closed again. ``None`` when no central database is configured
+    (``NEON_DATABASE_URL`` unset: the embedded server is not started just to be probed). Never raises."""
+    if store is None and not settings.database_url:
+        return None
+    from qt_pipeline.storage.central import open_central
+
     try:
-        entry = central_engine(settings)
+        central = store if store is not None else open_central(settings)
     except Exception as exc:  # a malformed URL: unhealthy with the (redacted) reason
         return HealthReport(
             healthy=False, checked_at=_now_iso(), reason=redact(f"{type(exc).__name__}: {exc}")
         )
-    if entry is None:
-        return None
-    engine, location = entry
-    report = probe_engine(engine, location=location)
+    try:
+        report = probe_engine(central.engine, location=central.config.location)
+    finally:
+        if store is None:
+            central.close()
     if settings.neon_project_id and settings.neon_endpoint_id and (api_client or settings.neon_api_key):
         from qt_pipeline.storage.neon_api import NeonApiClient
 
@@ -174,4 +158,4 @@ def check_central_health(settings: Any, *, api_client: Any | None = None) -> Hea
     return report
 
 
-__all__ = ["HealthReport", "central_engine", "check_central_health", "dispose_engines", "probe_engine"]
+__all__ = ["HealthReport", "check_central_health", "probe_engine"]

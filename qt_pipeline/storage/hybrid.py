@@ -41,11 +41,16 @@ from typing import Any
 
 import pandas as pd
 
-from qt_pipeline.market.contract import ContractError, empty_bars, to_canonical, to_canonical_rejects
+from qt_pipeline.market.contract import (
+    ContractError,
+    day_bounds,
+    empty_bars,
+    to_canonical,
+    to_canonical_rejects,
+)
 from qt_pipeline.redaction import redact
 from qt_pipeline.storage.cache_policy import (
     CachePolicy,
-    day_bounds,
     days_in_range,
     plan_warming,
     today_utc,
@@ -697,9 +702,10 @@ def central_settings(settings: Any) -> Any:
 
 
 def make_central(settings: Any) -> DataStorageInterface:
-    from qt_pipeline.storage.postgres.store import PostgresStore
+    """The central store with the hybrid path's short retry budget (see :func:`central_settings`)."""
+    from qt_pipeline.storage.central import open_central
 
-    return PostgresStore.from_settings(central_settings(settings))
+    return open_central(central_settings(settings))
 
 
 def from_settings(settings: Any) -> HybridStore:

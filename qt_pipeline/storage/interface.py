@@ -32,7 +32,13 @@ SYMBOL_SUMMARY_COLUMNS: tuple[str, ...] = ("symbol", "rows", "first_timestamp", 
 
 
 class StorageError(RuntimeError):
-    """A storage operation failed. Messages say what failed, where and what to do; never hold secrets."""
+    """A storage operation failed. Messages say what failed, where and what to do; never hold secrets.
+
+    ``sqlstate`` is the PostgreSQL error code when the failure came from the central database."""
+
+    def __init__(self, message: str = "", *, sqlstate: str | None = None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
 
 
 class StorageUnavailableError(StorageError):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -31,14 +31,20 @@ from typing import Any
 
 import pandas as pd
 
+from qt_pipeline.market.contract import day_bounds
 from qt_pipeline.redaction import redact
 from qt_pipeline.storage.checksum import frame_checksum, symbol_day_checksums
-from qt_pipeline.storage.interface import DataStorageInterface, StorageError
+from qt_pipeline.storage.interface import DataStorageInterface
+from qt_pipeline.storage.postgres.ledger import (
+    LEDGER_TABLE,
+    STATUS_DONE,
+    ledger_counts,
+    read_ledger,
+    record_ledger,
+)
 
 log = logging.getLogger(__name__)
 
-LEDGER_TABLE = "migration_ledger"
-STATUS_DONE = "done"
 DEFAULT_BATCH_ROWS = 100_000
 DEFAULT_WRITERS = 2
 
@@ -64,12 +70,6 @@ def _as_date(day: date | datetime | pd.Timestamp | str) -> date:
     if isinstance(day, str):
         return date.fromisoformat(day)
     return day
-
-
-def day_bounds(day: date) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """``[00:00, next 00:00)`` UTC of ``day``."""
-    start = pd.Timestamp(_as_date(day)).tz_localize("UTC")
-    return start, start + pd.Timedelta(days=1)
 
 
 def _bound(ts: date | datetime | pd.Timestamp | str | None) -> pd.Timestamp | None:
@@ -136,122 +136,6 @@ class MigrationSummary:
 
 ProgressCallback = Callable[[int, int, MigrationStats], None]
 """``progress(done_partitions, total_partitions, stats_of_the_last_one)``."""
-
-
-# --- ledger ------------------------------------------------------------------------------------------
-def _retrying(central: Any, what: str) -> Any:
-    """The backend's tenacity ``Retrying`` for transient errors (dropped connections, restarts)."""
-    from qt_pipeline.storage.postgres.retry import retrying
-
-    settings = getattr(central, "settings", None)
-    if settings is None:
-        from qt_pipeline.config import get_settings
-
-        settings = get_settings()
-    return retrying(settings, what)
-
-
-def _run_db(central: Any, action: str, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` with the backend's retries; database errors become a redacted :class:`StorageError`
-    (:class:`~qt_pipeline.storage.interface.StorageUnavailableError` when the server is unreachable)."""
-    import sqlalchemy as sa
-
-    from qt_pipeline.storage.postgres.errors import translate_error
-
-    try:
-        for attempt in _retrying(central, action):
-            with attempt:
-                return fn()
-    except StorageError:
-        raise
-    except (sa.exc.SQLAlchemyError, OSError) as exc:
-        err = translate_error(
-            exc, getattr(central, "config", None), action, schema=getattr(central, "schema", None)
-        )
-    except Exception as exc:
-        if type(exc).__module__.startswith("psycopg2"):
-            err = translate_error(
-                exc, getattr(central, "config", None), action, schema=getattr(central, "schema", None)
-            )
-        else:
-            raise
-    raise err from None
-
-
-def read_ledger(central: Any, keys: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
-    """``{partition_key: (rows, checksum)}`` of completed ledger entries (all, or only ``keys``)."""
-    from sqlalchemy import bindparam, text
-
-    table = central.qualified(LEDGER_TABLE)
-    wanted = None if keys is None else sorted(set(keys))
-    if wanted is not None and not wanted:
-        return {}
-    if wanted is None:
-        stmt = text(f"SELECT partition_key, rows, checksum FROM {table} WHERE status = :s")
-        params: dict[str, Any] = {"s": STATUS_DONE}
-    else:
-        stmt = text(
-            f"SELECT partition_key, rows, checksum FROM {table} WHERE status = :s AND partition_key IN :keys"
-        ).bindparams(bindparam("keys", expanding=True))
-        params = {"s": STATUS_DONE, "keys": wanted}
-
-    def _read() -> list[Any]:
-        with central.engine.connect() as conn:
-            return list(conn.execute(stmt, params).fetchall())
-
-    rows = _run_db(central, f"read {LEDGER_TABLE}", _read)
-    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
-
-
-def record_ledger(central: Any, entries: Sequence[MigrationStats], *, source: str | None = None) -> None:
-    """Upsert ledger rows for migrated symbol-days (one transaction, retried on transient errors)."""
-    from sqlalchemy import text
-
-    if not entries:
-        return
-    table = central.qualified(LEDGER_TABLE)
-    stmt = text(
-        f"INSERT INTO {table} (partition_key, symbol, day, rows, checksum, bytes, seconds, status, source, "
-        "migrated_at) VALUES (:k, :symbol, :day, :rows, :checksum, :bytes, :seconds, :status, :source, now()) "
-        "ON CONFLICT (partition_key) DO UPDATE SET symbol = excluded.symbol, day = excluded.day, "
-        "rows = excluded.rows, checksum = excluded.checksum, bytes = excluded.bytes, "
-        "seconds = excluded.seconds, status = excluded.status, source = excluded.source, "
-        "migrated_at = excluded.migrated_at"
-    )
-    params = [
-        {
-            "k": s.partition_key,
-            "symbol": s.symbol,
-            "day": s.day,
-            "rows": s.rows,
-            "checksum": int(s.checksum),
-            "bytes": s.bytes,
-            "seconds": s.seconds,
-            "status": STATUS_DONE,
-            "source": redact(source) if source else None,
-        }
-        for s in entries
-    ]
-
-    def _record() -> None:
-        with central.engine.begin() as conn:
-            conn.execute(stmt, params)
-
-    _run_db(central, f"record {len(params)} row(s) in {LEDGER_TABLE}", _record)
-
-
-def ledger_counts(central: Any) -> dict[str, int]:
-    """``{status: count}`` plus ``rows`` (sum of migrated rows) of the ledger."""
-    from sqlalchemy import text
-
-    table = central.qualified(LEDGER_TABLE)
-    with central.engine.connect() as conn:
-        out = {
-            str(r[0]): int(r[1])
-            for r in conn.execute(text(f"SELECT status, count(*) FROM {table} GROUP BY status")).fetchall()
-        }
-        out["rows"] = int(conn.execute(text(f"SELECT coalesce(sum(rows), 0) FROM {table}")).scalar_one())
-    return out
 
 
 # --- writing -----------------------------------------------------------------------------------------
@@ -541,6 +425,7 @@ def _prefetch(
 
 __all__ = [
     "LEDGER_TABLE",
+    "STATUS_DONE",
     "MigrationStats",
     "MigrationSummary",
     "day_bounds",

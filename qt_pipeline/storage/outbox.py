@@ -43,6 +43,7 @@ from filelock import FileLock, Timeout
 
 from qt_pipeline.market.contract import to_canonical, to_canonical_rejects
 from qt_pipeline.redaction import redact
+from qt_pipeline.storage.files import atomic_write_parquet, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +91,6 @@ class ReplayResult:
         return self.error is None and self.skipped_reason is None and self.remaining_batches == 0
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Outbox:
     """A directory of sequence-numbered batch files. Safe for several processes on one machine."""
 
@@ -112,7 +105,7 @@ class Outbox:
 
     # --- writing -------------------------------------------------------------------------------------
     def _clean_temp_files(self) -> None:
-        for tmp in self.directory.glob(".*.parquet.tmp"):
+        for tmp in self.directory.glob(".*.parquet*.tmp"):  # temp files of writes a crash interrupted
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
@@ -142,14 +135,8 @@ class Outbox:
         with self._seq_lock:
             seq = self._next_seq()
             final = self.directory / f"{seq:012d}.{kind}.parquet"
-            tmp = self.directory / f".{seq:012d}.{kind}.parquet.tmp"
-            with open(tmp, "wb") as f:
-                pq.write_table(table, f, compression="zstd")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(self.directory)
-        return OutboxBatch(seq, kind, final, len(canon), final.stat().st_size)
+            size = atomic_write_parquet(table, final)
+        return OutboxBatch(seq, kind, final, len(canon), size)
 
     # --- reading -------------------------------------------------------------------------------------
     def list_batches(self, *, with_rows: bool = True) -> list[OutboxBatch]:
@@ -243,7 +230,7 @@ class Outbox:
                     log.warning("outbox replay stopped at %s", result.error)
                     break
                 batch.path.unlink()  # only after the central write committed
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
                 result.replayed_batches += 1
                 result.replayed_rows += len(frame)
                 result.batches.append(batch.seq)

@@ -48,12 +48,14 @@ from qt_pipeline.market.contract import (
     BAR_DTYPES,
     REJECT_COLUMNS,
     ContractError,
+    check_bar_batch,
     empty_bars,
     empty_rejects,
     select_bar_columns,
     to_canonical,
     to_canonical_rejects,
 )
+from qt_pipeline.storage.files import atomic_write_parquet
 from qt_pipeline.storage.interface import (
     SYMBOL_SUMMARY_COLUMNS,
     DataStorageInterface,
@@ -100,33 +102,6 @@ REJECT_SCHEMA = pa.schema(
 
 def _enc(value: str) -> str:
     return quote(value, safe="")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - some file systems refuse to open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - e.g. some network file systems
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_table(table: pa.Table, final: Path) -> None:
-    """Write ``table`` to ``final`` via a unique temp file in the same directory + fsync + rename."""
-    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression=COMPRESSION)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(final.parent)
 
 
 def _arrow_to_bars(table: pa.Table, columns: Sequence[str]) -> pd.DataFrame:
@@ -232,15 +207,7 @@ class SharedFSStore(DataStorageInterface):
             canon = to_canonical(bars)
         except ContractError as exc:
             raise ContractError(f"{where}: {exc}") from None
-        _check_no_nulls(canon, where)
-        dup = canon.duplicated(subset=["symbol", "timestamp"], keep=False)
-        if dup.any():
-            ex = canon.loc[dup, ["symbol", "timestamp"]].head(3)
-            shown = ", ".join(f"({s}, {t.isoformat()})" for s, t in ex.itertuples(index=False))
-            raise ContractError(
-                f"{where}: the batch holds duplicate (symbol, timestamp) keys, e.g. {shown}; deduplicate it "
-                "— nothing was written"
-            )
+        check_bar_batch(canon, where)
         if canon.empty:
             return WriteResult(rows=0, backend=self.backend_name, location=self.location)
         days = canon["timestamp"].dt.floor("D")
@@ -270,7 +237,7 @@ class SharedFSStore(DataStorageInterface):
                 else:
                     merged = incoming
                 merged = merged.sort_by("timestamp")
-                _atomic_write_table(merged, final)
+                atomic_write_parquet(merged, final, compression=COMPRESSION)
         except Timeout:
             raise StorageError(
                 f"timed out after {self._lock_timeout_s:.0f}s waiting for the lock of {final}; another "
@@ -410,7 +377,7 @@ class SharedFSStore(DataStorageInterface):
                         )
                     merged = merged.sort_values(["line", "reason"], na_position="first", kind="stable")
                     table = pa.Table.from_pandas(merged, schema=REJECT_SCHEMA, preserve_index=False)
-                    _atomic_write_table(table, final)
+                    atomic_write_parquet(table, final, compression=COMPRESSION)
             except Timeout:
                 raise StorageError(
                     f"timed out after {self._lock_timeout_s:.0f}s waiting for the lock of {final}; retry"
@@ -484,19 +451,6 @@ def _read_file(path: Path, columns: list[str]) -> pa.Table | None:
         return None
     with fh:
         return pq.ParquetFile(fh).read(columns=columns)
-
-
-def _check_no_nulls(canon: pd.DataFrame, where: str) -> None:
-    """Every bar column is required (Parquet schema NOT NULL); NaN counts as missing, as in DuckDB."""
-    nulls = canon.isna()
-    bad = [c for c in canon.columns if nulls[c].any()]
-    if bad:
-        first = int(nulls[bad].any(axis=1).to_numpy().argmax())
-        raise ContractError(
-            f"{where}: column(s) {bad} hold null/NaN values (first at batch row {first}); every bar field is "
-            "required — validate the frame with qt_pipeline.market.validation (NaN is a not_finite reject) "
-            "— nothing was written"
-        )
 
 
 def _ts_stat(path: Path, which: str) -> pd.Timestamp:

@@ -14,7 +14,6 @@ from qt_pipeline.defs.hybrid.assets import local_cache_warm
 from qt_pipeline.defs.hybrid.jobs import outbox_replay_job
 from qt_pipeline.defs.hybrid.sensors import neon_health_sensor
 from qt_pipeline.defs.resources import StorageResource
-from qt_pipeline.storage.health import dispose_engines
 from qt_pipeline.storage.outbox import Outbox
 from qt_pipeline.storage.postgres.store import PostgresStore
 from qt_pipeline_tests.faults import TcpProxy, free_port
@@ -124,7 +123,6 @@ def test_neon_health_sensor_history_transitions_and_replay_request(
         everything = " ".join(str(r.asset_events[0].metadata) + str(r.cursor) for r in results)
         assert KEY not in everything and KEY not in caplog.text
     finally:
-        dispose_engines()
         proxy.close()
         api.close()
 
@@ -184,4 +182,3 @@ def test_health_sensor_observes_the_embedded_default_and_says_why_it_skips(setti
         assert isinstance(stopped, dg.SkipReason) and "is stopped" in stopped.skip_message
     finally:
         stop_embedded_postgres(settings)
-        dispose_engines()

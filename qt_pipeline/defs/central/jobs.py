@@ -65,24 +65,30 @@ def reconcile_op(
     local_store: LocalStoreResource,
     central_store: CentralStoreResource,
 ):
-    from qt_pipeline.storage.consistency import compare_history, reconcile
+    from qt_pipeline.storage.consistency import reconcile_history
 
-    local, central = local_store.get_store(), central_store.get_store()
-    kw = {"symbols": config.symbols, "start": config.start, "end": config.end}
-    before = compare_history(local, central, **kw)
-    summary = reconcile(local, central, before.differing, dry_run=config.dry_run)
+    out = reconcile_history(
+        local_store.get_store(),
+        central_store.get_store(),
+        symbols=config.symbols,
+        start=config.start,
+        end=config.end,
+        dry_run=config.dry_run,
+    )
+    summary = out.summary
     for a in summary.actions:
         verb = "would re-copy" if config.dry_run else "re-copied"
         context.log.info(f"{verb} {a.day.isoformat()}|{a.symbol}: {a.local_rows} local row(s)")
     metadata: dict[str, object] = {
         "dry_run": config.dry_run,
-        "symbol_days_differing": len(before.differing),
+        "symbol_days_differing": len(out.before.differing),
         "repaired": summary.repaired,
         "rows_copied": summary.rows_copied,
         "symbol_days": dg.MetadataValue.json(
             [f"{a.day.isoformat()}|{a.symbol}" for a in summary.actions[:50]]
         ),
     }
+    central = central_store.get_store()
     if not config.dry_run:
         for a in summary.actions:
             if a.applied and is_valid_partition(a.day, a.symbol):
@@ -98,15 +104,14 @@ def reconcile_op(
                         "location": dg.MetadataValue.text(redact(central.location)),
                     },
                 )
-    if not config.dry_run and before.differing:
-        after = compare_history(local, central, **kw)
-        metadata["symbol_days_still_differing"] = len(after.differing)
-        if not after.ok:
-            raise dg.Failure(
-                description=f"{len(after.differing)} symbol-day(s) still differ after reconcile: "
-                + "; ".join(d.describe() for d in after.differing[:20]),
-                metadata=metadata,
-            )
+    if out.after is not None:
+        metadata["symbol_days_still_differing"] = len(out.after.differing)
+    if not out.ok:
+        raise dg.Failure(
+            description=f"{len(out.still_differing)} symbol-day(s) still differ after reconcile: "
+            + "; ".join(d.describe() for d in out.still_differing[:20]),
+            metadata=metadata,
+        )
     yield dg.Output(summary.repaired, metadata=metadata)
 
 

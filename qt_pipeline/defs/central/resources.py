@@ -23,31 +23,33 @@ class CentralStoreResource(StoreResource):
     max_overflow: Optional[int] = None  # noqa: UP045 - None = QT_PG_MAX_OVERFLOW
 
     def settings(self) -> Any:
+        """The settings this resource's fields override (the URL is a SecretStr: registered for redaction)."""
+        from pydantic import SecretStr
+
+        from qt_pipeline.redaction import register_secret
+
+        if self.database_url:
+            register_secret(self.database_url)  # model_copy does not run the settings' own registration
         return settings_with(
-            pg_schema=self.pg_schema, pg_pool_size=self.pool_size, pg_max_overflow=self.max_overflow
+            neon_database_url=SecretStr(self.database_url) if self.database_url else None,
+            pg_schema=self.pg_schema,
+            pg_pool_size=self.pool_size,
+            pg_max_overflow=self.max_overflow,
         )
 
     def resolved_url(self) -> str:
         """The URL in use (a secret: never log it unredacted); starts the embedded server if needed."""
-        settings = self.settings()
-        url = self.database_url or settings.database_url
-        if url:
-            from qt_pipeline.redaction import register_secret
+        from qt_pipeline.storage.central import central_url
 
-            register_secret(url)
-            return url
-        from qt_pipeline.storage.postgres.embedded import ensure_embedded_postgres
-
-        return ensure_embedded_postgres(settings)
+        return central_url(self.settings())
 
     def is_embedded(self) -> bool:
-        return not (self.database_url or self.settings().database_url)
+        return not self.settings().database_url
 
     def _open(self) -> Any:
-        from qt_pipeline.storage.postgres.store import PostgresStore
+        from qt_pipeline.storage.central import open_central
 
-        settings = self.settings()
-        return PostgresStore(self.resolved_url(), settings, schema=settings.pg_schema)
+        return open_central(self.settings())
 
 
 def central_store_resource() -> CentralStoreResource:

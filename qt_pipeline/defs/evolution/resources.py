@@ -95,10 +95,7 @@ class EvolutionStateResource(dg.ConfigurableResource):
 
         if self.resolved_backend() == "duckdb":
             return DuckDBStateStore(Path(get_settings().data_dir) / "evolution.duckdb")
-        central = central_store.get_store()
-        return PostgresStateStore(
-            central.direct_engine, central.schema, location=central.config.location, settings=central.settings
-        )
+        return PostgresStateStore(central_store.get_store())  # the resource closes the store
 
 
 evolution_resources = {

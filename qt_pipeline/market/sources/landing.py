@@ -33,7 +33,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -460,9 +460,3 @@ class LandingDirectorySource(MarketDataSource):
                 {"symbol": pd.Series([], dtype="str"), "day": [], "rows": pd.Series([], dtype="int64")}
             )
         return pd.concat(frames).groupby(["symbol", "day"], sort=True)["rows"].sum().reset_index()
-
-
-def day_bounds(day: date) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """``[start, end)`` of a UTC day."""
-    start = pd.Timestamp(day, tz="UTC")
-    return start, start + timedelta(days=1)

@@ -15,6 +15,7 @@ Rules (DESIGN.md "Neon connection facts"):
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -238,3 +239,52 @@ def make_engine(cfg: ConnectionConfig, *, direct: bool = False) -> sa.Engine:
         conn.exec_driver_sql(stmt, params)
 
     return engine
+
+
+class EngineRegistry:
+    """One SQLAlchemy engine per URL (and pool/timeout settings), owned by whoever creates the registry.
+
+    Stores built on the same registry share pools; :meth:`dispose` (or leaving the ``with`` block) closes
+    every engine it made. Nothing is cached beyond the registry's owner: there is no process-wide cache.
+    """
+
+    def __init__(self) -> None:
+        self._engines: dict[tuple[object, ...], sa.Engine] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(cfg: ConnectionConfig, direct: bool) -> tuple[object, ...]:
+        url = cfg.direct_url if direct else cfg.url
+        return (
+            url.render_as_string(hide_password=False),
+            tuple(sorted(cfg.session_settings.items())),
+            cfg.pool_size,
+            cfg.max_overflow,
+            cfg.pool_recycle_s,
+        )
+
+    def engine(self, cfg: ConnectionConfig, *, direct: bool = False) -> sa.Engine:
+        """The engine for ``cfg``'s pooled (or ``direct``) URL; the same object for the same URL."""
+        key = self._key(cfg, direct)
+        with self._lock:
+            eng = self._engines.get(key)
+            if eng is None:
+                eng = make_engine(cfg, direct=direct)
+                self._engines[key] = eng
+            return eng
+
+    def __len__(self) -> int:
+        return len(self._engines)
+
+    def dispose(self) -> None:
+        """Dispose every engine made here (pooled connections closed). Safe to call twice."""
+        with self._lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for eng in engines:
+            eng.dispose()
+
+    def __enter__(self) -> EngineRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispose()

@@ -5,10 +5,22 @@ Callers raise the result ``from None`` so the driver's exception (which may quot
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg2
+import sqlalchemy as sa
+
+from qt_pipeline.config import Settings
 from qt_pipeline.redaction import redact
 from qt_pipeline.storage.interface import StorageError, StorageUnavailableError
 from qt_pipeline.storage.postgres.connection import ConnectionConfig
-from qt_pipeline.storage.postgres.retry import is_transient, sqlstate_of
+from qt_pipeline.storage.postgres.retry import is_transient, retrying, sqlstate_of
+
+T = TypeVar("T")
+
+# what the database layer raises: SQLAlchemy errors, psycopg2 errors of raw cursors (COPY), socket errors
+DB_ERRORS: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, psycopg2.Error, OSError)
 
 
 def _driver_message(exc: BaseException) -> str:
@@ -82,6 +94,31 @@ def translate_error(
         hint = "the data violates a constraint of the table; check the batch (keys must be unique, values not null)"
     else:
         hint = "unexpected database error; see the message above"
-    err = cls(f"{action} failed on {where}: {msg}{state}. {hint}")
-    err.sqlstate = code  # type: ignore[attr-defined]
-    return err
+    return cls(f"{action} failed on {where}: {msg}{state}. {hint}", sqlstate=code)
+
+
+def run_db(
+    action: str,
+    fn: Callable[[], T],
+    *,
+    settings: Settings,
+    config: ConnectionConfig | None,
+    schema: str | None = None,
+    attempts: int | None = None,
+) -> T:
+    """Run ``fn`` (idempotent database work, one transaction) with the retry policy of ``settings``
+    (transient errors only, see :mod:`.retry`); a database error that remains leaves as a redacted
+    :class:`StorageError` naming ``action`` (:class:`StorageUnavailableError` when the server cannot be
+    reached), raised ``from None`` so no driver message holding a DSN is chained.
+
+    The one retry-and-translate path of the central store: the store, the migration ledger and the
+    evolution state store all run their SQL through it."""
+    try:
+        for attempt in retrying(settings, action, attempts=attempts):
+            with attempt:
+                return fn()
+    except StorageError:
+        raise
+    except DB_ERRORS as exc:
+        err = translate_error(exc, config, action, schema=schema)
+    raise err from None

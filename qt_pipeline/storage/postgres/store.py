@@ -1,49 +1,40 @@
-"""``PostgresStore`` — the ``neon`` backend: canonical bars in PostgreSQL / Neon / TimescaleDB.
+"""``PostgresStore`` — the central store's implementation: canonical bars in PostgreSQL / Neon / TimescaleDB.
 
-Write path (``write_bars``): the batch is encoded in PostgreSQL's binary COPY format by NumPy
-(:mod:`.copy_binary`; floats travel as their exact bits) in chunks streamed into ``COPY … FROM STDIN`` on
-the *direct* engine. When the
-batch's key range holds no rows yet, the COPY goes straight into ``ohlcv_bars``; otherwise into a temp
-staging table followed by ``INSERT … ON CONFLICT (symbol, "timestamp") DO UPDATE``. Either way it is ONE
-transaction (no partial batch is ever visible) retried as a whole on transient errors — safe because it is
-idempotent. Daily partitions are ensured first, in their own short transaction.
+This class holds the store's state (connection config, engines, schema readiness, known partitions) and
+the decisions; each responsibility lives in its own module of this package:
 
-Read path: ``COPY (SELECT …) TO STDOUT`` CSV parsed by pyarrow (``extra_float_digits=3``, timestamps as
-UTC). Ranges archived to the cold tier (``cold_tier_ranges`` rows with ``dropped_at`` set) are read back
-from their Parquet files and merged in; on a key present in both, the Postgres row wins.
-
-Every error leaves as a :class:`StorageError` whose message is redacted (never a password).
+* engines and connection settings: :mod:`.connection` (engines come from an ``EngineRegistry``);
+* schema (Alembic) and partitions: :mod:`.schema`, :mod:`.layout`;
+* the COPY writer: :mod:`.writer` — binary COPY straight into ``ohlcv_bars`` when the batch's key range
+  holds no rows yet, else COPY into a temp staging table + ``INSERT … ON CONFLICT DO UPDATE``; ONE
+  transaction either way (no partial batch is ever visible), retried as a whole on transient errors —
+  safe because it is idempotent. Daily partitions are ensured first, in their own short transaction;
+* the reader: :mod:`.reader` — ``COPY (SELECT …) TO STDOUT`` CSV parsed by pyarrow;
+* the cold-archive merge: :mod:`.cold_merge` — ranges the cold tier dropped are read back from Parquet;
+* rejects: :mod:`.rejects`; health and pool figures: :mod:`.health`;
+* retries and error translation: :func:`.errors.run_db` — every error leaves as a redacted
+  :class:`StorageError` (never a password).
 """
 
 from __future__ import annotations
 
-import io
-import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
 from qt_pipeline.config import Settings
 from qt_pipeline.market.contract import (
     BAR_COLUMNS,
-    BAR_DTYPES,
-    KEY,
-    REJECT_COLUMNS,
     ContractError,
+    check_bar_batch,
     empty_bars,
-    empty_rejects,
     select_bar_columns,
     to_canonical,
-    to_canonical_rejects,
 )
 from qt_pipeline.redaction import redact
 from qt_pipeline.storage.interface import (
@@ -54,59 +45,42 @@ from qt_pipeline.storage.interface import (
     WriteResult,
     as_utc,
 )
+from qt_pipeline.storage.postgres import cold_merge, reader, rejects, writer
 from qt_pipeline.storage.postgres.capabilities import Capabilities, detect_capabilities
-from qt_pipeline.storage.postgres.connection import ConnectionConfig, make_engine
-from qt_pipeline.storage.postgres.copy_binary import BinaryCopyStream
-from qt_pipeline.storage.postgres.errors import translate_error
+from qt_pipeline.storage.postgres.connection import ConnectionConfig, EngineRegistry
+from qt_pipeline.storage.postgres.errors import DB_ERRORS, run_db, translate_error
+from qt_pipeline.storage.postgres.health import pool_stats, server_health
 from qt_pipeline.storage.postgres.layout import BARS_TABLE, ensure_partitions, table_layout
-from qt_pipeline.storage.postgres.retry import retrying
 from qt_pipeline.storage.postgres.schema import check_identifier, qi, upgrade
-
-log = logging.getLogger("qt_pipeline.storage.postgres")
 
 T = TypeVar("T")
 
-DATA_COLUMNS: tuple[str, ...] = BAR_COLUMNS
-_COLS_SQL = ", ".join(qi(c) for c in DATA_COLUMNS)
-_UPDATE_COLS = [c for c in DATA_COLUMNS if c not in KEY]
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "symbol": pa.string(),
-    "timestamp": pa.timestamp("us"),  # selected AT TIME ZONE 'UTC' (naive text), re-tagged UTC
-    "open": pa.float64(),
-    "high": pa.float64(),
-    "low": pa.float64(),
-    "close": pa.float64(),
-    "volume": pa.float64(),
-    "vwap": pa.float64(),
-    "trade_count": pa.int64(),
-}
-_DB_ERRORS: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError,)
-try:  # psycopg2 errors raised by raw cursors (copy_expert)
-    import psycopg2
-
-    _DB_ERRORS = (sa.exc.SQLAlchemyError, psycopg2.Error)
-except ImportError:  # pragma: no cover
-    psycopg2 = None  # type: ignore[assignment]
-
-
-def _bars_to_arrow(bars: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(bars[list(DATA_COLUMNS)], preserve_index=False)
-
-
-def _day_list(bars: pd.DataFrame) -> list[date]:
-    days = bars["timestamp"].dt.floor("D").unique()
-    return sorted(pd.Timestamp(d).date() for d in days)
+WriteMode = Literal["auto", "upsert", "append"]
+NO_PARTITION = "23514"  # check_violation: no partition of a partitioned table holds the row
 
 
 class PostgresStore(DataStorageInterface):
-    """Canonical OHLCV bars in PostgreSQL (Neon / TimescaleDB where present). See the module docstring."""
+    """Canonical OHLCV bars in PostgreSQL (Neon / TimescaleDB where present). See the module docstring.
+
+    Build it with :func:`qt_pipeline.storage.central.open_central` (settings, embedded fallback) or
+    directly from a URL. ``engines``: a registry shared with other stores (its owner disposes it); by
+    default the store owns one and :meth:`close` disposes it."""
 
     backend_name = "neon"
 
-    def __init__(self, url: str, settings: Settings, *, schema: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        settings: Settings,
+        *,
+        schema: str | None = None,
+        engines: EngineRegistry | None = None,
+    ):
         self.settings = settings
         self._config = ConnectionConfig.from_url(url, settings)
         self._schema = check_identifier(schema or settings.pg_schema)
+        self._engines = engines if engines is not None else EngineRegistry()
+        self._owns_engines = engines is None
         self._engine: sa.Engine | None = None
         self._direct_engine: sa.Engine | None = None
         self._caps: Capabilities | None = None
@@ -114,16 +88,14 @@ class PostgresStore(DataStorageInterface):
         self._ready = False
         self._lock = threading.RLock()
         self._known_partition_days: set[date] = set()
+        self._bars = self.qualified(BARS_TABLE)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
-        """``NEON_DATABASE_URL`` if set, else the embedded PostgreSQL under ``QT_DATA_DIR/postgres``."""
-        url = settings.database_url
-        if url is None:
-            from qt_pipeline.storage.postgres.embedded import ensure_embedded_postgres
+        """``NEON_DATABASE_URL`` if set, else the embedded PostgreSQL (see :mod:`qt_pipeline.storage.central`)."""
+        from qt_pipeline.storage.central import open_central
 
-            url = ensure_embedded_postgres(settings)
-        return cls(url, settings, schema=settings.pg_schema)
+        return open_central(settings)
 
     # --- plumbing -----------------------------------------------------------------------------------
     @property
@@ -143,7 +115,7 @@ class PostgresStore(DataStorageInterface):
         """Pooled engine (queries; the Neon ``-pooler`` host)."""
         with self._lock:
             if self._engine is None:
-                self._engine = make_engine(self._config)
+                self._engine = self._engines.engine(self._config)
             return self._engine
 
     @property
@@ -151,16 +123,14 @@ class PostgresStore(DataStorageInterface):
         """Direct engine (DDL and bulk COPY); the pooled engine when both URLs are the same."""
         with self._lock:
             if self._direct_engine is None:
-                if self._config.direct_url == self._config.url:
-                    return self.engine
-                self._direct_engine = make_engine(self._config, direct=True)
+                self._direct_engine = self._engines.engine(self._config, direct=True)
             return self._direct_engine
 
     @property
     def capabilities(self) -> Capabilities:
         with self._lock:
             if self._caps is None:
-                self._caps = self._run("detect server capabilities", self._detect)
+                self._caps = self.run_db("detect server capabilities", self._detect)
             return self._caps
 
     def _detect(self) -> Capabilities:
@@ -182,24 +152,12 @@ class PostgresStore(DataStorageInterface):
         """``"schema"."table"`` for SQL."""
         return f"{qi(self._schema)}.{qi(check_identifier(table, 'table'))}"
 
-    def run(self, action: str, fn: Callable[[], T], *, attempts: int | None = None) -> T:
-        """Run ``fn`` (idempotent database work, e.g. ``lambda: …engine.begin()…``) with this store's retry
-        policy; database errors come out as redacted :class:`StorageError` naming ``action``."""
-        return self._run(action, fn, attempts=attempts)
-
-    def _run(self, action: str, fn: Callable[[], T], *, attempts: int | None = None) -> T:
-        """Run ``fn`` with retries on transient errors; translate database errors (redacted, no cause)."""
-        err: StorageError | None = None
-        try:
-            for attempt in retrying(self.settings, action, attempts=attempts):
-                with attempt:
-                    return fn()
-        except StorageError:
-            raise
-        except _DB_ERRORS as exc:
-            err = translate_error(exc, self._config, action, schema=self._schema)
-        assert err is not None
-        raise err from None
+    def run_db(self, action: str, fn: Callable[[], T], *, attempts: int | None = None) -> T:
+        """Run ``fn`` (idempotent database work, one transaction) with this store's retry policy; database
+        errors come out as redacted :class:`StorageError` naming ``action`` (see :func:`.errors.run_db`)."""
+        return run_db(
+            action, fn, settings=self.settings, config=self._config, schema=self._schema, attempts=attempts
+        )
 
     def ensure_schema(self) -> None:
         """Create/upgrade the schema (Alembic heads) and today's partitions. Idempotent; run on first use."""
@@ -207,7 +165,7 @@ class PostgresStore(DataStorageInterface):
             if self._ready:
                 return
             mode = self.settings.pg_timescaledb
-            self._run(
+            self.run_db(
                 f"set up the central-store schema {self._schema!r}",
                 lambda: upgrade(self.direct_engine, self._schema, timescaledb=mode),
             )
@@ -225,7 +183,7 @@ class PostgresStore(DataStorageInterface):
                         )
                     return layout
 
-            self._layout = self._run("create the partitions ahead", _finish)
+            self._layout = self.run_db("create the partitions ahead", _finish)
             self._ready = True
 
     def _ensure_partitions(self, days: Sequence[date]) -> None:
@@ -241,34 +199,29 @@ class PostgresStore(DataStorageInterface):
                     conn, self._schema, missing, self.settings.pg_partitions_ahead_days, layout="partitioned"
                 )
 
-        self._run(f"create daily partitions for {len(missing)} day(s)", _do)
+        self.run_db(f"create daily partitions for {len(missing)} day(s)", _do)
         self._known_partition_days.update(missing)
 
-    # --- validation ---------------------------------------------------------------------------------
-    @staticmethod
-    def _prepare(frame: pd.DataFrame) -> pd.DataFrame:
-        bars = to_canonical(frame)
-        if bars.empty:
-            return bars
-        nulls = [c for c in BAR_COLUMNS if bars[c].isna().any()]
-        if nulls:
-            raise ContractError(
-                f"bar batch has missing values in column(s) {nulls} (e.g. row {int(bars[nulls[0]].isna().argmax())}); "
-                "nothing was written — validate the input with qt_pipeline.market.validation first"
-            )
-        dup = bars.duplicated(list(KEY), keep=False)
-        if dup.any():
-            first = bars[dup].iloc[0]
-            raise ContractError(
-                f"bar batch has {int(dup.sum())} rows with duplicate (symbol, timestamp) keys, e.g. "
-                f"({first['symbol']}, {first['timestamp']}); nothing was written — deduplicate the batch"
-            )
-        return bars
+    def _with_partitions(self, action: str, days: list[date], fn: Callable[[], T]) -> T:
+        """Ensure ``days``' partitions, then ``run_db(action, fn)``; when a partition known to exist was
+        dropped meanwhile (the cold tier; SQLSTATE 23514), re-create it and run ``fn`` once more."""
+        self._ensure_partitions(days)
+        try:
+            return self.run_db(action, fn)
+        except StorageError as exc:
+            if exc.sqlstate != NO_PARTITION or not days or self._layout != "partitioned":
+                raise
+            self._known_partition_days.clear()
+            self._ensure_partitions(days)
+            return self.run_db(action, fn)
 
     # --- writes -------------------------------------------------------------------------------------
-    def write_bars(
-        self, bars: pd.DataFrame, *, mode: Literal["auto", "upsert", "append"] = "auto"
-    ) -> WriteResult:
+    def _prepare(self, frame: pd.DataFrame, action: str) -> pd.DataFrame:
+        bars = to_canonical(frame)
+        check_bar_batch(bars, f"{action} to {self.location}")
+        return bars
+
+    def write_bars(self, bars: pd.DataFrame, *, mode: WriteMode = "auto") -> WriteResult:
         """Idempotent upsert of a canonical batch, atomic (one transaction), retried as a whole.
 
         ``mode='auto'`` copies straight into the table when the batch's key range holds no rows yet
@@ -277,110 +230,38 @@ class PostgresStore(DataStorageInterface):
         """
         if mode not in ("auto", "upsert", "append"):
             raise ValueError(f"write_bars mode must be 'auto', 'upsert' or 'append', not {mode!r}")
-        batch = self._prepare(bars)
+        batch = self._prepare(bars, "write_bars")
         if batch.empty:
             return WriteResult(0, self.backend_name, self.location, 0.0, {"path": "noop"})
         self.ensure_schema()
         t0 = time.perf_counter()
-        days = _day_list(batch)
-        self._ensure_partitions(days)
-        table = _bars_to_arrow(batch)
-        try:
-            path, changed = self._write_table(table, batch, mode)
-        except StorageError as exc:
-            if getattr(exc, "sqlstate", None) != "23514" or self._layout != "partitioned":
-                raise
-            # a partition we knew of was dropped meanwhile (cold tier): re-check and write again
-            self._known_partition_days.clear()
-            self._ensure_partitions(days)
-            path, changed = self._write_table(table, batch, mode)
+        table = writer.bars_to_arrow(batch)
+        action = f"write {len(batch)} bars to {self._schema}.{BARS_TABLE}"
+        path = "upsert"
+        if mode in ("auto", "append"):
+            path = self._with_partitions(
+                action,
+                writer.day_list(batch),
+                lambda: writer.copy_direct(
+                    self.direct_engine, self._bars, table, batch, check_empty=(mode == "auto")
+                ),
+            )
+        changed = None
+        if path in ("upsert", "conflict"):
+            changed = self._with_partitions(
+                action, writer.day_list(batch), lambda: writer.upsert(self.direct_engine, self._bars, table)
+            )
+            path = "upsert" if path == "upsert" else "append→upsert"
         secs = time.perf_counter() - t0
         details: dict[str, Any] = {"path": path, "rows_per_s": round(len(batch) / secs) if secs else None}
         if changed is not None:
             details["rows_inserted_or_changed"] = changed
         return WriteResult(len(batch), self.backend_name, self.location, secs, details)
 
-    def _write_table(self, table: pa.Table, batch: pd.DataFrame, mode: str) -> tuple[str, int | None]:
-        action = f"write {len(batch)} bars to {self._schema}.{BARS_TABLE}"
-        path = "upsert"
-        if mode in ("auto", "append"):
-            path = self._run(action, lambda: self._copy_direct(table, batch, check_empty=(mode == "auto")))
-        changed = None
-        if path in ("upsert", "conflict"):
-            changed = self._run(action, lambda: self._upsert(table))
-            path = "upsert" if path == "upsert" else "append→upsert"
-        return path, changed
-
     def copy_bars_append(self, bars: pd.DataFrame) -> WriteResult:
         """COPY straight into ``ohlcv_bars`` (the caller knows the range is empty); on a unique violation
         the batch is upserted instead, so the result is the same as :meth:`write_bars`."""
         return self.write_bars(bars, mode="append")
-
-    def _copy_in(self, conn: sa.Connection, target: str, table: pa.Table) -> int:
-        dbapi = conn.connection.dbapi_connection
-        with dbapi.cursor() as cur:
-            stream = BinaryCopyStream(table)
-            try:
-                cur.copy_expert(
-                    f"COPY {target} ({_COLS_SQL}) FROM STDIN WITH (FORMAT binary)", stream, size=1 << 20
-                )
-            finally:
-                stream.close()
-            return stream.bytes
-
-    def _range_has_rows(self, conn: sa.Connection, batch: pd.DataFrame) -> bool:
-        syms = sorted(batch["symbol"].unique().tolist())
-        lo, hi = batch["timestamp"].min(), batch["timestamp"].max()
-        return bool(
-            conn.exec_driver_sql(
-                f"SELECT EXISTS (SELECT 1 FROM {self.qualified(BARS_TABLE)} WHERE symbol = ANY(%s) "
-                f'AND "timestamp" >= %s AND "timestamp" <= %s)',
-                (syms, lo.to_pydatetime(), hi.to_pydatetime()),
-            ).scalar()
-        )
-
-    def _copy_direct(self, table: pa.Table, batch: pd.DataFrame, *, check_empty: bool) -> str:
-        try:
-            with self.direct_engine.begin() as conn:
-                if check_empty and self._range_has_rows(conn, batch):
-                    return "upsert"
-                self._copy_in(conn, self.qualified(BARS_TABLE), table)
-            return "copy"
-        except sa.exc.IntegrityError as exc:
-            if getattr(exc.orig, "pgcode", None) == "23505":
-                return "conflict"
-            raise
-        except _DB_ERRORS as exc:
-            if (
-                getattr(exc, "pgcode", None) == "23505"
-                or getattr(getattr(exc, "orig", None), "pgcode", None) == "23505"
-            ):
-                return "conflict"
-            raise
-
-    def _upsert_sql(self, stage: str) -> str:
-        sets = ", ".join(f"{qi(c)} = EXCLUDED.{qi(c)}" for c in _UPDATE_COLS)
-        old = ", ".join(f"t.{qi(c)}" for c in _UPDATE_COLS)
-        new = ", ".join(f"EXCLUDED.{qi(c)}" for c in _UPDATE_COLS)
-        return (
-            f"INSERT INTO {self.qualified(BARS_TABLE)} AS t ({_COLS_SQL}) SELECT {_COLS_SQL} FROM {stage} "
-            f'ON CONFLICT (symbol, "timestamp") DO UPDATE SET {sets}, ingested_at = now() '
-            f"WHERE ({old}) IS DISTINCT FROM ({new})"
-        )
-
-    def _create_stage(self, conn: sa.Connection) -> str:
-        stage = f"qt_stage_{uuid.uuid4().hex[:12]}"
-        conn.exec_driver_sql(
-            f'CREATE TEMP TABLE {stage} (symbol text, "timestamp" timestamptz, open float8, high float8, '
-            "low float8, close float8, volume float8, vwap float8, trade_count bigint) ON COMMIT DROP"
-        )
-        return stage
-
-    def _upsert(self, table: pa.Table) -> int:
-        with self.direct_engine.begin() as conn:
-            stage = self._create_stage(conn)
-            self._copy_in(conn, stage, table)
-            return conn.exec_driver_sql(self._upsert_sql(stage)).rowcount
 
     def delete_range(
         self,
@@ -390,15 +271,11 @@ class PostgresStore(DataStorageInterface):
     ) -> int:
         """Delete ``symbol``'s bars in ``[start, end)`` from Postgres; returns the rows deleted."""
         self.ensure_schema()
-        where, params = self._where([symbol], as_utc(start), as_utc(end))
-
-        def _do() -> int:
-            with self.direct_engine.begin() as conn:
-                return conn.exec_driver_sql(
-                    f"DELETE FROM {self.qualified(BARS_TABLE)} WHERE {where}", params
-                ).rowcount
-
-        return self._run(f"delete bars of {symbol} in [{start}, {end})", _do)
+        where, params = reader.where_bars([symbol], as_utc(start), as_utc(end))
+        return self.run_db(
+            f"delete bars of {symbol} in [{start}, {end})",
+            lambda: writer.replace_where(self.direct_engine, self._bars, where, params, None),
+        )
 
     def replace_range(
         self,
@@ -408,7 +285,7 @@ class PostgresStore(DataStorageInterface):
         bars: pd.DataFrame,
     ) -> WriteResult:
         """Make ``symbol``'s bars in ``[start, end)`` exactly ``bars`` (delete + insert, one transaction)."""
-        batch = self._prepare(bars)
+        batch = self._prepare(bars, "replace_range")
         lo, hi = as_utc(start), as_utc(end)
         if not batch.empty:
             wrong_sym = batch["symbol"] != symbol
@@ -424,133 +301,28 @@ class PostgresStore(DataStorageInterface):
                 )
         self.ensure_schema()
         t0 = time.perf_counter()
-        if not batch.empty:
-            self._ensure_partitions(_day_list(batch))
-        table = _bars_to_arrow(batch) if not batch.empty else None
-        where, params = self._where([symbol], lo, hi)
-
-        def _do() -> int:
-            with self.direct_engine.begin() as conn:
-                deleted = conn.exec_driver_sql(
-                    f"DELETE FROM {self.qualified(BARS_TABLE)} WHERE {where}", params
-                ).rowcount
-                if table is not None:
-                    self._copy_in(conn, self.qualified(BARS_TABLE), table)
-                return deleted
-
-        action = f"replace bars of {symbol} in [{start}, {end})"
-        try:
-            deleted = self._run(action, _do)
-        except StorageError as exc:
-            if getattr(exc, "sqlstate", None) != "23514" or batch.empty or self._layout != "partitioned":
-                raise
-            self._known_partition_days.clear()  # a partition was dropped meanwhile: re-create, write again
-            self._ensure_partitions(_day_list(batch))
-            deleted = self._run(action, _do)
+        table = writer.bars_to_arrow(batch) if not batch.empty else None
+        where, params = reader.where_bars([symbol], lo, hi)
+        deleted = self._with_partitions(
+            f"replace bars of {symbol} in [{start}, {end})",
+            writer.day_list(batch) if not batch.empty else [],
+            lambda: writer.replace_where(self.direct_engine, self._bars, where, params, table),
+        )
         secs = time.perf_counter() - t0
         return WriteResult(
             len(batch), self.backend_name, self.location, secs, {"deleted": deleted, "path": "replace"}
         )
 
     # --- reads --------------------------------------------------------------------------------------
-    @staticmethod
-    def _where(
-        symbols: Sequence[str] | None, lo: pd.Timestamp | None, hi: pd.Timestamp | None
-    ) -> tuple[str, tuple[Any, ...]]:
-        parts: list[str] = []
-        params: list[Any] = []
-        if symbols is not None:
-            if len(symbols) == 1:
-                parts.append("symbol = %s")
-                params.append(symbols[0])
-            else:
-                parts.append("symbol = ANY(%s)")
-                params.append(list(symbols))
-        if lo is not None:
-            parts.append('"timestamp" >= %s')
-            params.append(_pg_ts(lo))
-        if hi is not None:
-            parts.append('"timestamp" < %s')
-            params.append(_pg_ts(hi))
-        return (" AND ".join(parts) or "TRUE"), tuple(params)
-
-    def _copy_out(
-        self, conn: sa.Connection, query: str, params: tuple[Any, ...], columns: Sequence[str]
-    ) -> pd.DataFrame:
-        dbapi = conn.connection.dbapi_connection
-        buf = io.BytesIO()
-        with dbapi.cursor() as cur:
-            sql = cur.mogrify(query, params).decode()
-            cur.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", buf, size=1 << 20)
-        return _parse_bars_csv(buf.getvalue(), columns)
-
-    def _select_bars(self, cols: Sequence[str]) -> str:
-        exprs = []
-        for c in cols:
-            exprs.append("(\"timestamp\" AT TIME ZONE 'UTC')" if c == "timestamp" else qi(c))
-        return ", ".join(exprs)
-
-    def _cold_ranges(
-        self, conn: sa.Connection, lo: pd.Timestamp | None, hi: pd.Timestamp | None
-    ) -> list[tuple[datetime, datetime, str]]:
-        parts, params = ["dropped_at IS NOT NULL"], []
-        if lo is not None:
-            parts.append("range_end > %s")
-            params.append(_pg_ts(lo))
-        if hi is not None:
-            parts.append("range_start < %s")
-            params.append(_pg_ts(hi))
-        rows = conn.exec_driver_sql(
-            f"SELECT range_start, range_end, location FROM {self.qualified('cold_tier_ranges')} "
-            f"WHERE {' AND '.join(parts)} ORDER BY range_start",
-            tuple(params),
-        ).all()
-        return [(r[0], r[1], r[2]) for r in rows]
-
-    def _cold_extra(
+    def _cold_rows(
         self,
         conn: sa.Connection,
         symbols: Sequence[str] | None,
         lo: pd.Timestamp | None,
         hi: pd.Timestamp | None,
     ) -> pd.DataFrame | None:
-        """Archived (dropped) rows of the cold tier in the range whose key is not in Postgres."""
-        ranges = self._cold_ranges(conn, lo, hi)
-        if not ranges:
-            return None
-        frames = []
-        for rs, re_, location in ranges:
-            a = (
-                pd.Timestamp(rs).tz_convert("UTC")
-                if lo is None
-                else max(pd.Timestamp(rs).tz_convert("UTC"), lo)
-            )
-            b = (
-                pd.Timestamp(re_).tz_convert("UTC")
-                if hi is None
-                else min(pd.Timestamp(re_).tz_convert("UTC"), hi)
-            )
-            frames.append(_read_cold_file(location, symbols, a, b))
-        frames = [f for f in frames if len(f)]
-        if not frames:
-            return None
-        cold = pd.concat(frames, ignore_index=True).drop_duplicates(list(KEY), keep="last")
-        # keys already back in Postgres win
-        syms = sorted(cold["symbol"].unique().tolist())
-        where, params = self._where(
-            syms, cold["timestamp"].min(), cold["timestamp"].max() + pd.Timedelta(1, "us")
-        )
-        pg_keys = self._copy_out(
-            conn,
-            f"SELECT symbol, {self._select_bars(['timestamp'])} FROM {self.qualified(BARS_TABLE)} WHERE {where}",
-            params,
-            ["symbol", "timestamp"],
-        )
-        if len(pg_keys):
-            idx = pd.MultiIndex.from_frame(cold[list(KEY)])
-            taken = pd.MultiIndex.from_frame(pg_keys[list(KEY)])
-            cold = cold[~idx.isin(taken)]
-        return cold.reset_index(drop=True)
+        ranges = self.qualified(cold_merge.COLD_RANGES_TABLE)
+        return cold_merge.cold_rows(conn, self._bars, ranges, symbols, lo, hi)
 
     def _read(
         self,
@@ -574,34 +346,29 @@ class PostgresStore(DataStorageInterface):
         ):
             return empty_bars()[want]
         self.ensure_schema()
-        where, params = self._where(symbols, lo, hi)
+        where, params = reader.where_bars(symbols, lo, hi)
         direction = "DESC" if from_end else "ASC"
         order = f'symbol, "timestamp" {direction}' if order_by_symbol else f'"timestamp" {direction}'
 
         def _do() -> pd.DataFrame:
             with self.engine.begin() as conn:
-                cold = self._cold_extra(conn, symbols, lo, hi)
+                cold = self._cold_rows(conn, symbols, lo, hi)
                 cols = list(BAR_COLUMNS) if cold is not None else want
-                q = f"SELECT {self._select_bars(cols)} FROM {self.qualified(BARS_TABLE)} WHERE {where} ORDER BY {order}"
+                q = f"SELECT {reader.select_list(cols)} FROM {self._bars} WHERE {where} ORDER BY {order}"
                 if limit is not None:
                     q += f" LIMIT {int(limit)}"
-                df = self._copy_out(conn, q, params, cols)
+                df = reader.copy_out(conn, q, params, cols)
             if cold is not None and len(cold):
-                df = pd.concat([df, cold], ignore_index=True)
-                df = df.sort_values(
-                    ["symbol", "timestamp"] if order_by_symbol else ["timestamp"],
-                    ascending=not from_end,
-                    kind="stable",
+                df = cold_merge.merge_bars(
+                    df, cold, order_by_symbol=order_by_symbol, from_end=from_end, limit=limit
                 )
-                if limit is not None:
-                    df = df.head(limit)
             if from_end:
                 df = df.iloc[::-1]
             if cold is not None or from_end:
                 return to_canonical(df, columns=want)
             return df  # already canonical (parsed with the canonical types)
 
-        return self._run("read bars", _do)
+        return self.run_db("read bars", _do)
 
     def read_bars(
         self,
@@ -634,215 +401,76 @@ class PostgresStore(DataStorageInterface):
         sorted; archived cold-tier rows included."""
         lo, hi = as_utc(start), as_utc(end)
         if symbols is not None and not len(symbols):
-            return _symbol_days_frame([], [], [])
+            return reader.symbol_days_frame([], [], [])
         self.ensure_schema()
-        where, params = self._where(list(symbols) if symbols is not None else None, lo, hi)
+        where, params = reader.where_bars(list(symbols) if symbols is not None else None, lo, hi)
 
         def _do() -> pd.DataFrame:
             with self.engine.begin() as conn:
-                rows = conn.exec_driver_sql(
-                    f"SELECT symbol, (\"timestamp\" AT TIME ZONE 'UTC')::date AS day, count(*) "
-                    f"FROM {self.qualified(BARS_TABLE)} WHERE {where} GROUP BY 1, 2 ORDER BY 1, 2",
-                    params,
-                ).all()
-                cold = self._cold_extra(conn, symbols, lo, hi)
-            out = pd.DataFrame(rows, columns=["symbol", "day", "rows"]) if rows else None
-            if cold is not None and len(cold):
-                extra = (
-                    cold.assign(day=cold["timestamp"].dt.floor("D").dt.date)
-                    .groupby(["symbol", "day"], sort=True)
-                    .size()
-                    .rename("rows")
-                    .reset_index()
-                )
-                out = (
-                    extra
-                    if out is None
-                    else pd.concat([out, extra])
-                    .groupby(["symbol", "day"], sort=True)["rows"]
-                    .sum()
-                    .reset_index()
-                )
+                counted = reader.count_symbol_days(conn, self._bars, where, params)
+                cold = self._cold_rows(conn, symbols, lo, hi)
+            out = cold_merge.merge_symbol_days(counted, cold)
             if out is None:
-                return _symbol_days_frame([], [], [])
+                return reader.symbol_days_frame([], [], [])
             out = out.sort_values(["symbol", "day"])
-            return _symbol_days_frame(out["symbol"].tolist(), out["day"].tolist(), out["rows"].tolist())
+            return reader.symbol_days_frame(out["symbol"].tolist(), out["day"].tolist(), out["rows"].tolist())
 
-        return self._run("count bars per symbol-day", _do)
+        return self.run_db("count bars per symbol-day", _do)
 
     def list_symbols(self) -> pd.DataFrame:
         self.ensure_schema()
 
         def _do() -> pd.DataFrame:
             with self.engine.begin() as conn:
-                rows = conn.exec_driver_sql(
-                    f'SELECT symbol, count(*), min("timestamp"), max("timestamp") FROM {self.qualified(BARS_TABLE)} '
-                    "GROUP BY symbol ORDER BY symbol"
-                ).all()
-                cold = self._cold_extra(conn, None, None, None)
-            df = pd.DataFrame(rows, columns=list(SYMBOL_SUMMARY_COLUMNS))
-            if cold is not None and len(cold):
-                extra = (
-                    cold.groupby("symbol")
-                    .agg(
-                        rows=("timestamp", "size"),
-                        first_timestamp=("timestamp", "min"),
-                        last_timestamp=("timestamp", "max"),
-                    )
-                    .reset_index()
-                )
-                df = pd.concat([df, extra], ignore_index=True)
-                df["first_timestamp"] = pd.to_datetime(df["first_timestamp"], utc=True)
-                df["last_timestamp"] = pd.to_datetime(df["last_timestamp"], utc=True)
-                df = (
-                    df.groupby("symbol", sort=True)
-                    .agg(
-                        rows=("rows", "sum"),
-                        first_timestamp=("first_timestamp", "min"),
-                        last_timestamp=("last_timestamp", "max"),
-                    )
-                    .reset_index()
-                )
-            return pd.DataFrame(
-                {
-                    "symbol": pd.Series(df["symbol"].tolist(), dtype=BAR_DTYPES["symbol"]),
-                    "rows": pd.Series(df["rows"].tolist(), dtype="int64"),
-                    "first_timestamp": pd.Series(
-                        pd.to_datetime(df["first_timestamp"].tolist(), utc=True),
-                        dtype=BAR_DTYPES["timestamp"],
-                    ),
-                    "last_timestamp": pd.Series(
-                        pd.to_datetime(df["last_timestamp"].tolist(), utc=True), dtype=BAR_DTYPES["timestamp"]
-                    ),
-                }
-            )
+                rows = reader.summarise_symbols(conn, self._bars)
+                cold = self._cold_rows(conn, None, None, None)
+            summary = pd.DataFrame(rows, columns=list(SYMBOL_SUMMARY_COLUMNS))
+            return cold_merge.merge_symbol_summary(summary, cold)
 
-        return self._run("list symbols", _do)
+        return self.run_db("list symbols", _do)
 
     # --- rejects ------------------------------------------------------------------------------------
-    def write_rejects(self, rejects: pd.DataFrame) -> int:
-        rej = to_canonical_rejects(rejects)
-        if rej.empty:
+    def write_rejects(self, rejects_frame: pd.DataFrame) -> int:
+        records = rejects.reject_records(rejects_frame)
+        if not records:
             return 0
-        rej = rej.assign(line=rej["line"].fillna(-1)).drop_duplicates(
-            ["source", "line", "reason"], keep="last"
-        )
-        missing = [c for c in ("source", "reason", "rejected_at") if rej[c].isna().any()]
-        if missing:
-            raise ContractError(
-                f"reject rows have missing {missing}; every reject needs source, reason and rejected_at"
-            )
         self.ensure_schema()
-
-        def _val(v: Any) -> Any:
-            return None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v
-
-        records = [
-            (
-                r.source,
-                int(r.line),
-                _val(r.symbol),
-                _val(r.timestamp),
-                r.reason,
-                _val(r.detail),
-                _val(r.raw),
-                r.rejected_at.to_pydatetime(),
-            )
-            for r in rej.itertuples(index=False)
-        ]
-        cols = ", ".join(qi(c) for c in REJECT_COLUMNS)
-        sets = ", ".join(
-            f"{qi(c)} = EXCLUDED.{qi(c)}" for c in ("symbol", "timestamp", "detail", "raw", "rejected_at")
+        table = self.qualified(rejects.REJECTS_TABLE)
+        return self.run_db(
+            f"write {len(records)} rejects", lambda: rejects.insert_rejects(self.engine, table, records)
         )
-        sql = (
-            f"INSERT INTO {self.qualified('ohlcv_rejects')} ({cols}) VALUES %s "
-            f"ON CONFLICT (source, line, reason) DO UPDATE SET {sets}"
-        )
-
-        def _do() -> int:
-            from psycopg2.extras import execute_values
-
-            with self.engine.begin() as conn, conn.connection.dbapi_connection.cursor() as cur:
-                execute_values(cur, sql, records, page_size=1000)
-            return len(records)
-
-        return self._run(f"write {len(records)} rejects", _do)
 
     def read_rejects(self, source: str | None = None) -> pd.DataFrame:
         self.ensure_schema()
-        cols = ", ".join(qi(c) for c in REJECT_COLUMNS)
-        where, params = ("WHERE source = %s", (source,)) if source is not None else ("", ())
-
-        def _do() -> pd.DataFrame:
-            with self.engine.begin() as conn:
-                rows = conn.exec_driver_sql(
-                    f"SELECT {cols} FROM {self.qualified('ohlcv_rejects')} {where} ORDER BY source, line, reason",
-                    params,
-                ).all()
-            if not rows:
-                return empty_rejects()
-            df = pd.DataFrame(rows, columns=list(REJECT_COLUMNS))
-            df["line"] = pd.array([None if v == -1 else v for v in df["line"]], dtype="Int64")
-            return to_canonical_rejects(df)
-
-        return self._run("read rejects", _do)
+        table = self.qualified(rejects.REJECTS_TABLE)
+        return self.run_db("read rejects", lambda: rejects.select_rejects(self.engine, table, source))
 
     # --- health -------------------------------------------------------------------------------------
     def health(self) -> HealthStatus:
         """Connect latency, ``SELECT 1`` latency, pool use, server/TimescaleDB facts. Never raises."""
         details: dict[str, Any] = {"schema": self._schema, "sslmode": self._config.sslmode}
         try:
-            import psycopg2 as pg
-
-            t0 = time.perf_counter()
-            raw = pg.connect(self._config.dsn(), connect_timeout=self._config.connect_timeout_s)
-            connect_ms = (time.perf_counter() - t0) * 1000
-            raw.close()
-            details["connect_ms"] = round(connect_ms, 2)
-            with self.engine.connect() as conn:
-                t0 = time.perf_counter()
-                conn.exec_driver_sql("SELECT 1").scalar()
-                query_ms = (time.perf_counter() - t0) * 1000
-                details["query_ms"] = round(query_ms, 3)
-                caps = detect_capabilities(conn)
-                details["database_bytes"] = int(
-                    conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
-                )
-                conn.rollback()
-            if self._config.is_neon:
-                caps = Capabilities(**{**caps.__dict__, "is_neon": True})
+            caps, measured = server_health(self._config, self.engine)
+            details.update(measured)
             self._caps = self._caps or caps
             details.update(caps.as_dict())
-            details.update(self._pool_details())
+            details.update(pool_stats(self._engine))
             return HealthStatus(
                 True,
                 self.backend_name,
                 self.location,
-                latency_ms=round(query_ms, 3),
+                latency_ms=details["query_ms"],
                 message=f"PostgreSQL {caps.server_version} reachable ({details['connect_ms']} ms to connect)",
                 details=details,
             )
         except Exception as exc:  # noqa: BLE001 - health never raises
             err = (
                 translate_error(exc, self._config, "health check", schema=self._schema)
-                if isinstance(exc, _DB_ERRORS)
+                if isinstance(exc, DB_ERRORS)
                 else StorageError(redact(f"health check failed: {type(exc).__name__}: {exc}"))
             )
-            details.update(self._pool_details())
+            details.update(pool_stats(self._engine))
             return HealthStatus(False, self.backend_name, self.location, None, redact(str(err)), details)
-
-    def _pool_details(self) -> dict[str, Any]:
-        if self._engine is None:
-            return {}
-        pool = self._engine.pool
-        out: dict[str, Any] = {}
-        for name in ("checkedout", "size", "overflow", "checkedin"):
-            fn = getattr(pool, name, None)
-            if callable(fn):
-                out[
-                    f"pool_{name.replace('checkedout', 'checked_out').replace('checkedin', 'checked_in')}"
-                ] = fn()
-        return out
 
     def forget_partitions(self, days: Iterable[date]) -> None:
         """Drop ``days`` from the cache of partitions known to exist (the cold tier dropped them), so the
@@ -852,9 +480,8 @@ class PostgresStore(DataStorageInterface):
 
     def close(self) -> None:
         with self._lock:
-            for eng in (self._direct_engine, self._engine):
-                if eng is not None:
-                    eng.dispose()
+            if self._owns_engines:
+                self._engines.dispose()
             self._engine = None
             self._direct_engine = None
             self._ready = False
@@ -864,70 +491,4 @@ class PostgresStore(DataStorageInterface):
         return f"PostgresStore({self.location})"
 
 
-def _pg_ts(t: pd.Timestamp) -> datetime:
-    """A bound for PostgreSQL (microsecond resolution): rounding *up* keeps both ``>= lo`` and ``< hi``
-    exact for stored (whole-microsecond) timestamps."""
-    return t.ceil("us").to_pydatetime()
-
-
-def _symbol_days_frame(symbols: list, days: list, rows: list) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "symbol": pd.Series(symbols, dtype=BAR_DTYPES["symbol"]),
-            "day": pd.Series(days, dtype="object"),
-            "rows": pd.Series(rows, dtype="int64"),
-        }
-    )
-
-
-def _parse_bars_csv(data: bytes, columns: Sequence[str]) -> pd.DataFrame:
-    if not data:
-        return empty_bars()[list(columns)]
-    table = pacsv.read_csv(
-        io.BytesIO(data),
-        read_options=pacsv.ReadOptions(column_names=list(columns), use_threads=False),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: _ARROW_TYPES[c] for c in columns},
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-    if "timestamp" in columns:
-        i = table.schema.get_field_index("timestamp")
-        table = table.set_column(i, "timestamp", table.column(i).cast(pa.timestamp("us", tz="UTC")))
-    df = table.to_pandas()
-    return to_canonical(df, columns=list(columns))
-
-
-def _read_cold_file(
-    location: str, symbols: Sequence[str] | None, lo: pd.Timestamp, hi: pd.Timestamp
-) -> pd.DataFrame:
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
-    try:
-        dataset = ds.dataset(location, format="parquet")
-    except (FileNotFoundError, OSError, pa.ArrowInvalid) as exc:
-        raise StorageError(
-            f"cold-tier file {location!r} (archived range [{lo}, {hi})) cannot be read: {exc}. The range was "
-            "dropped from PostgreSQL, so restore the file from backup (or re-migrate the range from the local "
-            "cache) before reading it"
-        ) from None
-    ts_type = dataset.schema.field("timestamp").type
-    filt = (pc.field("timestamp") >= pa.scalar(_pg_ts(lo), type=ts_type)) & (
-        pc.field("timestamp") < pa.scalar(_pg_ts(hi), type=ts_type)
-    )
-    if symbols is not None:
-        filt = filt & pc.field("symbol").isin(list(symbols))
-    table = dataset.to_table(filter=filt)
-    if table.num_rows == 0:
-        return empty_bars()
-    return to_canonical(table.to_pandas())
-
-
-def from_settings(settings: Settings) -> PostgresStore:
-    """Factory entry (``STORAGE_BACKEND=neon``)."""
-    return PostgresStore.from_settings(settings)
-
-
-__all__ = ["PostgresStore", "from_settings"]
+__all__ = ["PostgresStore"]

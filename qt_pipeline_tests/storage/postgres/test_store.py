@@ -77,7 +77,9 @@ def test_bad_batches_are_refused_whole(pg_store: PostgresStore, pg_schema):
         pg_store.write_bars(dup)
     holes = bars.copy()
     holes.loc[4, "vwap"] = np.nan
-    with pytest.raises(ContractError, match=r"missing values in column\(s\) \['vwap'\] \(e.g. row 4\)"):
+    with pytest.raises(
+        ContractError, match=r"column\(s\) \['vwap'\] hold null/NaN values \(first at batch row 4\)"
+    ):
         pg_store.write_bars(holes)
     with pytest.raises(ContractError, match="missing column"):
         pg_store.write_bars(bars.drop(columns=["vwap"]))
