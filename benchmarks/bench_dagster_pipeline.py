@@ -178,6 +178,7 @@ def main() -> None:
         bare_s = bare_path(days, args.checks)
 
         _settings_env(work / "dagster", url, "dagster")
+        (work / "dagster_home").mkdir()
         with dg.DagsterInstance.local_temp(str(work / "dagster_home")) as instance:
             dag_s, runs = dagster_path(days, args.checks, instance)
             pp = None

@@ -167,3 +167,33 @@ def test_cold_tier_asset_archives_and_reads_back(env) -> None:
     assert md["bytes_after"].value > 0 and "archived" in md["details"].value
     assert sql(url, f'SELECT count(*) FROM "{schema}".ohlcv_bars')[0][0] == 0
     pd.testing.assert_frame_equal(central.read_range(), local.read_range())
+
+
+def test_a_never_ingested_partition_fails_with_a_message_instead_of_turning_green(env) -> None:
+    """Regression: neon_ohlcv for a partition raw_ohlcv never ingested succeeded with 0 rows and its
+    blocking check passed (0 = 0)."""
+    url, schema, resources = env
+    missing = "2024-01-20|BTCUSD"
+    result = dg.materialize([neon_ohlcv], partition_key=missing, resources=resources, raise_on_error=False)
+    assert not result.success
+    assert not result.get_asset_materialization_events() and not result.get_asset_check_evaluations()
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    msg = failure.step_failure_data.error.message
+    assert "1 partition(s) were never ingested: 2024-01-20|BTCUSD" in msg and "raw_ohlcv" in msg
+    assert failure.step_failure_data.user_failure_data.metadata["partitions_without_bars"].value == [missing]
+
+
+def test_a_ranged_run_copies_and_proves_every_partition_in_one_step(env) -> None:
+    url, schema, resources = env
+    from qt_pipeline.definitions import defs
+
+    job = defs.resolve_job_def("migration_job")
+    tags = {"dagster/asset_partition_range_start": "2024-01-02|BTCUSD",
+            "dagster/asset_partition_range_end": "2024-01-04|ETHUSD"}  # fmt: skip
+    result = job.execute_in_process(resources=resources, tags=tags)
+    assert result.success
+    mats = result.asset_materializations_for_node("neon_ohlcv")
+    assert len(mats) == 6 and {m.metadata["rows"].value for m in mats} == {20}  # per-partition metadata
+    assert {m.partition for m in mats} == {e.partition for e in result.get_asset_check_evaluations()}
+    assert len({e.step_key for e in result.all_events if e.step_key}) == 1  # one step for all six
+    assert sql(url, f'SELECT count(*) FROM "{schema}".ohlcv_bars')[0][0] == 120
