@@ -54,6 +54,26 @@ def compare_history_op(
     return dg.Output(res.compared, metadata=metadata)
 
 
+def repair_materializations(actions: list, location: str) -> list[dg.AssetMaterialization]:
+    """One neon_ohlcv materialisation per symbol-day reconcile re-copied (``qt reconcile`` reports them to
+    the instance as runless events; ``reconcile_op`` yields them)."""
+    return [
+        dg.AssetMaterialization(
+            asset_key=NEON_OHLCV_KEY,
+            partition=str(partition_key_for(a.day, a.symbol)),
+            description="re-copied from DuckDB by reconcile",
+            metadata={
+                "rows": dg.MetadataValue.int(a.local_rows),
+                "rows_deleted": dg.MetadataValue.int(a.central_rows_deleted or 0),
+                "method": dg.MetadataValue.text("reconcile (replace_range)"),
+                "location": dg.MetadataValue.text(redact(location)),
+            },
+        )
+        for a in actions
+        if a.applied and is_valid_partition(a.day, a.symbol)
+    ]
+
+
 @dg.op(
     pool=DUCKDB_WRITER_POOL,
     description="Re-copy only the symbol-days that differ (replace_range), then verify them again; each "
@@ -88,22 +108,9 @@ def reconcile_op(
             [f"{a.day.isoformat()}|{a.symbol}" for a in summary.actions[:50]]
         ),
     }
-    central = central_store.get_store()
     if not config.dry_run:
-        for a in summary.actions:
-            if a.applied and is_valid_partition(a.day, a.symbol):
-                # Postgres changed for this partition: the asset's history must say so
-                yield dg.AssetMaterialization(
-                    asset_key=NEON_OHLCV_KEY,
-                    partition=str(partition_key_for(a.day, a.symbol)),
-                    description="re-copied from DuckDB by reconcile",
-                    metadata={
-                        "rows": dg.MetadataValue.int(a.local_rows),
-                        "rows_deleted": dg.MetadataValue.int(a.central_rows_deleted or 0),
-                        "method": dg.MetadataValue.text("reconcile (replace_range)"),
-                        "location": dg.MetadataValue.text(redact(central.location)),
-                    },
-                )
+        # Postgres changed for these partitions: the asset's history must say so
+        yield from repair_materializations(summary.actions, central_store.get_store().location)
     if out.after is not None:
         metadata["symbol_days_still_differing"] = len(out.after.differing)
     if not out.ok:
