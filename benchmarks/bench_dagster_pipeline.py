@@ -121,7 +121,8 @@ def dagster_path(days: list[date], checks: bool, instance) -> tuple[float, int]:
         result = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=False)
         runs += 1
         if not result.success:
-            raise SystemExit(f"{name} failed: run {result.run_id}")
+            errors = [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+            raise SystemExit(f"{name} failed: run {result.run_id}: {errors}")
         if checks:
             evals = result.get_asset_check_evaluations()
             assert len(evals) == len(days) * len(SYMBOLS) and all(e.passed for e in evals)

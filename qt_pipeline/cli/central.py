@@ -50,7 +50,7 @@ def _parse_symbols(value: str | None) -> list[str] | None:
 
 
 def _record_repairs(actions: list, location: str) -> None:
-    """Record each re-copied symbol-day as a materialisation of its neon_ohlcv partition in the Dagster
+    """Record each re-copied symbol-day as a materialisation of its central_ohlcv partition in the Dagster
     instance (``DAGSTER_HOME``), so the UI's history of the asset shows the repair."""
     import os
 
@@ -65,7 +65,7 @@ def _record_repairs(actions: list, location: str) -> None:
         for event in events:
             instance.report_runless_asset_event(event)
     if events:
-        console.print(f"recorded {len(events)} neon_ohlcv materialisation(s) in the Dagster instance")
+        console.print(f"recorded {len(events)} central_ohlcv materialisation(s) in the Dagster instance")
 
 
 def _stores() -> tuple[Any, Any]:

@@ -178,12 +178,12 @@ def stage_ingest(ctx: RunContext) -> None:
 
 
 def stage_migrate(ctx: RunContext) -> None:
-    """Run ``migration_job``: copy each partition into the central PostgreSQL (neon_ohlcv) and prove it
+    """Run ``migration_job``: copy each partition into the central PostgreSQL (central_ohlcv) and prove it
     with the blocking consistency check. Without NEON_DATABASE_URL the central store is an embedded
     server under the data directory."""
     totals = {"partitions": 0, "rows": 0, "seconds": 0.0, "consistent": 0}
     for result in _run_job(ctx, "migration_job", "migrate", ranged=True):
-        for mat in result.asset_materializations_for_node("neon_ohlcv"):
+        for mat in result.asset_materializations_for_node("central_ohlcv"):
             totals["partitions"] += 1
             totals["rows"] += int(mat.metadata["rows"].value)
             totals["seconds"] += float(mat.metadata["seconds"].value)

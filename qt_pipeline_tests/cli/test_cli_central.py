@@ -96,7 +96,7 @@ def test_consistency_and_reconcile_dry_run_then_repair(cli_env, tmp_path, monkey
     import dagster as dg
 
     with dg.DagsterInstance.get() as instance:
-        recs = instance.fetch_materializations(dg.AssetKey("neon_ohlcv"), limit=10).records
+        recs = instance.fetch_materializations(dg.AssetKey("central_ohlcv"), limit=10).records
         assert [r.asset_materialization.partition for r in recs] == ["2024-01-04|ETHUSD"]
         assert SECRET not in str(recs[0].asset_materialization.metadata)
 

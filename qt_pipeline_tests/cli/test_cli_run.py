@@ -41,7 +41,7 @@ def test_qt_run_runs_named_jobs_visible_in_the_instance_and_resumes_a_named_evol
             "evolution_job", "ingestion_job", "ingestion_job", "migration_job", "migration_job",
         ]  # fmt: skip
         assert not any(r.dagster_run.job_name.startswith("__") for r in runs)  # no ephemeral asset jobs
-        for key in ("raw_ohlcv", "neon_ohlcv", "evolved_strategies"):
+        for key in ("raw_ohlcv", "central_ohlcv", "evolved_strategies"):
             assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
     assert "evolution run nightly" in res.output and "--run-id nightly" in res.output
 

@@ -17,7 +17,7 @@ from qt_pipeline_tests.storage.central.helpers import sql
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-NEON = dg.AssetKey("neon_ohlcv")
+NEON = dg.AssetKey("central_ohlcv")
 DAY = "2024-01-04"
 KEYS = {f"{DAY}|BTCUSD", f"{DAY}|ETHUSD", f"{DAY}|SOLUSD"}
 
@@ -72,7 +72,9 @@ def test_schedule_tick_ingests_automation_migrates_consistency_passes_and_catche
         )
         assert migrate.success
         evals = migrate.get_asset_check_evaluations()
-        assert {e.partition for e in evals if e.passed and e.check_name == "neon_ohlcv_consistency"} == KEYS
+        assert {
+            e.partition for e in evals if e.passed and e.check_name == "central_ohlcv_consistency"
+        } == KEYS
         assert all(e.target_materialization_data is not None for e in evals)  # each tied to its data
         again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         assert again.total_requested == 0  # handled: not requested twice
@@ -113,7 +115,7 @@ def test_lineage_every_asset_declares_what_it_reads():
     assert graph.get(dg.AssetKey("local_cache_warm")).parent_keys == {NEON}
     # evolution reads the bars through bar_store: STORAGE_BACKEND=local (default) reads raw_ohlcv
     assert graph.get(dg.AssetKey("evolved_strategies")).parent_keys == {dg.AssetKey("raw_ohlcv")}
-    assert graph.get(dg.AssetKey("neon_cold_tier")).parent_keys == {NEON}
+    assert graph.get(dg.AssetKey("central_cold_tier")).parent_keys == {NEON}
     assert graph.get(NEON).automation_condition is not None
     sensor = defs.resolve_sensor_def("qt_automation_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
@@ -125,7 +127,7 @@ def test_a_backfill_is_one_run_and_checks_run_inside_its_step():
     partition was its own run."""
     from qt_pipeline.definitions import defs
 
-    for job_name, asset in (("ingestion_job", "raw_ohlcv"), ("migration_job", "neon_ohlcv")):
+    for job_name, asset in (("ingestion_job", "raw_ohlcv"), ("migration_job", "central_ohlcv")):
         job = defs.resolve_job_def(job_name)
         assert [n.name for n in job.graph.nodes] == [asset]  # asset + its check: one step
         assets_def = defs.resolve_assets_def(asset)

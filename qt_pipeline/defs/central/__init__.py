@@ -4,16 +4,16 @@ jobs, the cold tier asset and their schedules."""
 
 import dagster as dg
 
-from qt_pipeline.defs.central.assets import neon_cold_tier, neon_ohlcv, neon_ohlcv_consistency
+from qt_pipeline.defs.central.assets import central_cold_tier, central_ohlcv, central_ohlcv_consistency
 from qt_pipeline.defs.central.jobs import cold_tier_job, consistency_job, migration_job, reconcile_job
 from qt_pipeline.defs.central.resources import central_resources
 from qt_pipeline.defs.central.schedules import cold_tier_schedule, consistency_schedule
 
 defs = dg.Definitions(
-    assets=[neon_ohlcv, neon_cold_tier],
+    assets=[central_ohlcv, central_cold_tier],
     jobs=[migration_job, consistency_job, reconcile_job, cold_tier_job],
     schedules=[consistency_schedule, cold_tier_schedule],
     resources=central_resources,
 )
 
-__all__ = ["defs", "neon_cold_tier", "neon_ohlcv", "neon_ohlcv_consistency"]
+__all__ = ["defs", "central_cold_tier", "central_ohlcv", "central_ohlcv_consistency"]

@@ -1,4 +1,4 @@
-"""Assets of the central store: ``neon_ohlcv`` (per-partition migration) and ``neon_cold_tier``."""
+"""Assets of the central store: ``central_ohlcv`` (per-partition migration) and ``central_cold_tier``."""
 
 import warnings
 from datetime import date
@@ -21,7 +21,7 @@ from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, LocalStoreResource
 from qt_pipeline.redaction import redact
 
 RAW_OHLCV_KEY = dg.AssetKey("raw_ohlcv")
-NEON_OHLCV_KEY = dg.AssetKey("neon_ohlcv")
+CENTRAL_OHLCV_KEY = dg.AssetKey("central_ohlcv")
 GROUP = "central"
 
 
@@ -31,7 +31,7 @@ def partition_symbol_day(key: Any) -> tuple[str, date]:
     return symbol, start.date()
 
 
-class NeonOhlcvConfig(dg.Config):
+class CentralOhlcvConfig(dg.Config):
     force: bool = False  # copy even when the ledger says this symbol-day is already migrated
 
 
@@ -44,9 +44,9 @@ MIGRATION_CONDITION = dg.AutomationCondition.eager().without(
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.PreviewWarning)
-    NEON_OHLCV_CONSISTENCY = dg.AssetCheckSpec(
-        "neon_ohlcv_consistency",
-        asset=NEON_OHLCV_KEY,
+    CENTRAL_OHLCV_CONSISTENCY = dg.AssetCheckSpec(
+        "central_ohlcv_consistency",
+        asset=CENTRAL_OHLCV_KEY,
         blocking=True,
         partitions_def=RAW_OHLCV_PARTITIONS,
         description=(
@@ -55,13 +55,13 @@ with warnings.catch_warnings():
             "assets."
         ),
     )
-neon_ohlcv_consistency = NEON_OHLCV_CONSISTENCY.key
+central_ohlcv_consistency = CENTRAL_OHLCV_CONSISTENCY.key
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            NEON_OHLCV_KEY,
+            CENTRAL_OHLCV_KEY,
             deps=[RAW_OHLCV_KEY],
             group_name=GROUP,
             kinds={"postgres"},
@@ -72,16 +72,16 @@ neon_ohlcv_consistency = NEON_OHLCV_CONSISTENCY.key
             ),
         )
     ],
-    check_specs=[NEON_OHLCV_CONSISTENCY],
+    check_specs=[CENTRAL_OHLCV_CONSISTENCY],
     partitions_def=RAW_OHLCV_PARTITIONS,
     backfill_policy=SINGLE_RUN,
     can_subset=True,
     pool=DUCKDB_WRITER_POOL,  # it opens the local DuckDB file (one process per file)
-    name="neon_ohlcv",
+    name="central_ohlcv",
 )
-def neon_ohlcv(
+def central_ohlcv(
     context: dg.AssetExecutionContext,
-    config: NeonOhlcvConfig,
+    config: CentralOhlcvConfig,
     local_store: LocalStoreResource,
     central_store: CentralStoreResource,
 ):
@@ -92,7 +92,7 @@ def neon_ohlcv(
     keys = selected_partitions(context)
     local = local_store.get_store()
     central = central_store.get_store()
-    if asset_selected(context, NEON_OHLCV_KEY):
+    if asset_selected(context, CENTRAL_OHLCV_KEY):
         _require_upstream(context, local, keys)
         central.ensure_schema()
         totals = {"rows": 0, "seconds": 0.0, "copied": 0}
@@ -117,11 +117,11 @@ def neon_ohlcv(
                     "checksum": dg.MetadataValue.text(str(stats.checksum)),
                     "dagster/row_count": dg.MetadataValue.int(stats.rows),
                 },
-                asset_key=NEON_OHLCV_KEY,
+                asset_key=CENTRAL_OHLCV_KEY,
                 partition_key=key,
             )
         yield dg.MaterializeResult(
-            asset_key=NEON_OHLCV_KEY,
+            asset_key=CENTRAL_OHLCV_KEY,
             metadata={
                 "location": dg.MetadataValue.text(redact(central.location)),
                 "layout": dg.MetadataValue.text(central.layout),
@@ -131,7 +131,7 @@ def neon_ohlcv(
                 "copy_seconds_in_run": dg.MetadataValue.float(round(totals["seconds"], 3)),
             },
         )
-    if check_selected(context, neon_ohlcv_consistency):
+    if check_selected(context, central_ohlcv_consistency):
         from qt_pipeline.defs.central.checks import consistency_evaluation
 
         for key in keys:
@@ -177,7 +177,7 @@ class ColdTierConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[NEON_OHLCV_KEY],
+    deps=[CENTRAL_OHLCV_KEY],
     group_name=GROUP,
     kinds={"postgres", "parquet"},
     description=(
@@ -185,7 +185,7 @@ class ColdTierConfig(dg.Config):
         "zstd Parquet archives + dropped partitions (reads still return them)."
     ),
 )
-def neon_cold_tier(
+def central_cold_tier(
     context: dg.AssetExecutionContext, config: ColdTierConfig, central_store: CentralStoreResource
 ) -> dg.MaterializeResult:
     from qt_pipeline.storage.cold_tier import run_cold_tier

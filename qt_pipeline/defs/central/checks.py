@@ -1,6 +1,6 @@
-"""Blocking consistency check of ``neon_ohlcv``: per partition, Postgres holds exactly what DuckDB holds.
+"""Blocking consistency check of ``central_ohlcv``: per partition, Postgres holds exactly what DuckDB holds.
 
-The check spec is declared on the ``neon_ohlcv`` asset (defs/central/assets.py) and evaluated per
+The check spec is declared on the ``central_ohlcv`` asset (defs/central/assets.py) and evaluated per
 partition inside the asset's step, so a ranged backfill proves every partition it copied.
 """
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import dagster as dg
 
-from qt_pipeline.defs.central.assets import NEON_OHLCV_KEY, partition_symbol_day
+from qt_pipeline.defs.central.assets import CENTRAL_OHLCV_KEY, partition_symbol_day
 from qt_pipeline.redaction import redact
 
 
@@ -25,15 +25,15 @@ def consistency_evaluation(context: Any, key: str, local: Any, central: Any) -> 
         md["fix"] = (
             "re-copy this symbol-day: `qt reconcile --symbols "
             f"{symbol} --start {day.isoformat()} --end {(day + timedelta(days=1)).isoformat()}`, the reconcile_job, "
-            "or materialise neon_ohlcv for this partition with config force=true"
+            "or materialise central_ohlcv for this partition with config force=true"
         )
         context.log.error(
             f"{symbol} {day}: Postgres differs from DuckDB — " + "; ".join(md.get("differing_keys", []))
         )
     metadata = {k: dg.MetadataValue.json(v) if isinstance(v, list) else v for k, v in md.items()}
     return dg.AssetCheckEvaluation(
-        asset_key=NEON_OHLCV_KEY,
-        check_name="neon_ohlcv_consistency",
+        asset_key=CENTRAL_OHLCV_KEY,
+        check_name="central_ohlcv_consistency",
         partition=str(key),
         passed=result.ok,
         blocking=True,

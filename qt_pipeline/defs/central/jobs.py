@@ -4,7 +4,7 @@ from typing import Optional
 
 import dagster as dg
 
-from qt_pipeline.defs.central.assets import NEON_OHLCV_KEY, neon_cold_tier, neon_ohlcv
+from qt_pipeline.defs.central.assets import CENTRAL_OHLCV_KEY, central_cold_tier, central_ohlcv
 from qt_pipeline.defs.central.resources import CentralStoreResource
 from qt_pipeline.defs.ingestion.partitions import is_valid_partition, partition_key_for
 from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, LocalStoreResource
@@ -55,11 +55,11 @@ def compare_history_op(
 
 
 def repair_materializations(actions: list, location: str) -> list[dg.AssetMaterialization]:
-    """One neon_ohlcv materialisation per symbol-day reconcile re-copied (``qt reconcile`` reports them to
+    """One central_ohlcv materialisation per symbol-day reconcile re-copied (``qt reconcile`` reports them to
     the instance as runless events; ``reconcile_op`` yields them)."""
     return [
         dg.AssetMaterialization(
-            asset_key=NEON_OHLCV_KEY,
+            asset_key=CENTRAL_OHLCV_KEY,
             partition=str(partition_key_for(a.day, a.symbol)),
             description="re-copied from DuckDB by reconcile",
             metadata={
@@ -77,7 +77,7 @@ def repair_materializations(actions: list, location: str) -> list[dg.AssetMateri
 @dg.op(
     pool=DUCKDB_WRITER_POOL,
     description="Re-copy only the symbol-days that differ (replace_range), then verify them again; each "
-    "repaired symbol-day is recorded as a materialisation of its neon_ohlcv partition.",
+    "repaired symbol-day is recorded as a materialisation of its central_ohlcv partition.",
 )
 def reconcile_op(
     context: dg.OpExecutionContext,
@@ -134,11 +134,11 @@ def reconcile_job() -> None:
     reconcile_op()
 
 
-cold_tier_job = dg.define_asset_job("cold_tier_job", selection=[neon_cold_tier])
+cold_tier_job = dg.define_asset_job("cold_tier_job", selection=[central_cold_tier])
 
 migration_job = dg.define_asset_job(
     "migration_job",
-    selection=dg.AssetSelection.assets(neon_ohlcv),  # with its blocking consistency check
+    selection=dg.AssetSelection.assets(central_ohlcv),  # with its blocking consistency check
     description="Copy (day, symbol) partitions from the local DuckDB into the central PostgreSQL and prove "
     "each one consistent (ranged: one run for a whole backfill).",
     tags={"qt/domain": "central"},

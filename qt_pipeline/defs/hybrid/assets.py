@@ -1,16 +1,16 @@
-"""Hybrid-domain assets: the local cache warming asset and the observed ``neon_health`` asset."""
+"""Hybrid-domain assets: the local cache warming asset and the observed ``central_health`` asset."""
 
 import dagster as dg
 
 from qt_pipeline.config import get_settings
 from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, StorageResource
 
-# Observed (never materialised) by neon_health_sensor: each tick's health is an AssetObservation, so the
+# Observed (never materialised) by central_health_sensor: each tick's health is an AssetObservation, so the
 # UI shows the history of latency, pool use, versions and healthy/unhealthy transitions.
-neon_health = dg.AssetSpec(
-    "neon_health",
+central_health = dg.AssetSpec(
+    "central_health",
     group_name="hybrid",
-    description="Health of the central PostgreSQL/Neon store, observed by neon_health_sensor every tick.",
+    description="Health of the central PostgreSQL/Neon store, observed by central_health_sensor every tick.",
 )
 
 
@@ -25,7 +25,7 @@ def _warm_condition() -> dg.AutomationCondition | None:
 
 @dg.asset(
     group_name="hybrid",
-    deps=[dg.AssetKey("neon_ohlcv")],  # it copies central partitions into this machine's cache
+    deps=[dg.AssetKey("central_ohlcv")],  # it copies central partitions into this machine's cache
     automation_condition=_warm_condition(),
     pool=DUCKDB_WRITER_POOL,
     description=(

@@ -1,6 +1,6 @@
-"""``neon_health_sensor``: SQL health of the central store every ``QT_HEALTH_INTERVAL_S`` (default 30 s).
+"""``central_health_sensor``: SQL health of the central store every ``QT_HEALTH_INTERVAL_S`` (default 30 s).
 
-Each tick records an ``AssetObservation`` of ``neon_health`` (latency, pool use, versions, licence,
+Each tick records an ``AssetObservation`` of ``central_health`` (latency, pool use, versions, licence,
 database size, endpoint state from the Neon API when configured, ``healthy`` and ``reason``). The health
 state lives in the cursor; a transition to unhealthy is logged as an error, a transition back to healthy
 requests one ``outbox_replay_job`` run (run key unique per transition).
@@ -49,7 +49,7 @@ def _probe(central_store: CentralStoreResource) -> tuple[object | None, str]:
 
 
 @dg.sensor(
-    name="neon_health_sensor",
+    name="central_health_sensor",
     job=outbox_replay_job,
     minimum_interval_seconds=get_settings().health_interval_s,
     # safe to run by default: one short probe per tick, and it never starts or changes the store
@@ -57,7 +57,7 @@ def _probe(central_store: CentralStoreResource) -> tuple[object | None, str]:
     description="Probe the central store in use (Neon/PostgreSQL, or the embedded server); record health; "
     "replay the outbox on recovery.",
 )
-def neon_health_sensor(
+def central_health_sensor(
     context: dg.SensorEvaluationContext, central_store: CentralStoreResource
 ) -> dg.SensorResult | dg.SkipReason:
     report, why = _probe(central_store)
@@ -87,7 +87,7 @@ def neon_health_sensor(
             )
             run_requests.append(
                 dg.RunRequest(
-                    run_key=f"outbox-replay-{transitions}-{since}", tags={"qt/trigger": "neon_health"}
+                    run_key=f"outbox-replay-{transitions}-{since}", tags={"qt/trigger": "central_health"}
                 )
             )
     metadata = _metadata(report.as_dict())
@@ -102,5 +102,5 @@ def neon_health_sensor(
         else f"{report.location}: {state} since {since}; a run (outbox replay) is requested only when "
         "the store turns healthy again",
         cursor=json.dumps(new_cursor),
-        asset_events=[dg.AssetObservation(asset_key="neon_health", metadata=metadata)],
+        asset_events=[dg.AssetObservation(asset_key="central_health", metadata=metadata)],
     )
