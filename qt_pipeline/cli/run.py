@@ -244,7 +244,6 @@ def stage_evolve(ctx: RunContext) -> None:
     from qt_pipeline.cli.evolution import show_command
 
     show_command(run_id, top=3)
-    ctx.console.print(f"best strategy: {md['best_strategy']}")
     ctx.console.print(
         f"run again with [bold]--run-id {run_id}[/bold] to resume or extend it (same days and options); "
         f"`qt evolution show {run_id}` shows it later"
@@ -363,6 +362,11 @@ def run_command(
             use_ray=ray,
             run_id=run_id,
         )
+        import warnings
+
+        import dagster as dg
+
+        warnings.filterwarnings("ignore", category=dg.BetaWarning)  # dagster's own beta parameters
         from qt_pipeline.definitions import defs
 
         ctx.defs = defs
