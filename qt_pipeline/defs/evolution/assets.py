@@ -102,7 +102,7 @@ def bars_asset_key() -> dg.AssetKey:
     from qt_pipeline.config import get_settings
 
     backend = get_settings().storage_backend
-    return dg.AssetKey("central_ohlcv" if backend in ("neon", "hybrid") else "raw_ohlcv")
+    return dg.AssetKey("central_ohlcv" if backend in ("central", "neon", "hybrid") else "raw_ohlcv")
 
 
 @dg.asset(
