@@ -125,6 +125,9 @@ class Settings(BaseSettings):
 
     # --- evolution -------------------------------------------------------------------------------------
     ray_address: str | None = Field(default=None, alias="QT_RAY_ADDRESS")
+    # where evolution runs are checkpointed: the central store (embedded PostgreSQL by default), or
+    # QT_DATA_DIR/evolution.duckdb. Every entry point (qt run, evolution_job, qt evolve) uses the same one.
+    evolution_state: Literal["central", "duckdb"] = Field(default="central", alias="QT_EVOLUTION_STATE")
 
     @field_validator("storage_backend", mode="before")
     @classmethod

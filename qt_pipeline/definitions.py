@@ -9,11 +9,26 @@ import dagster as dg
 from qt_pipeline.defs import central, evolution, hybrid, ingestion, signals
 from qt_pipeline.defs.resources import shared_resources
 
+# Declarative automation, ON by default: central_ohlcv follows raw_ohlcv (every ingested partition reaches
+# Postgres and its blocking check, whether the schedule, the landing sensor, a UI backfill or `qt run`
+# ingested it), and the hybrid cache follows the central store where the hybrid backend is configured. Safe
+# to run unattended: it only requests partitions whose upstream data is present and not being written, and
+# emits backfills, so many partitions become one ranged run (single-run backfill policy).
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "qt_automation_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    emit_backfills=True,
+    description="Evaluates the assets' automation conditions (central_ohlcv follows raw_ohlcv; the hybrid "
+    "cache follows the central store).",
+)
+
 defs = dg.Definitions.merge(
     ingestion.defs,
     central.defs,
     hybrid.defs,
     evolution.defs,
     signals.defs,
-    dg.Definitions(resources=shared_resources),
+    dg.Definitions(resources=shared_resources, sensors=[automation_sensor]),
 )

@@ -34,9 +34,6 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     s = get_settings()
     yield s
     get_settings.cache_clear()
-    from qt_pipeline.defs.resources import close_cached_stores
-
-    close_cached_stores()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -56,6 +56,25 @@ def _parse_symbols(value: str | None) -> list[str] | None:
     return out
 
 
+def _record_repairs(actions: list, location: str) -> None:
+    """Record each re-copied symbol-day as a materialisation of its central_ohlcv partition in the Dagster
+    instance (``DAGSTER_HOME``), so the UI's history of the asset shows the repair."""
+    import os
+
+    if not os.environ.get("DAGSTER_HOME"):
+        return
+    import dagster as dg
+
+    from qt_pipeline.defs.central.jobs import repair_materializations
+
+    events = repair_materializations(actions, location)
+    with dg.DagsterInstance.get() as instance:
+        for event in events:
+            instance.report_runless_asset_event(event)
+    if events:
+        console.print(f"recorded {len(events)} central_ohlcv materialisation(s) in the Dagster instance")
+
+
 @contextmanager
 def _open_stores() -> Iterator[tuple[DuckDBStore, PostgresStore]]:
     """The local DuckDB store and the central store (from settings), closed on exit; a failure to open
@@ -196,6 +215,7 @@ def register(app: typer.Typer) -> None:
             f"re-copied {out.summary.repaired} symbol-day(s), {out.summary.rows_copied} row(s); "
             f"{len(out.still_differing)} still differ"
         )
+        _record_repairs(out.summary.actions, central.location)
         if not out.ok:
             raise typer.Exit(1)
 

@@ -1,10 +1,13 @@
 """``qt run``: the main job with embedded defaults.
 
-Stages run in order over one :class:`RunContext` (:data:`STAGES`): ingest, report, migrate, evolve. A stage is ``fn(ctx) -> None`` and raises :class:`StageError` with a clear message to
-stop the run (exit code 1).
+Stages run in order over one :class:`RunContext` (:data:`STAGES`): preflight, ingest, report, migrate,
+evolve. A stage is ``fn(ctx) -> None`` and raises :class:`StageError` with a clear message to stop the run
+(exit code 1).
 
-Ingestion materialises the ``raw_ohlcv`` partitions (synthetic bars unless QT_MARKET_SOURCE says otherwise)
-through Dagster, so the runs show in the UI when ``DAGSTER_HOME`` is set (else an ephemeral instance).
+Ingest, migrate and evolve execute the code location's named jobs (``ingestion_job``, ``migration_job``,
+``evolution_job``) on the Dagster instance (``DAGSTER_HOME``, else an ephemeral one), so everything shows
+in the UI under the assets it produced. The partitioned jobs run a whole day range per run (partition key
+range; the assets' single-run backfill policy), not one run per partition.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from qt_pipeline.redaction import redact
@@ -38,7 +40,8 @@ class RunContext:
     generations: int = 5
     use_ray: bool = True
     min_bars: int | None = None  # evolution: bars per symbol needed in each window (None = config default)
-    log_level: str = "WARNING"  # Dagster console log level during materialisations
+    log_level: str = "CRITICAL"  # Dagster console log level during runs (summaries are printed instead)
+    run_id: str | None = None  # evolution run name: an existing one is resumed
     instance: Any = None
     defs: Any = None
     results: dict[str, Any] = field(default_factory=dict)
@@ -120,59 +123,82 @@ def _failure_message(result) -> str:
     return redact("; ".join(msgs) or "run failed (see the Dagster event log)")
 
 
-def _materialize_partitions(
-    ctx: RunContext, label: str, assets: list[Any], resource_keys: tuple[str, ...], on_result: Callable
-) -> None:
-    """Materialise ``assets`` (and the checks among them) for every (day, symbol) partition, one Dagster
-    run each, with a progress bar; ``on_result(key, result)`` collects metadata. Stops at the first
-    failure with the run's error (redacted)."""
-    import dagster as dg
+def symbol_blocks(chosen: list[str], universe: list[str]) -> list[list[str]]:
+    """``chosen`` split into blocks contiguous in the partition order (``universe``, QT_SYMBOLS): one
+    partition key range (one Dagster run) per block."""
+    order = sorted(chosen, key=universe.index)
+    blocks: list[list[str]] = []
+    for sym in order:
+        if blocks and universe.index(sym) == universe.index(blocks[-1][-1]) + 1:
+            blocks[-1].append(sym)
+        else:
+            blocks.append([sym])
+    return blocks
 
-    from qt_pipeline.defs.ingestion.partitions import partition_key_for
 
-    resources = {k: v for k, v in ctx.defs.resources.items() if k in resource_keys}
-    keys = [partition_key_for(d, s) for d in ctx.days for s in ctx.symbols]
-    with _progress(ctx.console, label) as progress:
-        task = progress.add_task(label, total=len(keys))
-        for key in keys:
-            progress.update(task, description=str(key))
+def _run_job(ctx: RunContext, job_name: str, label: str, *, ranged: bool, **kwargs: Any) -> list[Any]:
+    """Execute the named job of the code location on the instance (so it shows in the UI under that
+    name): with ``ranged``, one run per contiguous block of symbols over all the days (a partition key
+    range: the assets run it in one step). Stops at the first failure with the run's error, one line."""
+    from qt_pipeline.defs.ingestion.schedules import day_range_tags
+
+    job = ctx.defs.resolve_job_def(job_name)
+    if kwargs.get("without_checks"):
+        job = job.get_subset(
+            asset_selection=set(job.asset_layer.executable_asset_keys), asset_check_selection=set()
+        )
+    blocks = symbol_blocks(ctx.symbols, list(ctx.settings.symbols)) if ranged else [None]
+    results = []
+    for block in blocks:
+        tags = {"qt/command": "qt run", **kwargs.pop("tags", {})}
+        if block is not None:
+            tags.update(day_range_tags(ctx.days[0], ctx.days[-1], block))
+        what = f"{label} {ctx.days[0]}..{ctx.days[-1]} x {','.join(block)}" if block else label
+        with ctx.console.status(f"[bold]{what}[/bold] (Dagster job {job_name})"):
             try:
-                result = dg.materialize(
-                    assets,
-                    partition_key=key,
+                result = job.execute_in_process(
                     instance=ctx.instance,
-                    resources=resources,
                     raise_on_error=False,
-                    tags={"qt/command": "qt run"},
-                    # keep the terminal for the progress bar; the full event log is in the instance
-                    run_config={"loggers": {"console": {"config": {"log_level": ctx.log_level}}}},
+                    tags=tags,
+                    # the terminal shows summaries; every event is in the instance (`./dev.sh ui`)
+                    run_config=_with_logger(kwargs.get("run_config"), ctx.log_level),
                 )
             except Exception as exc:  # noqa: BLE001 - definition/config errors: report and stop
-                raise StageError(f"{label} {key}: {redact(exc)}") from None
-            if not result.success:
-                raise StageError(f"{label} {key} failed: {_failure_message(result)}")
-            on_result(key, result)
-            progress.advance(task)
+                raise StageError(f"{what}: {redact(exc)}") from None
+        if not result.success:
+            raise StageError(f"{what} failed (run {result.run_id}): {_failure_message(result)}")
+        ctx.console.print(f"{what}: Dagster run {result.run_id} of {job_name} succeeded")
+        results.append(result)
+    return results
+
+
+def _with_logger(run_config: dict | None, level: str) -> dict:
+    return {**(run_config or {}), "loggers": {"console": {"config": {"log_level": level}}}}
+
+
+def stage_preflight(ctx: RunContext) -> None:
+    """Fail in one line when the local DuckDB file is held by another process (another `qt run`, a
+    Dagster run): DuckDB allows one writer per file."""
+    from qt_pipeline.storage import StorageError
+    from qt_pipeline.storage.duckdb_store import DuckDBStore
+
+    try:
+        DuckDBStore(ctx.settings.resolved_duckdb_path).close()
+    except StorageError as exc:
+        raise StageError(str(exc)) from None
 
 
 def stage_ingest(ctx: RunContext) -> None:
-    """Materialise raw_ohlcv (and its bar quality check) for every (day, symbol)."""
-    from qt_pipeline.defs.ingestion.assets import raw_ohlcv
-    from qt_pipeline.defs.ingestion.checks import raw_ohlcv_bar_quality
-
+    """Run ``ingestion_job`` (raw_ohlcv and its bar quality check) over every (day, symbol)."""
     totals = {"partitions": 0, "accepted": 0, "rejected": 0}
     quality: dict[str, bool] = {}
-
-    def collect(key: Any, result: Any) -> None:
-        totals["partitions"] += 1
+    for result in _run_job(ctx, "ingestion_job", "ingest", ranged=True, without_checks=not ctx.checks):
         for mat in result.asset_materializations_for_node("raw_ohlcv"):
+            totals["partitions"] += 1
             totals["accepted"] += int(mat.metadata["rows_accepted"].value)
             totals["rejected"] += int(mat.metadata["rows_rejected"].value)
         for ev in result.get_asset_check_evaluations():
-            quality[str(key)] = bool(ev.passed)
-
-    assets: list[Any] = [raw_ohlcv] + ([raw_ohlcv_bar_quality] if ctx.checks else [])
-    _materialize_partitions(ctx, "ingest", assets, ("market_source", "local_store"), collect)
+            quality[str(ev.partition)] = bool(ev.passed)
     ctx.results["ingest"] = {**totals, "quality_failed": sorted(k for k, ok in quality.items() if not ok)}
 
 
@@ -228,29 +254,21 @@ def stage_quarantine(ctx: RunContext) -> None:
 
 
 def stage_migrate(ctx: RunContext) -> None:
-    """Copy each partition into the central PostgreSQL (neon_ohlcv) and prove it with the blocking
-    consistency check. Without NEON_DATABASE_URL the central store is an embedded server under the data
-    directory."""
-    from qt_pipeline.defs.central.assets import neon_ohlcv
-    from qt_pipeline.defs.central.checks import neon_ohlcv_consistency
-
+    """Run ``migration_job``: copy each partition into the central PostgreSQL (central_ohlcv) and prove it
+    with the blocking consistency check. Without NEON_DATABASE_URL the central store is an embedded
+    server under the data directory."""
     totals = {"partitions": 0, "rows": 0, "seconds": 0.0, "consistent": 0}
-
-    def collect(key: Any, result: Any) -> None:
-        totals["partitions"] += 1
-        for mat in result.asset_materializations_for_node("neon_ohlcv"):
+    for result in _run_job(ctx, "migration_job", "migrate", ranged=True):
+        for mat in result.asset_materializations_for_node("central_ohlcv"):
+            totals["partitions"] += 1
             totals["rows"] += int(mat.metadata["rows"].value)
             totals["seconds"] += float(mat.metadata["seconds"].value)
             totals["location"] = mat.metadata["location"].value
             totals["layout"] = mat.metadata["layout"].value
         for ev in result.get_asset_check_evaluations():
             if not ev.passed:  # blocking check: the run has failed already; be explicit anyway
-                raise StageError(f"consistency check failed for {key}; run `qt reconcile`")
+                raise StageError(f"consistency check failed for {ev.partition}; run `qt reconcile`")
             totals["consistent"] += 1
-
-    _materialize_partitions(
-        ctx, "migrate", [neon_ohlcv, neon_ohlcv_consistency], ("local_store", "central_store"), collect
-    )
     ctx.results["migrate"] = totals
     ctx.console.print(
         f"migrated {totals['rows']} bar(s) in {totals['partitions']} partition(s) to "
@@ -259,61 +277,57 @@ def stage_migrate(ctx: RunContext) -> None:
     )
 
 
+def evolution_run_config(ctx: RunContext) -> dict[str, Any]:
+    """``evolution_job`` run config for the ingested days (bars through STORAGE_BACKEND, state in the
+    central store)."""
+    start = datetime.combine(ctx.days[0], datetime.min.time())
+    end = datetime.combine(ctx.days[-1] + timedelta(days=1), datetime.min.time())
+    cfg: dict[str, Any] = {
+        "symbols": list(ctx.symbols),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "train_fraction": 2 / 3 if len(ctx.days) > 1 else 0.5,
+        "folds": 3 if len(ctx.days) >= 6 else 1,  # walk-forward: 3 blocks of >= 2 days
+        "population_size": ctx.population,
+        "generations": ctx.generations,
+        "seed": ctx.settings.synthetic_seed,
+        "use_ray": ctx.use_ray,
+        "num_workers": 2,
+    }
+    if ctx.run_id:
+        cfg["run_id"] = ctx.run_id
+    if ctx.min_bars is not None:
+        cfg["min_bars"] = ctx.min_bars
+    return {"ops": {"evolved_strategies": {"config": cfg}}}
+
+
 def stage_evolve(ctx: RunContext) -> None:
-    """Evolve strategies on local Ray over the ingested days (bars through STORAGE_BACKEND, state in the
-    central store), then print the best strategies with in- and out-of-sample metrics."""
-    from datetime import UTC, datetime
-
-    from qt_pipeline.evolution.config import EvolutionConfigError, parse_config
-    from qt_pipeline.evolution.runner import print_summary, run_evolution
-    from qt_pipeline.evolution.state import PostgresStateStore
-    from qt_pipeline.storage import get_storage
-    from qt_pipeline.storage.central import open_central
-
+    """Run ``evolution_job`` (GA on local Ray unless --no-ray; state checkpointed in the central store)
+    over the ingested days, then print the run and its best strategies (in- and out-of-sample)."""
     if ctx.generations < 1:
         ctx.console.print("evolution skipped (--generations 0)")
         return
-    start = datetime.combine(ctx.days[0], datetime.min.time(), tzinfo=UTC)
-    end = datetime.combine(ctx.days[-1] + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
-    try:
-        config = parse_config(
-            {
-                "symbols": list(ctx.symbols),
-                "start": start,
-                "end": end,
-                "train_fraction": 2 / 3 if len(ctx.days) > 1 else 0.5,
-                "folds": 3 if len(ctx.days) >= 6 else 1,  # walk-forward: 3 blocks of >= 2 days
-                "population_size": ctx.population,
-                "generations": ctx.generations,
-                "seed": ctx.settings.synthetic_seed,
-                "use_ray": ctx.use_ray,
-                "ray_address": ctx.settings.ray_address,
-                "num_workers": 2,
-                **({"min_bars": ctx.min_bars} if ctx.min_bars is not None else {}),
-            }
-        )
-    except EvolutionConfigError as exc:
-        raise StageError(str(exc)) from None
-    state = PostgresStateStore(open_central(ctx.settings), owns_central=True)
-    bars = get_storage(settings=ctx.settings)
-    with _progress(ctx.console, "evolve") as progress:
-        where = "local Ray" if ctx.use_ray and not ctx.settings.ray_address else "serial"
-        task = progress.add_task(f"starting ({where})", total=config.generations)
+    where = "local Ray" if ctx.use_ray and not ctx.settings.ray_address else "serial"
+    (result,) = _run_job(
+        ctx, "evolution_job", f"evolve ({where})", ranged=False, run_config=evolution_run_config(ctx)
+    )
+    (mat,) = result.asset_materializations_for_node("evolved_strategies")
+    md = {k: v.value for k, v in mat.metadata.items()}
+    run_id = str(md["run_id"])
+    resumed = f", resumed after generation {md['resumed_after_generation']}" if md.get("resumed") else ""
+    ctx.console.print(
+        f"[bold]evolution run {run_id}[/bold]: generations 0..{int(md['generations']) - 1}{resumed}; "
+        f"{md['evaluations']} evaluations in {md['evolve_seconds']:.1f} s on {md['evaluator']}; "
+        f"state: {redact(md['state_store'])}"
+    )
+    from qt_pipeline.cli.evolution import show_command
 
-        def on_generation(stats: Any, total: int) -> None:
-            progress.update(
-                task, completed=stats.generation + 1, description=f"best {stats.best_fitness:.3f}"
-            )
-
-        try:
-            result = run_evolution(config, bars, state, progress=on_generation)
-        except EvolutionConfigError as exc:
-            raise StageError(str(exc)) from None
-        finally:
-            state.close()
-            bars.close()
-    print_summary(result, ctx.console, top=3)
-    ctx.results["evolve"] = {"run_id": result.run_id, "best_fitness": result.best_fitness}
+    show_command(run_id, top=3)
+    ctx.console.print(
+        f"run again with [bold]--run-id {run_id}[/bold] to resume or extend it (same days and options); "
+        f"`qt evolution show {run_id}` shows it later"
+    )
+    ctx.results["evolve"] = {"run_id": run_id, "best_fitness": md["best_fitness"]}
 
 
 def stage_report(ctx: RunContext) -> None:
@@ -349,6 +363,7 @@ def stage_report(ctx: RunContext) -> None:
 Stage = Callable[[RunContext], None]
 # (name, function) in execution order.
 STAGES: list[tuple[str, Stage]] = [
+    ("preflight", stage_preflight),
     ("ingest", stage_ingest),
     ("quarantine", stage_quarantine),
     ("report", stage_report),
@@ -383,6 +398,13 @@ def run_command(
             min=10,
             help="Evolution: bars per symbol needed in each of the train and test windows (default 200; "
             "lower it for daily bars).",
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Evolution: name of the run (letters, digits, - _ .). A name that exists with the same "
+            "days and options resumes that run from its last committed generation."
         ),
     ] = None,
 ) -> None:
@@ -431,7 +453,13 @@ def run_command(
             # Dagster prints a step failure with its whole stack at ERROR: the one-line cause is ours
             log_level="WARNING" if verbose else "CRITICAL",
             min_bars=min_bars,
+            run_id=run_id,
         )
+        import warnings
+
+        import dagster as dg
+
+        warnings.filterwarnings("ignore", category=dg.BetaWarning)  # dagster's own beta parameters
         from qt_pipeline.definitions import defs
 
         ctx.defs = defs

@@ -11,8 +11,8 @@ Two implementations of one interface (:class:`EvolutionStateStore`):
 SQL is written once with ``:name`` parameters; SQLAlchemy binds them on PostgreSQL and compiles them to
 DuckDB's ``?`` placeholders.
 
-:func:`state_store_from_settings` chooses: Postgres when a central database is configured
-(``NEON_DATABASE_URL`` set, or ``STORAGE_BACKEND`` is ``central``/``hybrid``), else DuckDB.
+:func:`state_store_from_settings` chooses: the central store (``NEON_DATABASE_URL``, else the embedded
+PostgreSQL) unless ``QT_EVOLUTION_STATE=duckdb`` — the same store whichever entry point runs evolution.
 
 Every generation is committed in **one transaction** (checkpoint row + run record update), so a process
 killed at any moment leaves the last committed generation complete and consistent. Arrays are stored as
@@ -660,12 +660,12 @@ class PostgresStateStore(EvolutionStateStore):
 
 
 def uses_central_state(settings: Any) -> bool:
-    return settings.database_url is not None or settings.storage_backend in ("central", "hybrid")
+    return getattr(settings, "evolution_state", "central") != "duckdb"
 
 
 def state_store_from_settings(settings: Any = None) -> EvolutionStateStore:
-    """Postgres (the central store's connection settings and ``QT_PG_SCHEMA``) when a central database is
-    configured, else ``QT_DATA_DIR/evolution.duckdb``. Tables are created on first use."""
+    """Postgres (the central store: ``NEON_DATABASE_URL`` or the embedded server, ``QT_PG_SCHEMA``) unless
+    ``QT_EVOLUTION_STATE=duckdb`` (``QT_DATA_DIR/evolution.duckdb``). Tables are created on first use."""
     from qt_pipeline.config import get_settings
 
     settings = settings or get_settings()

@@ -237,7 +237,9 @@ class HistoryConsistency:
 def _sums(frame: pd.DataFrame) -> pd.DataFrame:
     s = symbol_day_checksums(frame)
     s["day"] = [_as_date(d) for d in s["day"]]
-    s["checksum"] = [int(c) for c in s["checksum"]]
+    # Python ints in an object column: an outer merge with a symbol-day missing on one side would turn
+    # an int64/uint64 column into float64 and round 64-bit checksums (false checksum_differs).
+    s["checksum"] = pd.Series([int(c) for c in s["checksum"]], index=s.index, dtype=object)
     return s
 
 

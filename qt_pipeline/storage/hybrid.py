@@ -17,7 +17,7 @@ Writes
 Recovery
     a degraded store re-probes the centre at most every ``QT_HYBRID_PROBE_INTERVAL_S`` on the next write,
     read or ``health()`` call; when it answers, the outbox is replayed in order and the store is healthy
-    again. The ``neon_health_sensor`` requests ``outbox_replay_job`` on the same transition, and
+    again. The ``central_health_sensor`` requests ``outbox_replay_job`` on the same transition, and
     ``qt outbox replay`` does it by hand.
 Reads
     A *coverage* table in the cache file (``hybrid_coverage``: symbol-days the cache holds completely,

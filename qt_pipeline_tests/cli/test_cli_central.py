@@ -73,8 +73,9 @@ def test_migrate_filters_and_bad_input(cli_env) -> None:
     assert empty.exit_code == 2 and "--symbols is empty" in empty.output
 
 
-def test_consistency_and_reconcile_dry_run_then_repair(cli_env) -> None:
+def test_consistency_and_reconcile_dry_run_then_repair(cli_env, tmp_path, monkeypatch) -> None:
     url, schema = cli_env
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     assert _run("migrate").exit_code == 0
     assert _run("consistency").exit_code == 0
     sql(url, f"UPDATE \"{schema}\".ohlcv_bars SET close = close * 2 WHERE symbol = 'ETHUSD' "
@@ -91,6 +92,13 @@ def test_consistency_and_reconcile_dry_run_then_repair(cli_env) -> None:
     assert fixed.exit_code == 0, fixed.output
     assert "re-copied 1 symbol-day(s), 25 row(s); 0 still differ" in fixed.output
     assert _run("consistency").exit_code == 0
+    # the repair is in the asset's history (regression: qt reconcile changed Postgres unrecorded)
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        recs = instance.fetch_materializations(dg.AssetKey("central_ohlcv"), limit=10).records
+        assert [r.asset_materialization.partition for r in recs] == ["2024-01-04|ETHUSD"]
+        assert SECRET not in str(recs[0].asset_materialization.metadata)
 
 
 def test_unreachable_database_gives_a_redacted_error(settings, monkeypatch) -> None:

@@ -81,7 +81,7 @@ def test_validate_column_map_and_bad_options(settings, tmp_path):
 
 
 def test_run_ingests_through_dagster_then_status_shows_it(settings):
-    res = runner.invoke(app, ["run", "--days", "1", "--symbols", "ethusd"])
+    res = runner.invoke(app, ["run", "--days", "1", "--symbols", "ethusd", "--generations", "0"])
     assert res.exit_code == 0, res.output
     day = newest_closed_day()
     out = res.output

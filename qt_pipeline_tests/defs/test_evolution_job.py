@@ -8,6 +8,18 @@ import pytest
 from qt_pipeline_tests.evolution.evo_helpers import small_config, write_bars
 
 
+@pytest.fixture
+def central(settings, pg_schema, monkeypatch):
+    """Evolution state goes to the central store (whatever the entry point): here a fresh schema."""
+    from qt_pipeline.config import get_settings
+
+    url, schema = pg_schema
+    monkeypatch.setenv("NEON_DATABASE_URL", url)
+    monkeypatch.setenv("QT_PG_SCHEMA", schema)
+    get_settings.cache_clear()
+    return get_settings()
+
+
 def _job():
     from qt_pipeline.definitions import defs
 
@@ -27,7 +39,8 @@ def _failure_message(result) -> str:
     )
 
 
-def test_bad_config_fails_the_run_before_ray_starts_and_writes_nothing(settings):
+def test_bad_config_fails_the_run_before_ray_starts_and_writes_nothing(central):
+    settings = central
     write_bars(settings, {"BTCUSD": 4320})
     result = _job().execute_in_process(
         run_config=_run_config(symbols=["BTCUSD", "XRPUSD"], use_ray=True, run_id="bad"), raise_on_error=False
@@ -54,7 +67,8 @@ def test_bad_config_fails_the_run_before_ray_starts_and_writes_nothing(settings)
 
 
 @pytest.mark.slow
-def test_evolution_job_materialises_on_local_ray(settings):
+def test_evolution_job_materialises_on_local_ray(central):
+    settings = central
     write_bars(settings, {"BTCUSD": 4320})
     result = _job().execute_in_process(
         run_config=_run_config(population_size=10, generations=2, use_ray=True, num_workers=2, run_id="dag1")
@@ -68,6 +82,9 @@ def test_evolution_job_materialises_on_local_ray(settings):
     assert md["evaluations"].value == 10 + 8  # generation 0 + offspring of generation 1 (2 elites kept)
     assert md["evaluations_per_s"].value > 0 and md["seconds"].value > md["evolve_seconds"].value > 0
     assert md["evaluator"].value.startswith("ray (local, 2 workers")
+    assert md["ray_startup_s"].value > 0.5  # regression: read 0.003 s while Ray took seconds to start
+    assert md["resumed"].value is False and "resumed_after_generation" not in md  # was -1 for a fresh run
+    assert "dag1" in md["resume_with"].value
     assert md["fitness_curve"].value.startswith("![fitness per generation](data:image/png;base64,iVBOR")
     assert "| rank | fitness IS | fitness OOS |" in md["is_vs_oos"].value
     assert "strategy" in md["best_strategy"].value.lower()

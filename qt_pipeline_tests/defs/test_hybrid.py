@@ -1,4 +1,4 @@
-"""Dagster wiring of the hybrid domain, run for real: materialise local_cache_warm, tick neon_health_sensor
+"""Dagster wiring of the hybrid domain, run for real: materialise local_cache_warm, tick central_health_sensor
 through a real TCP proxy (and a real local HTTP server answering like Neon's API), execute outbox_replay_job."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import logging
 
 import dagster as dg
 import pandas as pd
-import pytest
 
 from qt_pipeline.config import get_settings
+from qt_pipeline.defs.central.resources import CentralStoreResource
 from qt_pipeline.defs.hybrid.assets import local_cache_warm
 from qt_pipeline.defs.hybrid.jobs import outbox_replay_job
-from qt_pipeline.defs.hybrid.sensors import neon_health_sensor
+from qt_pipeline.defs.hybrid.sensors import central_health_sensor
 from qt_pipeline.defs.resources import StorageResource
 from qt_pipeline.storage.outbox import Outbox
 from qt_pipeline.storage.postgres.store import PostgresStore
@@ -34,13 +34,13 @@ def test_definitions_wire_the_hybrid_domain():
     from qt_pipeline.definitions import defs
 
     assert defs.resolve_job_def("outbox_replay_job") is not None
-    assert defs.resolve_sensor_def("neon_health_sensor").minimum_interval_seconds == 30
+    assert defs.resolve_sensor_def("central_health_sensor").minimum_interval_seconds == 30
     sched = defs.resolve_schedule_def("local_cache_warm_schedule")
     assert sched.cron_schedule == "*/15 * * * *"
     spec = defs.resolve_assets_def("local_cache_warm")
     assert spec.get_asset_spec(dg.AssetKey("local_cache_warm")).group_name == "hybrid"
     assert local_cache_warm.op.pool == "qt_duckdb_writer"
-    assert dg.AssetKey("neon_health") in defs.resolve_asset_graph().get_all_asset_keys()
+    assert dg.AssetKey("central_health") in defs.resolve_asset_graph().get_all_asset_keys()
 
 
 def test_local_cache_warm_materialises_with_metadata(settings, pg_schema, monkeypatch):
@@ -66,7 +66,7 @@ def test_local_cache_warm_materialises_with_metadata(settings, pg_schema, monkey
     assert s.resolved_hybrid_cache_path.exists()
 
 
-def test_neon_health_sensor_history_transitions_and_replay_request(
+def test_central_health_sensor_history_transitions_and_replay_request(
     settings, pg_url, monkeypatch, caplog, capfd
 ):
     caplog.set_level(logging.DEBUG)
@@ -85,17 +85,20 @@ def test_neon_health_sensor_history_transitions_and_replay_request(
         results = []
 
         def tick(cursor):
-            r = neon_health_sensor(dg.build_sensor_context(cursor=cursor))
+            with dg.build_sensor_context(
+                cursor=cursor, resources={"central_store": CentralStoreResource()}
+            ) as ctx:
+                r = central_health_sensor(ctx)
             results.append(r)
             return r
 
         r1 = tick(None)
         md1 = r1.asset_events[0].metadata
-        assert r1.asset_events[0].asset_key == dg.AssetKey("neon_health")
+        assert r1.asset_events[0].asset_key == dg.AssetKey("central_health")
         assert md1["healthy"].value is True and md1["endpoint_state"].value == "active"
         assert md1["connect_ms"].value >= 0 and md1["query_ms"].value >= 0 and md1["database_bytes"].value > 0
         assert md1["server_version_num"].value >= 150000 and "pool_size" in md1
-        assert not r1.run_requests
+        assert not r1.run_requests and "healthy since" in r1.skip_reason.skip_message  # says why no run
 
         proxy.cut()
         api.state = "idle"
@@ -153,7 +156,29 @@ def test_outbox_replay_job_drains_and_fails_loudly_when_the_centre_is_down(setti
         central.close()
 
 
-@pytest.mark.parametrize("unset", [True])
-def test_sensor_skips_without_a_central_database(settings, unset):
-    r = neon_health_sensor(dg.build_sensor_context())
-    assert isinstance(r, dg.SkipReason) and "NEON_DATABASE_URL" in r.skip_message
+def test_health_sensor_observes_the_embedded_default_and_says_why_it_skips(settings):
+    """Regression: on defaults (no NEON_DATABASE_URL) the sensor skipped with "NEON_DATABASE_URL is not
+    set" although the embedded PostgreSQL is the central store in use."""
+    from qt_pipeline.storage.postgres.embedded import ensure_embedded_postgres, stop_embedded_postgres
+
+    def tick(cursor=None):
+        with dg.build_sensor_context(
+            cursor=cursor, resources={"central_store": CentralStoreResource()}
+        ) as ctx:
+            return central_health_sensor(ctx)
+
+    first = tick()  # nothing has created the embedded server yet, and the probe must not create it
+    assert isinstance(first, dg.SkipReason) and "has not been created yet" in first.skip_message
+    assert not (settings.data_dir / "postgres" / "PG_VERSION").exists()
+    try:
+        ensure_embedded_postgres(settings)
+        r = tick()
+        (obs,) = r.asset_events
+        assert obs.metadata["healthy"].value is True and obs.metadata["server_version_num"].value >= 150000
+        assert "127.0.0.1" in obs.metadata["location"].value and "qt-" not in str(obs.metadata)  # redacted
+        assert "healthy since" in r.skip_reason.skip_message
+        stop_embedded_postgres(settings)
+        stopped = tick(r.cursor)
+        assert isinstance(stopped, dg.SkipReason) and "is stopped" in stopped.skip_message
+    finally:
+        stop_embedded_postgres(settings)

@@ -19,15 +19,15 @@ import pytest
 
 from qt_pipeline.defs.ingestion import (
     MarketSourceResource,
+    ingestion_job,
     landing_directory_sensor,
     landing_quarantine_job,
     raw_ohlcv,
     raw_ohlcv_bar_quality,
     raw_ohlcv_daily_schedule,
-    raw_ohlcv_job,
 )
 from qt_pipeline.defs.ingestion.partitions import newest_closed_day, partition_key_for, partition_window
-from qt_pipeline.defs.resources import StorageResource
+from qt_pipeline.defs.resources import LocalStoreResource
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -39,24 +39,30 @@ HEADER = "symbol,timestamp,open,high,low,close,volume,vwap,trade_count"
 def _resources(kind: str = "synthetic", **kw) -> dict:
     return {
         "market_source": MarketSourceResource(kind=kind, **kw),
-        "local_store": StorageResource(backend="local"),
+        "local_store": LocalStoreResource(),
     }
 
 
 def _store():
-    return StorageResource(backend="local").get_store()
+    return LocalStoreResource().get_store()
 
 
 def _materialize(key, kind="synthetic", checks=False, **kw):
-    assets = [raw_ohlcv, raw_ohlcv_bar_quality] if checks else [raw_ohlcv]
-    return dg.materialize(assets, partition_key=key, resources=_resources(kind, **kw), raise_on_error=False)
+    selection = dg.AssetSelection.assets(raw_ohlcv)
+    return dg.materialize(
+        [raw_ohlcv],
+        selection=selection if checks else selection.without_checks(),
+        partition_key=key,
+        resources=_resources(kind, **kw),
+        raise_on_error=False,
+    )
 
 
 def _check_only(key):
-    """Run only the quality check on a stored partition (dagster cannot infer the partitions of a
-    checks-only selection, so the partition goes in as the run's partition tag)."""
+    """Run only the quality check on a stored partition (the asset is subsettable: nothing is ingested;
+    dagster cannot infer the partitions of a checks-only selection, so the partition is the run's tag)."""
     return dg.materialize(
-        [raw_ohlcv, raw_ohlcv_bar_quality],
+        [raw_ohlcv],
         selection=dg.AssetSelection.checks(raw_ohlcv_bar_quality),
         tags={"dagster/partition": str(key)},
         resources=_resources(),
@@ -140,6 +146,7 @@ def test_partition_window_and_definitions():
         newest_closed_day()
     )
     spec = raw_ohlcv.specs_by_key[dg.AssetKey("raw_ohlcv")]
+    assert raw_ohlcv.backfill_policy == dg.BackfillPolicy.single_run()
     assert spec.group_name == "ingestion"
     assert set(spec.kinds) == {"duckdb"}
     assert raw_ohlcv.op.pool == "qt_duckdb_writer"
@@ -150,7 +157,7 @@ def test_definitions_load_without_great_expectations_or_ray():
         "import sys, qt_pipeline.definitions as d; "
         "assert 'great_expectations' not in sys.modules, 'GX imported at load'; "
         "assert 'ray' not in sys.modules, 'ray imported at load'; "
-        "d.defs.resolve_job_def('raw_ohlcv_job'); d.defs.resolve_job_def('landing_quarantine_job'); "
+        "d.defs.resolve_job_def('ingestion_job'); d.defs.resolve_job_def('landing_quarantine_job'); "
         "d.defs.resolve_sensor_def('landing_directory_sensor'); "
         "d.defs.resolve_schedule_def('raw_ohlcv_daily_schedule'); print('ok')"
     )
@@ -288,8 +295,7 @@ def test_landing_file_level_problem_only_succeeds_with_warning(settings):
 def _ingestion_defs(kind: str = "landing") -> dg.Definitions:
     return dg.Definitions(
         assets=[raw_ohlcv],
-        asset_checks=[raw_ohlcv_bar_quality],
-        jobs=[raw_ohlcv_job, landing_quarantine_job],
+        jobs=[ingestion_job, landing_quarantine_job],
         sensors=[landing_directory_sensor],
         resources=_resources(kind),
     )
@@ -318,7 +324,7 @@ def test_landing_sensor_requests_each_file_partition_once(settings):
     fp_a = json.loads(cursor)[str(a)]
     assert sorted(r.partition_key for r in requests) == ["2024-01-03|BTCUSD", "2024-01-04|ETHUSD"]
     for r in requests:
-        assert r.job_name == "raw_ohlcv_job"
+        assert r.job_name == "ingestion_job"
         assert r.run_key == f"{a}:{fp_a}:{r.partition_key}"
         assert r.tags["qt/landing_file"] == str(a)
         assert r.run_config["resources"]["market_source"]["config"]["kind"] == "landing"
@@ -351,7 +357,7 @@ def test_landing_sensor_requests_each_file_partition_once(settings):
     # default here is "synthetic": the run config alone switches it to the landing directory)
     defs = _ingestion_defs("synthetic")
     (req,) = requests4
-    run = defs.resolve_job_def("raw_ohlcv_job").execute_in_process(
+    run = defs.resolve_job_def("ingestion_job").execute_in_process(
         run_config=req.run_config, partition_key=req.partition_key, tags=req.tags
     )
     assert run.success
@@ -380,7 +386,7 @@ def test_landing_sensor_quarantines_what_no_partition_covers(settings):
     by_file: dict[str, list] = {}
     for r in requests:
         by_file.setdefault(r.tags["qt/landing_file"], []).append(r)
-    assert [r.partition_key for r in by_file[str(mixed)] if r.job_name == "raw_ohlcv_job"] == [
+    assert [r.partition_key for r in by_file[str(mixed)] if r.job_name == "ingestion_job"] == [
         "2024-01-03|BTCUSD"
     ]
     for path in (mixed, malformed, empty):
@@ -417,16 +423,17 @@ def test_landing_sensor_quarantines_what_no_partition_covers(settings):
 # schedule
 
 
-def test_daily_schedule_requests_the_newest_closed_day_per_symbol(settings):
+def test_daily_schedule_requests_the_newest_closed_day_for_every_symbol_in_one_run(settings):
     from qt_pipeline.definitions import defs
 
     schedule = defs.resolve_schedule_def(raw_ohlcv_daily_schedule.name)
     ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2024, 1, 5, 0, 15, tzinfo=UTC))
     data = schedule.evaluate_tick(ctx)
-    keys = sorted(r.partition_key for r in data.run_requests)
-    assert keys == ["2024-01-04|BTCUSD", "2024-01-04|ETHUSD", "2024-01-04|SOLUSD"]
+    (req,) = data.run_requests  # one run for the whole day, not one per symbol
+    assert req.tags["dagster/asset_partition_range_start"] == "2024-01-04|BTCUSD"
+    assert req.tags["dagster/asset_partition_range_end"] == "2024-01-04|SOLUSD"
     assert schedule.cron_schedule == "15 0 * * *"
-    assert schedule.job_name == "raw_ohlcv_job"
+    assert schedule.job_name == "ingestion_job"
 
 
 # --------------------------------------------------------------------------------------------------------

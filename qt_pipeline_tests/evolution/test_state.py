@@ -182,8 +182,8 @@ def test_run_checkpoints_hold_what_the_ga_computed(state_store, settings):
     assert len(result.stats) == 3 and result.stats["best_fitness"].is_monotonic_increasing
 
 
-def test_factory_chooses_duckdb_locally_and_postgres_when_central(settings, pg_schema, monkeypatch):
-    local = state_store_from_settings(settings)
+def test_factory_chooses_duckdb_when_asked_and_postgres_otherwise(settings, pg_schema, monkeypatch):
+    local = state_store_from_settings(settings.model_copy(update={"evolution_state": "duckdb"}))
     try:
         assert isinstance(local, DuckDBStateStore) and local.location.endswith("evolution.duckdb")
     finally:

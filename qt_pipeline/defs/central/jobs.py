@@ -4,9 +4,10 @@ from typing import Any
 
 import dagster as dg
 
-from qt_pipeline.defs.central.assets import neon_cold_tier
+from qt_pipeline.defs.central.assets import CENTRAL_OHLCV_KEY, central_cold_tier, central_ohlcv
 from qt_pipeline.defs.central.resources import CentralStoreResource
-from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, StorageResource
+from qt_pipeline.defs.ingestion.partitions import is_valid_partition, partition_key_for
+from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, LocalStoreResource
 from qt_pipeline.redaction import redact
 
 
@@ -27,7 +28,7 @@ class ReconcileConfig(HistoryRangeConfig):
 def compare_history_op(
     context: dg.OpExecutionContext,
     config: HistoryRangeConfig,
-    local_store: StorageResource,
+    local_store: LocalStoreResource,
     central_store: CentralStoreResource,
 ) -> dg.Output[int]:
     from qt_pipeline.storage.consistency import compare_history
@@ -53,16 +54,37 @@ def compare_history_op(
     return dg.Output(res.compared, metadata=metadata)
 
 
+def repair_materializations(actions: list, location: str) -> list[dg.AssetMaterialization]:
+    """One central_ohlcv materialisation per symbol-day reconcile re-copied (``qt reconcile`` reports them to
+    the instance as runless events; ``reconcile_op`` yields them)."""
+    return [
+        dg.AssetMaterialization(
+            asset_key=CENTRAL_OHLCV_KEY,
+            partition=str(partition_key_for(a.day, a.symbol)),
+            description="re-copied from DuckDB by reconcile",
+            metadata={
+                "rows": dg.MetadataValue.int(a.local_rows),
+                "rows_deleted": dg.MetadataValue.int(a.central_rows_deleted or 0),
+                "method": dg.MetadataValue.text("reconcile (replace_range)"),
+                "location": dg.MetadataValue.text(redact(location)),
+            },
+        )
+        for a in actions
+        if a.applied and is_valid_partition(a.day, a.symbol)
+    ]
+
+
 @dg.op(
     pool=DUCKDB_WRITER_POOL,
-    description="Re-copy only the symbol-days that differ (replace_range), then verify them again.",
+    description="Re-copy only the symbol-days that differ (replace_range), then verify them again; each "
+    "repaired symbol-day is recorded as a materialisation of its central_ohlcv partition.",
 )
 def reconcile_op(
     context: dg.OpExecutionContext,
     config: ReconcileConfig,
-    local_store: StorageResource,
+    local_store: LocalStoreResource,
     central_store: CentralStoreResource,
-) -> dg.Output[int]:
+):
     from qt_pipeline.storage.consistency import reconcile_history
 
     out = reconcile_history(
@@ -86,6 +108,9 @@ def reconcile_op(
             [f"{a.day.isoformat()}|{a.symbol}" for a in summary.actions[:50]]
         ),
     }
+    if not config.dry_run:
+        # Postgres changed for these partitions: the asset's history must say so
+        yield from repair_materializations(summary.actions, central_store.get_store().location)
     if out.after is not None:
         metadata["symbol_days_still_differing"] = len(out.after.differing)
     if not out.ok:
@@ -94,7 +119,7 @@ def reconcile_op(
             + "; ".join(d.describe() for d in out.still_differing[:20]),
             metadata=metadata,
         )
-    return dg.Output(summary.repaired, metadata=metadata)
+    yield dg.Output(summary.repaired, metadata=metadata)
 
 
 @dg.job(description="Whole-history consistency of DuckDB vs Postgres; fails listing differing symbol-days.")
@@ -109,4 +134,12 @@ def reconcile_job() -> None:
     reconcile_op()
 
 
-cold_tier_job = dg.define_asset_job("cold_tier_job", selection=[neon_cold_tier])
+cold_tier_job = dg.define_asset_job("cold_tier_job", selection=[central_cold_tier])
+
+migration_job = dg.define_asset_job(
+    "migration_job",
+    selection=dg.AssetSelection.assets(central_ohlcv),  # with its blocking consistency check
+    description="Copy (day, symbol) partitions from the local DuckDB into the central PostgreSQL and prove "
+    "each one consistent (ranged: one run for a whole backfill).",
+    tags={"qt/domain": "central"},
+)

@@ -1,45 +1,65 @@
-"""The ``central_store`` resource: a cached PostgresStore (Neon / PostgreSQL) built from settings."""
+"""The ``central_store`` resource: the central PostgreSQL (Neon, or the embedded server by default)."""
 
 from __future__ import annotations
 
-import hashlib
-from typing import TYPE_CHECKING, cast
+from typing import Any, Optional
 
 import dagster as dg
 
-from qt_pipeline.config import get_settings
-from qt_pipeline.defs import resources as shared
-
-if TYPE_CHECKING:
-    from qt_pipeline.storage.postgres.store import PostgresStore
+from qt_pipeline.defs.resources import StoreResource, env_or, settings_with
 
 CENTRAL_STORE_KEY = "central_store"
 
 
-class CentralStoreResource(dg.ConfigurableResource):
-    """The central store. ``pg_schema`` selects the PostgreSQL schema holding the tables (default ``QT_PG_SCHEMA``).
+class CentralStoreResource(StoreResource):
+    """The central store. ``database_url`` empty = ``NEON_DATABASE_URL``, and when that is unset too the
+    embedded PostgreSQL under ``QT_DATA_DIR/postgres`` (started or reused). ``pg_schema`` holds the
+    tables; the pool sizes bound this resource's SQLAlchemy pool. The store (and its engines) is created
+    on first use and disposed when the step ends."""
 
-    The store comes from :func:`qt_pipeline.storage.central.open_central` (``NEON_DATABASE_URL``, else the
-    embedded PostgreSQL under the data dir). Stores are cached per process (in the shared
-    store cache, so ``close_cached_stores()`` closes them too): a run reuses one SQLAlchemy pool.
-    """
+    database_url: Optional[str] = None  # noqa: UP045 - secret: set it through EnvVar("NEON_DATABASE_URL")
+    pg_schema: Optional[str] = None  # noqa: UP045 - None = QT_PG_SCHEMA
+    pool_size: Optional[int] = None  # noqa: UP045 - None = QT_PG_POOL_SIZE
+    max_overflow: Optional[int] = None  # noqa: UP045 - None = QT_PG_MAX_OVERFLOW
 
-    pg_schema: str | None = None  # None = QT_PG_SCHEMA
+    def settings(self) -> Any:
+        """The settings this resource's fields override (the URL is a SecretStr: registered for redaction)."""
+        from pydantic import SecretStr
 
-    def get_store(self) -> PostgresStore:
+        from qt_pipeline.redaction import register_secret
+
+        if self.database_url:
+            register_secret(self.database_url)  # model_copy does not run the settings' own registration
+        return settings_with(
+            neon_database_url=SecretStr(self.database_url) if self.database_url else None,
+            pg_schema=self.pg_schema,
+            pg_pool_size=self.pool_size,
+            pg_max_overflow=self.max_overflow,
+        )
+
+    def resolved_url(self) -> str:
+        """The URL in use (a secret: never log it unredacted); starts the embedded server if needed."""
+        from qt_pipeline.storage.central import central_url
+
+        return central_url(self.settings())
+
+    def is_embedded(self) -> bool:
+        return not self.settings().database_url
+
+    def _open(self) -> Any:
         from qt_pipeline.storage.central import open_central
 
-        settings = get_settings()
-        schema = self.pg_schema or settings.pg_schema
-        url = settings.database_url or ""
-        # the cache key holds a digest of the URL, never the URL itself
-        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-        key = (f"central:{schema}:{digest}", str(settings.data_dir.resolve()))
-        store = shared._STORES.get(key)
-        if store is None:
-            store = open_central(settings, schema=schema)
-            shared._STORES[key] = store
-        return cast("PostgresStore", store)  # this key only ever holds a central store
+        return open_central(self.settings())
 
 
-central_resources = {CENTRAL_STORE_KEY: CentralStoreResource()}
+def central_store_resource() -> CentralStoreResource:
+    """The resource as the code location configures it: every field an EnvVar when set."""
+    return CentralStoreResource(
+        database_url=env_or("NEON_DATABASE_URL", None),
+        pg_schema=env_or("QT_PG_SCHEMA", None),
+        pool_size=None if not env_or("QT_PG_POOL_SIZE", None) else dg.EnvVar.int("QT_PG_POOL_SIZE"),
+        max_overflow=None if not env_or("QT_PG_MAX_OVERFLOW", None) else dg.EnvVar.int("QT_PG_MAX_OVERFLOW"),
+    )
+
+
+central_resources = {CENTRAL_STORE_KEY: central_store_resource()}

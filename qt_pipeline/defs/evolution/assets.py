@@ -8,6 +8,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from qt_pipeline.defs.central.resources import CentralStoreResource
 from qt_pipeline.defs.evolution.resources import EvolutionStateResource, RayClusterResource
 from qt_pipeline.defs.resources import StorageResource
 from qt_pipeline.defs.signals.keys import SIGNAL_KEYS
@@ -89,19 +90,35 @@ def _make_evaluator(config: Any, ray_cluster: RayClusterResource, context: Any) 
 
     class _ResourceRayEvaluator(RayEvaluator):
         def start(self) -> RayEvaluator:
-            if self._remote is None:
-                ray_cluster.connect_for(context, address=self.address, num_workers=self.num_workers)
-            return super().start()
+            import time
+
+            if self._remote is not None:
+                return self
+            t0 = time.perf_counter()
+            ray_cluster.connect_for(context, address=self.address, num_workers=self.num_workers)
+            connect_s = time.perf_counter() - t0
+            super().start()
+            self.startup_seconds += connect_s  # the Ray start itself happens in connect_for
+            return self
 
     return _ResourceRayEvaluator(
         config.ray_address or ray_cluster.address, config.num_workers, config.batch_size
     )
 
 
+def bars_asset_key() -> dg.AssetKey:
+    """The asset whose bars ``bar_store`` reads (STORAGE_BACKEND): the central copy for neon/hybrid, the
+    local DuckDB ingestion for local/sharedfs."""
+    from qt_pipeline.config import get_settings
+
+    backend = get_settings().storage_backend
+    return dg.AssetKey("central_ohlcv" if backend in ("central", "neon", "hybrid") else "raw_ohlcv")
+
+
 @dg.asset(
-    deps=list(
-        SIGNAL_KEYS
-    ),  # regime / correlation series the filter genes act on (read from the signal store)
+    # lineage: evolution reads these bars (every partition in its window) and the regime / correlation
+    # series the filter genes act on (read from the signal store)
+    deps=[bars_asset_key(), *SIGNAL_KEYS],
     group_name="evolution",
     kinds={"ray", "python"},
     description="Trading strategies evolved by the GA on the training window (hall of fame), re-scored "
@@ -113,6 +130,7 @@ def evolved_strategies(
     bar_store: StorageResource,
     ray_cluster: RayClusterResource,
     evolution_state: EvolutionStateResource,
+    central_store: CentralStoreResource,
 ) -> dg.MaterializeResult:
     from qt_pipeline.config import get_settings
     from qt_pipeline.evolution.config import EvolutionConfigError, parse_config
@@ -128,8 +146,9 @@ def evolved_strategies(
         raise dg.Failure(description=str(exc)) from None
 
     def progress(stats: Any, total: int) -> None:
+        # generations are numbered 0..total-1 everywhere (plot, `qt evolution show`, checkpoints)
         context.log.info(
-            f"generation {stats.generation + 1}/{total}: best {stats.best_fitness:.4f} mean "
+            f"generation {stats.generation} (of 0..{total - 1}): best {stats.best_fitness:.4f} mean "
             f"{stats.mean_fitness:.4f} std {stats.std_fitness:.4f} diversity {stats.diversity:.3f} "
             f"({stats.evaluations} evaluations, {stats.seconds:.2f} s) — committed"
         )
@@ -152,7 +171,7 @@ def evolved_strategies(
             "no materialised signals (correlation_signals / market_regimes) cover this range: the regime and "
             "correlation genes stay inert; materialise signals_job for these days first"
         )
-    state_store = evolution_state.get_state_store()
+    state_store = evolution_state.get_state_store(central_store)
     try:
         result = run_evolution(
             evo_cfg,
@@ -164,7 +183,14 @@ def evolved_strategies(
             signals=signals,
         )
     except (EvolutionConfigError, StateStoreError, EvaluatorError) as exc:
-        raise dg.Failure(description=redact(exc)) from None
+        raise dg.Failure(description=redact(exc), metadata={"run_id": evo_cfg.run_id}) from None
+    except Exception as exc:
+        # anything else (Ray died, the store went away): the committed generations survive — say how to resume
+        raise dg.Failure(
+            description=f"evolution run {evo_cfg.run_id} stopped: {type(exc).__name__}: {redact(exc)}; "
+            f"its committed generations are kept — resume with run_id: {evo_cfg.run_id}",
+            metadata={"run_id": evo_cfg.run_id},
+        ) from exc
     finally:
         state_store.close()
 
@@ -182,7 +208,12 @@ def evolved_strategies(
             "run_id": result.run_id,
             "generations": result.last_generation + 1,
             "generations_this_run": result.generations_run,
-            "resumed_from_generation": result.resumed_from if result.resumed_from is not None else -1,
+            "resumed": result.resumed_from is not None,
+            **({"resumed_after_generation": result.resumed_from} if result.resumed_from is not None else {}),
+            "resume_with": dg.MetadataValue.md(
+                f"run id `{result.run_id}`: launch evolution_job again with `run_id: {result.run_id}` "
+                f"(or `qt run --run-id {result.run_id}` / `qt evolve --run-id {result.run_id} --resume`)"
+            ),
             "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
             "evolve_seconds": dg.MetadataValue.float(round(result.evolve_seconds, 3)),
             "evaluations": result.evaluations,
@@ -191,7 +222,7 @@ def evolved_strategies(
             "ray_startup_s": dg.MetadataValue.float(
                 round(float(result.extra.get("startup_seconds", 0.0)), 3)
             ),
-            "best_fitness": dg.MetadataValue.float(result.best_fitness),
+            "best_fitness": dg.MetadataValue.float(round(result.best_fitness, 6)),
             "best_strategy": dg.MetadataValue.md(result.best_description),
             "best_strategy_filters": dg.MetadataValue.text(str(ablation["filters"].iloc[0])),
             "filters_oos": dg.MetadataValue.md(ablation_markdown(ablation)),

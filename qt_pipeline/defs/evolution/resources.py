@@ -8,6 +8,8 @@ from typing import Any
 import dagster as dg
 from dagster_ray import Lifecycle, LocalRay
 
+from qt_pipeline.defs.resources import env_or as _env_or
+
 
 class RayClusterResource(LocalRay):
     """dagster-ray's :class:`LocalRay`, extended to connect to an existing cluster when ``address`` (or
@@ -67,30 +69,37 @@ class RayClusterResource(LocalRay):
 
 
 class EvolutionStateResource(dg.ConfigurableResource):
-    """The evolution state store. ``backend`` empty = automatic (Postgres when a central database is
-    configured, else ``QT_DATA_DIR/evolution.duckdb``); ``postgres`` or ``duckdb`` forces one."""
+    """Where evolution runs are checkpointed. ``backend`` ``central`` (default, ``QT_EVOLUTION_STATE``):
+    the tables of the central store in use (``central_store``: Neon/PostgreSQL, or the embedded server),
+    the same store ``qt run``, ``qt evolve`` and ``qt evolution runs`` use; ``duckdb``:
+    ``QT_DATA_DIR/evolution.duckdb``."""
 
-    backend: str | None = None
+    backend: str | None = None  # None = QT_EVOLUTION_STATE
 
-    def get_state_store(self) -> Any:
+    def resolved_backend(self) -> str:
+        from qt_pipeline.config import get_settings
+
+        backend = self.backend or get_settings().evolution_state
+        if backend in ("central", "postgres"):
+            return "central"
+        if backend == "duckdb":
+            return "duckdb"
+        raise dg.Failure(f"evolution_state.backend must be central or duckdb, got {backend!r}")
+
+    def get_state_store(self, central_store: Any) -> Any:
+        """The state store; ``central_store`` (a CentralStoreResource) owns the engine it uses."""
         from pathlib import Path
 
         from qt_pipeline.config import get_settings
-        from qt_pipeline.evolution.state import DuckDBStateStore, state_store_from_settings
+        from qt_pipeline.evolution.state import DuckDBStateStore, PostgresStateStore
 
-        settings = get_settings()
-        if self.backend in (None, "", "auto"):
-            return state_store_from_settings(settings)
-        if self.backend == "duckdb":
-            return DuckDBStateStore(Path(settings.data_dir) / "evolution.duckdb")
-        if self.backend == "postgres":
-            settings = settings.model_copy(update={"storage_backend": "central"})
-            return state_store_from_settings(settings)
-        raise dg.Failure(f"evolution_state.backend must be auto, postgres or duckdb, got {self.backend!r}")
+        if self.resolved_backend() == "duckdb":
+            return DuckDBStateStore(Path(get_settings().data_dir) / "evolution.duckdb")
+        return PostgresStateStore(central_store.get_store())  # the resource closes the store
 
 
 evolution_resources = {
     # connect=False: the asset validates its input first, then connects (see RayClusterResource)
     "ray_cluster": RayClusterResource(lifecycle=Lifecycle(connect=False)),
-    "evolution_state": EvolutionStateResource(),
+    "evolution_state": EvolutionStateResource(backend=_env_or("QT_EVOLUTION_STATE", None)),
 }

@@ -1,4 +1,4 @@
-"""Hybrid-domain assets: the local cache warming asset and the observed ``neon_health`` asset."""
+"""Hybrid-domain assets: the local cache warming asset and the observed ``central_health`` asset."""
 
 from typing import Any
 
@@ -7,17 +7,28 @@ import dagster as dg
 from qt_pipeline.config import get_settings
 from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, StorageResource
 
-# Observed (never materialised) by neon_health_sensor: each tick's health is an AssetObservation, so the
+# Observed (never materialised) by central_health_sensor: each tick's health is an AssetObservation, so the
 # UI shows the history of latency, pool use, versions and healthy/unhealthy transitions.
-neon_health = dg.AssetSpec(
-    "neon_health",
+central_health = dg.AssetSpec(
+    "central_health",
     group_name="hybrid",
-    description="Health of the central PostgreSQL/Neon store, observed by neon_health_sensor every tick.",
+    description="Health of the central PostgreSQL/Neon store, observed by central_health_sensor every tick.",
 )
+
+
+def _warm_condition() -> dg.AutomationCondition | None:
+    """Where the hybrid backend is configured, the cache follows the central store: warmed as soon as new
+    central partitions passed their blocking consistency check. Elsewhere there is no hybrid cache to warm
+    (the asset would fail), so no automation."""
+    if get_settings().storage_backend != "hybrid":
+        return None
+    return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
 @dg.asset(
     group_name="hybrid",
+    deps=[dg.AssetKey("central_ohlcv")],  # it copies central partitions into this machine's cache
+    automation_condition=_warm_condition(),
     pool=DUCKDB_WRITER_POOL,
     description=(
         "This machine's DuckDB cache of the hot window: pulls the missing/newer hot days (QT_HOT_DAYS) of "

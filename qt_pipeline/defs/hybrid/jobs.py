@@ -36,7 +36,7 @@ def replay_outbox_op(context: dg.OpExecutionContext) -> dg.Output[int]:
 
 
 @dg.job(
-    description="Drain the hybrid store's outbox into the central store (requested by neon_health_sensor)."
+    description="Drain the hybrid store's outbox into the central store (requested by central_health_sensor)."
 )
 def outbox_replay_job() -> None:
     replay_outbox_op()

@@ -1,6 +1,6 @@
-"""``neon_health_sensor``: SQL health of the central store every ``QT_HEALTH_INTERVAL_S`` (default 30 s).
+"""``central_health_sensor``: SQL health of the central store every ``QT_HEALTH_INTERVAL_S`` (default 30 s).
 
-Each tick records an ``AssetObservation`` of ``neon_health`` (latency, pool use, versions, licence,
+Each tick records an ``AssetObservation`` of ``central_health`` (latency, pool use, versions, licence,
 database size, endpoint state from the Neon API when configured, ``healthy`` and ``reason``). The health
 state lives in the cursor; a transition to unhealthy is logged as an error, a transition back to healthy
 requests one ``outbox_replay_job`` run (run key unique per transition).
@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from qt_pipeline.config import get_settings
+from qt_pipeline.defs.central.resources import CentralStoreResource
 from qt_pipeline.defs.hybrid.jobs import outbox_replay_job
 from qt_pipeline.redaction import redact
 
@@ -28,27 +29,41 @@ def _metadata(report_dict: dict[str, object]) -> dict[str, Any]:
     return out
 
 
-def _status() -> dg.DefaultSensorStatus:
-    s = get_settings()
-    if s.storage_backend in ("hybrid", "central") and s.database_url:
-        return dg.DefaultSensorStatus.RUNNING
-    return dg.DefaultSensorStatus.STOPPED
+def _probe(central_store: CentralStoreResource) -> tuple[object | None, str]:
+    """``(health report, "")``, or ``(None, why nothing was probed)``. The embedded server is probed when
+    it runs, never started by the probe."""
+    from pydantic import SecretStr
+
+    from qt_pipeline.storage.health import check_central_health
+
+    settings = central_store.settings()
+    if central_store.is_embedded():
+        from qt_pipeline.storage.postgres.embedded import embedded_postgres_status
+
+        url, why = embedded_postgres_status(settings)
+        if url is None:
+            return None, why
+    else:
+        url = central_store.resolved_url()
+    report = check_central_health(settings.model_copy(update={"neon_database_url": SecretStr(url)}))
+    return report, ""
 
 
 @dg.sensor(
-    name="neon_health_sensor",
+    name="central_health_sensor",
     job=outbox_replay_job,
     minimum_interval_seconds=get_settings().health_interval_s,
-    default_status=_status(),
-    description="Probe the central PostgreSQL/Neon store; record health; replay the outbox on recovery.",
+    # safe to run by default: one short probe per tick, and it never starts or changes the store
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Probe the central store in use (Neon/PostgreSQL, or the embedded server); record health; "
+    "replay the outbox on recovery.",
 )
-def neon_health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    from qt_pipeline.storage.health import check_central_health
-
-    settings = get_settings()
-    report = check_central_health(settings)
+def central_health_sensor(
+    context: dg.SensorEvaluationContext, central_store: CentralStoreResource
+) -> dg.SensorResult | dg.SkipReason:
+    report, why = _probe(central_store)
     if report is None:
-        return dg.SkipReason("NEON_DATABASE_URL is not set: no central store to probe")
+        return dg.SkipReason(f"no central store to probe: {why}")
     try:
         cursor = json.loads(context.cursor) if context.cursor else {}
     except ValueError:
@@ -73,15 +88,20 @@ def neon_health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult |
             )
             run_requests.append(
                 dg.RunRequest(
-                    run_key=f"outbox-replay-{transitions}-{since}", tags={"qt/trigger": "neon_health"}
+                    run_key=f"outbox-replay-{transitions}-{since}", tags={"qt/trigger": "central_health"}
                 )
             )
     metadata = _metadata(report.as_dict())
     metadata["healthy_since" if report.healthy else "unhealthy_since"] = since
     metadata["transitions"] = transitions
     new_cursor = {"healthy": report.healthy, "since": since, "transitions": transitions, "checked_at": now}
+    state = "healthy" if report.healthy else f"UNHEALTHY ({report.reason})"
     return dg.SensorResult(
         run_requests=run_requests,
+        skip_reason=None
+        if run_requests
+        else f"{report.location}: {state} since {since}; a run (outbox replay) is requested only when "
+        "the store turns healthy again",
         cursor=json.dumps(new_cursor),
-        asset_events=[dg.AssetObservation(asset_key="neon_health", metadata=metadata)],
+        asset_events=[dg.AssetObservation(asset_key="central_health", metadata=metadata)],
     )

@@ -12,9 +12,22 @@ import dagster as dg
 import pandas as pd
 
 from qt_pipeline.config import get_settings
+from qt_pipeline.defs.ingestion.checks import (
+    RAW_OHLCV_BAR_QUALITY,
+    RAW_OHLCV_KEY,
+    bar_quality,
+    raw_ohlcv_bar_quality,
+)
 from qt_pipeline.defs.ingestion.partitions import RAW_OHLCV_PARTITIONS, partition_window
 from qt_pipeline.defs.ingestion.resources import MarketSourceResource
-from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, StorageResource
+from qt_pipeline.defs.ranges import (
+    SINGLE_RUN,
+    asset_selected,
+    check_selected,
+    selected_partitions,
+    with_target,
+)
+from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, LocalStoreResource
 from qt_pipeline.market.contract import RejectReason
 from qt_pipeline.redaction import redact
 
@@ -26,6 +39,15 @@ FILE_LEVEL_REASONS = frozenset(
 )
 
 
+def _cell(v: object) -> str:
+    """A preview cell: ISO timestamps, floats with at most 6 decimals (not 14 digits of noise)."""
+    if isinstance(v, pd.Timestamp):
+        return v.isoformat()
+    if isinstance(v, float):
+        return f"{v:.6f}".rstrip("0").rstrip(".") if v == v else "NaN"
+    return f"{v}"
+
+
 def markdown_preview(bars: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
     """The first ``rows`` bars as a Markdown table (timestamps in ISO-8601 UTC)."""
     if bars.empty:
@@ -34,7 +56,7 @@ def markdown_preview(bars: pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
     cols = list(head.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for rec in head.itertuples(index=False):
-        cells = [v.isoformat() if isinstance(v, pd.Timestamp) else f"{v}" for v in rec]
+        cells = [_cell(v) for v in rec]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -61,26 +83,59 @@ def ingestion_metadata(result, location: str) -> dict[str, Any]:
     }
 
 
-@dg.asset(
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            RAW_OHLCV_KEY,
+            group_name="ingestion",
+            kinds={"duckdb"},
+            description="Validated OHLCV bars of one UTC day and symbol in the local DuckDB file (rejects kept).",
+        )
+    ],
+    check_specs=[RAW_OHLCV_BAR_QUALITY],
     partitions_def=RAW_OHLCV_PARTITIONS,
-    group_name="ingestion",
+    backfill_policy=SINGLE_RUN,
+    can_subset=True,  # the bar quality check can run alone on stored partitions
     pool=DUCKDB_WRITER_POOL,
-    kinds={"duckdb"},
-    description="Validated OHLCV bars of one UTC day and symbol in the local DuckDB file (rejects kept).",
+    name="raw_ohlcv",
 )
 def raw_ohlcv(
-    context: dg.AssetExecutionContext, market_source: MarketSourceResource, local_store: StorageResource
-) -> dg.MaterializeResult:
+    context: dg.AssetExecutionContext, market_source: MarketSourceResource, local_store: LocalStoreResource
+):
+    """Every partition of the step's range: fetch, validate, store; then the bar quality check of each
+    partition (inside this step: the same DuckDB connection, the same pool slot)."""
+    settings = get_settings()
+    keys = selected_partitions(context)
+    store = local_store.get_store()
+    if asset_selected(context, RAW_OHLCV_KEY):
+        source = market_source.get_source()
+        accepted = rejected = 0
+        for key in keys:
+            md = _ingest_partition(context, key, source, store, settings)
+            accepted += md["rows_accepted"].value
+            rejected += md["rows_rejected"].value
+            context.add_asset_metadata(md, asset_key=RAW_OHLCV_KEY, partition_key=key)
+        yield dg.MaterializeResult(
+            asset_key=RAW_OHLCV_KEY,
+            metadata={
+                "partitions_in_run": dg.MetadataValue.int(len(keys)),
+                "rows_accepted_in_run": dg.MetadataValue.int(accepted),
+                "rows_rejected_in_run": dg.MetadataValue.int(rejected),
+            },
+        )
+    if check_selected(context, raw_ohlcv_bar_quality):
+        for key in keys:
+            yield with_target(context, bar_quality(context, key, store))
+
+
+def _ingest_partition(context: Any, key: str, source: Any, store: Any, settings: Any) -> dict[str, Any]:
     from qt_pipeline.market.sources import ingest_batches
 
-    settings = get_settings()
-    symbol, start, end = partition_window(context.partition_key)
-    source = market_source.get_source()
+    symbol, start, end = partition_window(key)
     context.log.info(f"fetching {symbol} [{start.isoformat()}, {end.isoformat()}) from {source.describe()}")
     result = ingest_batches(
         source, symbol, start, end, interval=settings.interval, known_symbols=settings.symbols
     )
-    store = local_store.get_store()
     if len(result.accepted):
         store.write_bars(result.accepted)
     if len(result.rejected):
@@ -102,4 +157,4 @@ def raw_ohlcv(
                 f"({sorted(reasons)}); the rejects are stored in {redact(store.location)} — fix the "
                 "file and drop it into the landing directory again"
             )
-    return dg.MaterializeResult(metadata=ingestion_metadata(result, store.location))
+    return ingestion_metadata(result, store.location)

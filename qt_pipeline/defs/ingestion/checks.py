@@ -6,20 +6,37 @@ the source's ``min_bars``). It reads the partition back from the local store (so
 that bypassed validation) and runs :func:`qt_pipeline.market.quality.run_bar_quality` (GX imported lazily
 there). Any failed expectation fails the check with severity ERROR.
 
+The check is a check spec of the ``raw_ohlcv`` asset, evaluated per partition *inside the asset's step*:
+a ranged (single-run) backfill checks every partition it wrote, and the check reads through the step's
+own DuckDB connection (the writer pool slot the step already holds), never opening the file beside it.
+A checks-only run (the asset is subsettable) re-evaluates stored partitions without ingesting.
+
 Partitioned asset checks are a *preview* feature of dagster 1.13 (a PreviewWarning at definition time,
-silenced here on purpose). A checks-only run needs the partition as the ``dagster/partition`` run tag:
-dagster cannot infer the partitions of a selection without assets.
+silenced here on purpose).
 """
 
 import warnings
+from typing import Any
 
 import dagster as dg
 
 from qt_pipeline.config import get_settings
-from qt_pipeline.defs.ingestion.assets import raw_ohlcv
 from qt_pipeline.defs.ingestion.partitions import RAW_OHLCV_PARTITIONS, partition_window
-from qt_pipeline.defs.resources import StorageResource
 from qt_pipeline.redaction import redact
+
+RAW_OHLCV_KEY = dg.AssetKey("raw_ohlcv")
+BAR_QUALITY = "raw_ohlcv_bar_quality"
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+    RAW_OHLCV_BAR_QUALITY = dg.AssetCheckSpec(
+        BAR_QUALITY,
+        asset=RAW_OHLCV_KEY,
+        partitions_def=RAW_OHLCV_PARTITIONS,
+        description="Great Expectations bar suite on the stored partition (non-null, prices > 0, "
+        "OHLC/vwap ranges, unique (symbol, timestamp), interval grid, row count).",
+    )
+raw_ohlcv_bar_quality = RAW_OHLCV_BAR_QUALITY.key  # AssetCheckKey: select it to run the check alone
 
 
 def _json_safe(value: object) -> object:
@@ -32,12 +49,12 @@ def _json_safe(value: object) -> object:
     return str(value)
 
 
-def bar_quality(context: dg.AssetCheckExecutionContext, local_store: StorageResource) -> dg.AssetCheckResult:
+def bar_quality(context: Any, key: Any, store: Any) -> dg.AssetCheckEvaluation:
+    """Evaluate the suite on the stored partition ``key`` read through ``store`` (the step's store)."""
     from qt_pipeline.market.quality import expected_row_range, run_bar_quality
 
     settings = get_settings()
-    symbol, start, end = partition_window(context.partition_key)
-    store = local_store.get_store()
+    symbol, start, end = partition_window(key)
     bars = store.read_bars(symbol, start, end)
     # the symbol's market calendar decides how many bars the day must have: none on a weekend/holiday
     min_rows, max_rows, calendar, interval = expected_row_range(symbol, start.date(), settings)
@@ -45,7 +62,10 @@ def bar_quality(context: dg.AssetCheckExecutionContext, local_store: StorageReso
     failures = report.describe_failures()
     for line in failures:
         context.log.error(f"{symbol} {start.date()}: {line}")
-    return dg.AssetCheckResult(
+    return dg.AssetCheckEvaluation(
+        asset_key=RAW_OHLCV_KEY,
+        check_name=BAR_QUALITY,
+        partition=str(key),
         passed=report.success,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
@@ -70,14 +90,3 @@ def bar_quality(context: dg.AssetCheckExecutionContext, local_store: StorageReso
             "storage_location": dg.MetadataValue.text(redact(store.location)),
         },
     )
-
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.PreviewWarning)
-    raw_ohlcv_bar_quality = dg.asset_check(
-        asset=raw_ohlcv,
-        name="raw_ohlcv_bar_quality",
-        partitions_def=RAW_OHLCV_PARTITIONS,
-        description="Great Expectations bar suite on the stored partition (non-null, prices > 0, "
-        "OHLC/vwap ranges, unique (symbol, timestamp), interval grid, row count).",
-    )(bar_quality)

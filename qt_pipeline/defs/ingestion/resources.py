@@ -104,3 +104,18 @@ class MarketSourceResource(dg.ConfigurableResource):
         if self.resolved_timezone():
             cfg["timezone"] = self.resolved_timezone()
         return {"resources": {"market_source": {"config": cfg}}}
+
+
+def market_source_resource() -> MarketSourceResource:
+    """The resource as the code location configures it: fields read with EnvVar when the variable is set
+    (visible on the UI's resource page), else the settings' defaults at run time."""
+    import os
+
+    from qt_pipeline.defs.resources import env_or
+
+    return MarketSourceResource(
+        kind=env_or("QT_MARKET_SOURCE", None),
+        seed=dg.EnvVar.int("QT_SYNTHETIC_SEED") if os.environ.get("QT_SYNTHETIC_SEED") else None,
+        landing_dir=env_or("QT_LANDING_DIR", None),
+        timezone=env_or("QT_LANDING_TIMEZONE", None),
+    )

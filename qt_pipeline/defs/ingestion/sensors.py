@@ -29,7 +29,7 @@ from qt_pipeline.config import get_settings
 from qt_pipeline.defs.ingestion.partitions import newest_closed_day, partition_key_for
 from qt_pipeline.defs.ingestion.resources import MarketSourceResource
 from qt_pipeline.defs.ingestion.schedules import raw_ohlcv_job
-from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, StorageResource
+from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, LocalStoreResource
 from qt_pipeline.redaction import redact
 
 LANDING_FILE_TAG = "qt/landing_file"
@@ -54,7 +54,7 @@ def quarantine_landing_file(
     context: dg.OpExecutionContext,
     config: QuarantineConfig,
     market_source: MarketSourceResource,
-    local_store: StorageResource,
+    local_store: LocalStoreResource,
 ) -> dg.Output[int]:
     from qt_pipeline.market.quarantine import quarantine_file
 

@@ -1,9 +1,9 @@
 """Asset keys the signals domain depends on or produces. The central bars asset is named here ONLY: a
-rename of ``neon_ohlcv`` is a one-line change."""
+rename of ``central_ohlcv`` is a one-line change."""
 
 import dagster as dg
 
-CENTRAL_BARS_KEY = dg.AssetKey("neon_ohlcv")
+CENTRAL_BARS_KEY = dg.AssetKey("central_ohlcv")
 CORRELATION_SIGNALS_KEY = dg.AssetKey("correlation_signals")
 MARKET_REGIMES_KEY = dg.AssetKey("market_regimes")
 SIGNAL_KEYS = (CORRELATION_SIGNALS_KEY, MARKET_REGIMES_KEY)

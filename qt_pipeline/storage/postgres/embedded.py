@@ -474,3 +474,25 @@ def _pgserver_stop(pgdata: Path) -> bool:
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     server.cleanup()
     return True
+
+
+def embedded_postgres_status(settings: Settings) -> tuple[str | None, str]:
+    """``(url, "")`` when the embedded server is running, else ``(None, why not)``; never starts it (a
+    health probe must not undo `qt db stop`)."""
+    pgdata, secret_file, _ = _paths(settings)
+    if (pgdata.parent / "postgres.pgserver").exists() and _pg_bin_dir() is None:
+        return ensure_embedded_postgres(settings), ""  # the pgserver wheel: reusing it is its own check
+    if not (pgdata / "PG_VERSION").exists():
+        return None, (
+            f"the embedded PostgreSQL under {pgdata} has not been created yet; it starts with the first run "
+            "that uses the central store (e.g. `qt run`)"
+        )
+    port = _running_port(pgdata)
+    if port is None or not secret_file.exists():
+        return None, (
+            f"the embedded PostgreSQL under {pgdata} is stopped (`qt db stop`, or a reboot); it starts again "
+            "with the next run that uses the central store"
+        )
+    password = secret_file.read_text().strip()
+    register_secret(password)
+    return _url(password, port), ""

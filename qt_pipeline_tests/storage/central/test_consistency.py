@@ -6,7 +6,7 @@ from datetime import date
 
 import pandas as pd
 
-from qt_pipeline.storage.checksum import frame_checksum
+from qt_pipeline.storage.checksum import frame_checksum, symbol_day_checksums
 from qt_pipeline.storage.consistency import check_partition, compare_history, diff_frames, reconcile
 from qt_pipeline.storage.migration import day_bounds, migrate_all, read_ledger
 from qt_pipeline_tests.storage.central.helpers import make_bars, sql
@@ -108,3 +108,24 @@ def test_compare_history_honours_symbols_and_range(local, central) -> None:
         ("2024-01-03", "missing_in_central"),
         ("2024-01-04", "missing_in_central"),
     ]
+
+
+def test_one_missing_symbol_day_is_the_only_difference_reported(local, central, pg_schema) -> None:
+    """Regression: the outer merge of per-symbol-day checksums turned the 64-bit checksum column into
+    float64 when any symbol-day was missing on one side, so identical days were reported as
+    ``checksum_differs`` (one deleted day gave 36 differences) and reconcile re-copied all of them."""
+    url, schema = pg_schema
+    local.write_bars(make_bars(("BTCUSD", "ETHUSD", "SOLUSD"), days=4, per_day=30))
+    migrate_all(local, central)
+    assert compare_history(local, central).ok
+    sums = symbol_day_checksums(local.read_range())["checksum"]
+    assert any(int(c) > 2**53 for c in sums)  # checksums a float64 cannot hold exactly
+    sql(url, f"DELETE FROM \"{schema}\".ohlcv_bars WHERE symbol = 'ETHUSD' AND \"timestamp\" >= '2024-01-03' "
+             "AND \"timestamp\" < '2024-01-04'")  # fmt: skip
+    hist = compare_history(local, central)
+    assert [(d.symbol, d.day.isoformat(), d.reason) for d in hist.differing] == [
+        ("ETHUSD", "2024-01-03", "missing_in_central")
+    ]
+    summary = reconcile(local, central, hist.differing)
+    assert summary.repaired == 1 and summary.rows_copied == 30
+    assert compare_history(local, central).ok
