@@ -47,18 +47,6 @@ class RunContext:
     results: dict[str, Any] = field(default_factory=dict)
 
 
-def _progress(console: Console, label: str) -> Progress:
-    """A progress bar ``label <item> [bar] done/total elapsed`` that stays on screen."""
-    return Progress(
-        TextColumn(f"[bold]{label}[/bold] {{task.description}}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-
-
 def ingestion_days(n_days: int, partitions_start: date, newest: date) -> list[date]:
     """The last ``n_days`` closed days ending ``newest``, never before ``partitions_start``."""
     if n_days < 1:
@@ -147,7 +135,9 @@ def _run_job(ctx: RunContext, job_name: str, label: str, *, ranged: bool, **kwar
         job = job.get_subset(
             asset_selection=set(job.asset_layer.executable_asset_keys), asset_check_selection=set()
         )
-    blocks = symbol_blocks(ctx.symbols, list(ctx.settings.symbols)) if ranged else [None]
+    blocks: list[list[str] | None] = (
+        list(symbol_blocks(ctx.symbols, list(ctx.settings.symbols))) if ranged else [None]
+    )
     results = []
     for block in blocks:
         tags = {"qt/command": "qt run", **kwargs.pop("tags", {})}

@@ -30,7 +30,7 @@ def with_target(
     """``evaluation`` linked to the latest materialisation of its partition (yield the asset's result
     first): the UI and ``all_deps_blocking_checks_passed`` then know the check is about that data."""
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=evaluation.asset_key, asset_partitions=[evaluation.partition]),
+        dg.AssetRecordsFilter(asset_key=evaluation.asset_key, asset_partitions=[str(evaluation.partition)]),
         limit=1,
     ).records
     if not records:

@@ -11,7 +11,7 @@ two resources never share a connection and tests pass resources instead of patch
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -75,7 +75,7 @@ class StorageResource(StoreResource):
     """A store built by the storage factory: ``backend`` empty means ``STORAGE_BACKEND``
     (``local`` | ``sharedfs`` | ``neon`` | ``hybrid``)."""
 
-    backend: Optional[str] = None  # noqa: UP045 - dagster config needs typing.Optional
+    backend: str | None = None
 
     def resolved_backend(self) -> str:
         return self.backend or get_settings().storage_backend

@@ -95,7 +95,7 @@ def central_ohlcv(
     if asset_selected(context, CENTRAL_OHLCV_KEY):
         _require_upstream(context, local, keys)
         central.ensure_schema()
-        totals = {"rows": 0, "seconds": 0.0, "copied": 0}
+        totals: dict[str, Any] = {"rows": 0, "seconds": 0.0, "copied": 0}
         for key in keys:
             symbol, day = partition_symbol_day(key)
             stats = migrate_partition(local, central, symbol, day, resume=not config.force)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, cast
 
 import dagster as dg
 
 from qt_pipeline.defs.resources import StoreResource, env_or, settings_with
+
+if TYPE_CHECKING:
+    from qt_pipeline.storage.postgres.store import PostgresStore
 
 CENTRAL_STORE_KEY = "central_store"
 
@@ -17,10 +20,10 @@ class CentralStoreResource(StoreResource):
     tables; the pool sizes bound this resource's SQLAlchemy pool. The store (and its engines) is created
     on first use and disposed when the step ends."""
 
-    database_url: Optional[str] = None  # noqa: UP045 - secret: set it through EnvVar("NEON_DATABASE_URL")
-    pg_schema: Optional[str] = None  # noqa: UP045 - None = QT_PG_SCHEMA
-    pool_size: Optional[int] = None  # noqa: UP045 - None = QT_PG_POOL_SIZE
-    max_overflow: Optional[int] = None  # noqa: UP045 - None = QT_PG_MAX_OVERFLOW
+    database_url: str | None = None  # secret: set it through EnvVar("NEON_DATABASE_URL")
+    pg_schema: str | None = None  # None = QT_PG_SCHEMA
+    pool_size: int | None = None  # None = QT_PG_POOL_SIZE
+    max_overflow: int | None = None  # None = QT_PG_MAX_OVERFLOW
 
     def settings(self) -> Any:
         """The settings this resource's fields override (the URL is a SecretStr: registered for redaction)."""
@@ -45,6 +48,10 @@ class CentralStoreResource(StoreResource):
 
     def is_embedded(self) -> bool:
         return not self.settings().database_url
+
+    def get_store(self) -> PostgresStore:
+        """The central store of this execution (opened on first use, closed at step end)."""
+        return cast("PostgresStore", super().get_store())
 
     def _open(self) -> Any:
         from qt_pipeline.storage.central import open_central

@@ -16,6 +16,7 @@ from qt_pipeline.config import get_settings
 from qt_pipeline.defs.central.resources import CentralStoreResource
 from qt_pipeline.defs.hybrid.jobs import outbox_replay_job
 from qt_pipeline.redaction import redact
+from qt_pipeline.storage.health import HealthReport
 
 
 def _metadata(report_dict: dict[str, object]) -> dict[str, Any]:
@@ -29,7 +30,7 @@ def _metadata(report_dict: dict[str, object]) -> dict[str, Any]:
     return out
 
 
-def _probe(central_store: CentralStoreResource) -> tuple[object | None, str]:
+def _probe(central_store: CentralStoreResource) -> tuple[HealthReport | None, str]:
     """``(health report, "")``, or ``(None, why nothing was probed)``. The embedded server is probed when
     it runs, never started by the probe."""
     from pydantic import SecretStr

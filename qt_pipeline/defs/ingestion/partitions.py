@@ -54,3 +54,9 @@ def partition_window(key: str | dg.MultiPartitionKey) -> tuple[str, pd.Timestamp
 def newest_closed_day(now: pd.Timestamp | None = None) -> date:
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC")
     return (now.normalize() - pd.Timedelta(days=1)).date()
+
+
+def is_valid_partition(day: date, symbol: str, settings: Settings | None = None, now=None) -> bool:
+    """True when ``(day, symbol)`` is a partition of raw_ohlcv (closed day >= start, known symbol)."""
+    settings = settings or get_settings()
+    return settings.partitions_start <= day <= newest_closed_day(now) and symbol in settings.symbols

@@ -5,7 +5,7 @@ the bar store (``bar_store``: STORAGE_BACKEND decides, the output does not depen
 
 import base64
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -41,7 +41,7 @@ CHECKS = (
 
 
 class SignalsConfig(dg.Config):
-    symbols: Optional[list[str]] = None  # noqa: UP045 - dagster config needs typing.Optional; None = QT_SYMBOLS
+    symbols: list[str] | None = None  # None = QT_SYMBOLS
 
 
 def _png_md(png: bytes, alt: str) -> dg.MetadataValue:
