@@ -13,10 +13,10 @@ import dagster as dg
 
 from qt_pipeline.defs.ingestion import (
     MarketSourceResource,
+    ingestion_job,
     landing_directory_sensor,
     landing_quarantine_job,
     raw_ohlcv,
-    raw_ohlcv_job,
 )
 from qt_pipeline.defs.ingestion.sensors import ATTEMPT_TAG, RETRY_OF_TAG
 from qt_pipeline.defs.resources import StorageResource
@@ -30,7 +30,7 @@ HEADER = "symbol,timestamp,open,high,low,close,volume,vwap,trade_count"
 def _defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[raw_ohlcv],
-        jobs=[raw_ohlcv_job, landing_quarantine_job],
+        jobs=[ingestion_job, landing_quarantine_job],
         sensors=[landing_directory_sensor],
         resources={
             "market_source": MarketSourceResource(kind="landing"),

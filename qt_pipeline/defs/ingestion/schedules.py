@@ -18,7 +18,6 @@ ingestion_job = dg.define_asset_job(
     "check of each partition.",
     tags={"qt/domain": "ingestion"},
 )
-raw_ohlcv_job = ingestion_job  # the name the landing sensor imports
 
 
 def day_range_tags(first_day, last_day, symbols) -> dict[str, str]:

@@ -3,7 +3,7 @@
 The sensor watches the landing directory. Cursor: JSON ``{path: fingerprint}`` of files already handled.
 For each new or changed file it inspects the file and requests
 
-* one ``raw_ohlcv_job`` run per valid ``(date, symbol)`` partition the file touches
+* one ``ingestion_job`` run per valid ``(date, symbol)`` partition the file touches
   (``run_key = "<path>:<fingerprint>:<partition>"``, so each is requested exactly once; tag
   ``qt/landing_file``; run config points ``market_source`` at the landing directory), and
 * one ``landing_quarantine_job`` run when the file has problems or rows no valid partition covers (unknown
@@ -28,7 +28,7 @@ import pandas as pd
 from qt_pipeline.config import get_settings
 from qt_pipeline.defs.ingestion.partitions import newest_closed_day, partition_key_for
 from qt_pipeline.defs.ingestion.resources import MarketSourceResource
-from qt_pipeline.defs.ingestion.schedules import raw_ohlcv_job
+from qt_pipeline.defs.ingestion.schedules import ingestion_job
 from qt_pipeline.defs.resources import DUCKDB_WRITER_POOL, LocalStoreResource
 from qt_pipeline.redaction import redact
 
@@ -124,7 +124,7 @@ def retry_failed_landing_runs(instance, present: dict[str, str]) -> list[dg.RunR
     ``retry:<run id>``). So a file whose run failed because runs overlapped (the DuckDB lock) still ends
     accepted, rejected or quarantined although the cursor has moved on."""
     out = []
-    for job_name in (raw_ohlcv_job.name, landing_quarantine_job.name):
+    for job_name in (ingestion_job.name, landing_quarantine_job.name):
         records = instance.get_run_records(
             filters=dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.FAILURE]), limit=200
         )
@@ -158,7 +158,7 @@ def retry_failed_landing_runs(instance, present: dict[str, str]) -> list[dg.RunR
 
 @dg.sensor(
     name="landing_directory_sensor",
-    jobs=[raw_ohlcv_job, landing_quarantine_job],
+    jobs=[ingestion_job, landing_quarantine_job],
     minimum_interval_seconds=get_settings().landing_sensor_interval_s,
     description="New or changed files in the landing directory → raw_ohlcv runs per partition touched "
     "(+ a quarantine run for rows no partition covers).",
@@ -189,7 +189,7 @@ def landing_directory_sensor(context: dg.SensorEvaluationContext, market_source:
             requested += 1
             yield dg.RunRequest(
                 run_key=f"{path}:{f.fingerprint}:{key}",
-                job_name=raw_ohlcv_job.name,
+                job_name=ingestion_job.name,
                 partition_key=key,
                 run_config=run_config,
                 tags=tags,
