@@ -113,8 +113,13 @@ def test_lineage_every_asset_declares_what_it_reads():
     graph = defs.resolve_asset_graph()
     assert graph.get(NEON).parent_keys == {dg.AssetKey("raw_ohlcv")}
     assert graph.get(dg.AssetKey("local_cache_warm")).parent_keys == {NEON}
-    # evolution reads the bars through bar_store: STORAGE_BACKEND=local (default) reads raw_ohlcv
-    assert graph.get(dg.AssetKey("evolved_strategies")).parent_keys == {dg.AssetKey("raw_ohlcv")}
+    # evolution reads the bars through bar_store (STORAGE_BACKEND=local, the default, reads raw_ohlcv)
+    # and the signals its regime / correlation genes act on
+    assert graph.get(dg.AssetKey("evolved_strategies")).parent_keys == {
+        dg.AssetKey("raw_ohlcv"),
+        dg.AssetKey("correlation_signals"),
+        dg.AssetKey("market_regimes"),
+    }
     assert graph.get(dg.AssetKey("central_cold_tier")).parent_keys == {NEON}
     assert graph.get(NEON).automation_condition is not None
     sensor = defs.resolve_sensor_def("qt_automation_sensor")

@@ -51,8 +51,6 @@ def _tick(defs, instance, cursor):
 
 
 def test_failed_quarantine_run_is_requested_again_and_then_stores_the_rejects(settings):
-    from qt_pipeline.defs.resources import close_cached_stores
-
     landing = settings.resolved_landing_dir
     landing.mkdir(parents=True)
     bad = landing / "unknown.csv"
@@ -76,7 +74,6 @@ def test_failed_quarantine_run_is_requested_again_and_then_stores_the_rejects(se
         )
         try:
             assert holder.stdout.readline().strip() == "ok"
-            close_cached_stores()
             failed = job.execute_in_process(
                 run_config=req.run_config, tags=req.tags, instance=instance, raise_on_error=False
             )
@@ -88,7 +85,6 @@ def test_failed_quarantine_run_is_requested_again_and_then_stores_the_rejects(se
             holder.kill()
             holder.wait()
         time.sleep(0.2)
-        close_cached_stores()
         # the next tick: the file is in the cursor (unchanged) but its failed run is requested again
         (retry,), cursor2 = _tick(defs, instance, cursor)
         assert cursor2 == cursor
@@ -96,7 +92,9 @@ def test_failed_quarantine_run_is_requested_again_and_then_stores_the_rejects(se
         assert retry.run_config == req.run_config
         ok = job.execute_in_process(run_config=retry.run_config, tags=retry.tags, instance=instance)
         assert ok.success
-        rej = StorageResource(backend="local").get_store().read_rejects(str(bad))
+        local = StorageResource(backend="local")  # runs close their stores at step end: the file is free
+        rej = local.get_store().read_rejects(str(bad))
+        local.release()
         assert rej["reason"].tolist() == ["unknown_symbol"]
         # a failed run that has been repeated is not repeated again
         requests, _ = _tick(defs, instance, cursor)
