@@ -51,20 +51,22 @@ def test_stored_signals_reach_market_data_without_look_ahead(stored):
             "start": "2024-03-01",
             "end": "2024-03-09",
             "train_end": "2024-03-07",
+            "folds": 1,  # one train/test split at train_end (walk-forward folds are the default)
             "min_bars": 100,
         }
     )
     data = prepare_data(cfg, store, feed)
-    for d in data.train + data.test:
+    test = list(data.oos_plan.segments[0].datasets)
+    for d in data.train + test:
         assert d.regime is not None and d.correlation is not None and len(d.regime) == len(d)
-    d = data.test[1]  # ETHUSD, test window
+    d = test[1]  # ETHUSD, test window
     reg = frames.regimes[frames.regimes["symbol"] == "ETHUSD"].set_index("bucket")["regime"]
     ts = pd.to_datetime(d.timestamp, utc=True)
     for i in (5, 11, 12, 100, len(d) - 1):  # 5-min bars: bar i closes at ts + 5 min
         closed = reg[reg.index + pd.Timedelta("1h") <= ts[i] + pd.Timedelta("5min")]
         assert d.regime[i] == closed.iloc[-1], i
-    assert (data.test[0].regime >= 0).mean() > 0.9
-    assert np.isfinite(data.test[0].correlation).mean() > 0.9
+    assert (test[0].regime >= 0).mean() > 0.9
+    assert np.isfinite(test[0].correlation).mean() > 0.9
     assert SignalFeed.from_store(SignalStore(sig.root / "nowhere"), START, END) is None
 
 
