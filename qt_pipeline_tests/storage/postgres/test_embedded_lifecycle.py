@@ -56,7 +56,18 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    with contextlib.suppress(OSError):  # an exited process nobody reaped yet (a zombie) is not running
+        if "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text():
+            return False
     return True
+
+
+def _wait_gone(pid: int, seconds: float = 20) -> bool:
+    """True once ``pid`` has exited (a stopped postmaster takes a moment after pg_ctl returns)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    return not _alive(pid)
 
 
 def test_a_running_process_survives_a_crash_restarted_by_another_qt_process(settings):
@@ -136,10 +147,7 @@ def test_a_server_whose_data_dir_was_deleted_is_stopped_by_qt_db_stop(settings, 
     out = CliRunner().invoke(app, ["db", "stop"])
     assert out.exit_code == 0, out.output
     assert "orphan" in out.output and str(real) in out.output
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.05)
-    assert not _alive(pid) and not real.exists()
+    assert _wait_gone(pid) and not real.exists()
     assert url  # the URL of the removed cluster is no longer served
 
 
@@ -151,7 +159,7 @@ def test_the_next_start_stops_an_orphan_of_another_data_dir(settings, tmp_path):
     other = settings.model_copy(update={"data_dir": tmp_path / "second"})
     try:
         ensure_embedded_postgres(other)  # any start cleans up first
-        assert not _alive(pid) and not real.exists()
+        assert _wait_gone(pid) and not real.exists()
     finally:
         stop_embedded_postgres(other, remove_data=True)
     assert url
