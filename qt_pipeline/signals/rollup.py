@@ -15,19 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-ROLLUP_COLUMNS: tuple[str, ...] = (
-    "symbol",
-    "bucket",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "vwap",
-    "trade_count",
-    "bar_count",
-    "realized_var",
-)
+from qt_pipeline.market.contract import BAR_COLUMNS
+
+# a rollup row: the bar's value columns (market.contract) keyed by bucket instead of timestamp
+ROLLUP_COLUMNS: tuple[str, ...] = ("symbol", "bucket", *BAR_COLUMNS[2:], "bar_count", "realized_var")
 ORIGIN = pd.Timestamp("2000-01-01", tz="UTC")
 
 
