@@ -25,26 +25,17 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
-import psycopg2
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ADMIN_URL = os.environ.get("QT_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from benchmarks._scratch import ScratchDatabase  # noqa: E402
+
 SYMBOLS = ("BTCUSD", "ETHUSD", "SOLUSD")
 START = date(2024, 1, 1)
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
-
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(ADMIN_URL)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 def _settings_env(data_dir: Path, url: str, schema: str) -> None:
@@ -156,9 +147,8 @@ def main() -> None:
     days = [START + timedelta(days=i) for i in range(args.days)]
     n_part = len(days) * len(SYMBOLS)
 
-    db = f"qt_bench_{uuid.uuid4().hex[:8]}"
-    _admin(f'CREATE DATABASE "{db}"')
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
+    db = ScratchDatabase()
+    url = db.url
     work = Path(tempfile.mkdtemp(prefix="qt_bench_dagster_"))
     try:
         import dagster as dg
@@ -207,7 +197,7 @@ def main() -> None:
                 f"{pp * 1000:.0f} ms/partition -> {pp * n_part:.0f} s for all {n_part}"
             )
     finally:
-        _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        db.drop()
 
 
 if __name__ == "__main__":

@@ -13,33 +13,21 @@ the machine's PostgreSQL (QT_TEST_PG_ADMIN_URL), dropped at the end. Prints figu
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pandas as pd
-import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._scratch import ScratchDatabase  # noqa: E402
 from qt_pipeline.config import Settings  # noqa: E402
 from qt_pipeline.storage.postgres.store import PostgresStore  # noqa: E402
 from qt_pipeline_tests.storage.backends import make_bars  # noqa: E402
 from qt_pipeline_tests.storage.hybrid.failover import MODES, hybrid_settings, run_scenario  # noqa: E402
-
-ADMIN = os.environ.get("QT_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(ADMIN, connect_timeout=5)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 def main() -> None:
@@ -48,9 +36,8 @@ def main() -> None:
     ap.add_argument("--batch-rows", type=int, default=2000)
     args = ap.parse_args()
 
-    db = f"qt_bench_{uuid.uuid4().hex[:8]}"
-    _admin(f'CREATE DATABASE "{db}"')
-    url = ADMIN.rsplit("/", 1)[0] + f"/{db}"
+    db = ScratchDatabase()
+    url = db.url
     tmp = Path(tempfile.mkdtemp(prefix="qt-bench-failover-"))
     settings = hybrid_settings(Settings(QT_DATA_DIR=str(tmp)))
     try:
@@ -99,7 +86,7 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        db.drop()
 
 
 if __name__ == "__main__":

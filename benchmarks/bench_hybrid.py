@@ -10,19 +10,17 @@ postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end, with a real 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._scratch import ScratchDatabase  # noqa: E402
 from qt_pipeline.config import Settings  # noqa: E402
 from qt_pipeline.storage.duckdb_store import DuckDBStore  # noqa: E402
 from qt_pipeline.storage.hybrid import HybridStore, central_settings  # noqa: E402
@@ -30,16 +28,6 @@ from qt_pipeline.storage.outbox import Outbox  # noqa: E402
 from qt_pipeline.storage.postgres.store import PostgresStore  # noqa: E402
 from qt_pipeline_tests.faults import TcpProxy  # noqa: E402
 from qt_pipeline_tests.storage.backends import make_bars  # noqa: E402
-
-ADMIN = os.environ.get("QT_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(ADMIN, connect_timeout=5)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 def _pct(xs: list[float]) -> tuple[float, float]:
@@ -54,9 +42,8 @@ def main() -> None:
     ap.add_argument("--batch-rows", type=int, default=1440)
     args = ap.parse_args()
 
-    db = f"qt_bench_{uuid.uuid4().hex[:8]}"
-    _admin(f'CREATE DATABASE "{db}"')
-    url = ADMIN.rsplit("/", 1)[0] + f"/{db}"
+    db = ScratchDatabase()
+    url = db.url
     tmp = Path(tempfile.mkdtemp(prefix="qt-bench-hybrid-"))
     settings = Settings(QT_DATA_DIR=str(tmp)).model_copy(
         update={"hybrid_probe_interval_s": 0.5, "hybrid_connect_timeout_s": 2}
@@ -174,7 +161,7 @@ def main() -> None:
         if store is not None:
             store.close()
         proxy.close()
-        _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        db.drop()
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)

@@ -16,11 +16,9 @@ Figures:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +27,13 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._scratch import ScratchDatabase  # noqa: E402
 from qt_pipeline.config import Settings  # noqa: E402
 from qt_pipeline.market.contract import to_canonical  # noqa: E402
 from qt_pipeline.storage.duckdb_store import DuckDBStore  # noqa: E402
 from qt_pipeline.storage.migration import migrate_all  # noqa: E402
 from qt_pipeline.storage.postgres.store import PostgresStore  # noqa: E402
 
-ADMIN_URL = os.environ.get("QT_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BARS_PER_DAY = 1000
 
 
@@ -72,13 +70,6 @@ def build_bars(n_rows: int, seed: int = 1) -> pd.DataFrame:
         )
     return to_canonical(pd.concat(frames, ignore_index=True).head(n_rows))
 
-
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(ADMIN_URL)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 def baseline_copy(db_url: str, csv_path: Path) -> float:
@@ -117,9 +108,8 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=2)
     args = ap.parse_args()
 
-    db = f"qt_bench_{uuid.uuid4().hex[:8]}"
-    db_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
-    _admin(f'CREATE DATABASE "{db}"')
+    db = ScratchDatabase()
+    db_url = db.url
     tmp = Path(tempfile.mkdtemp(prefix="qt_bench_migrate_"))
     try:
         settings = Settings(QT_DATA_DIR=str(tmp / "data"))
@@ -194,7 +184,7 @@ def main() -> None:
         central.close()
         local.close()
     finally:
-        _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        db.drop()
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)

@@ -14,9 +14,9 @@ Run:  .venv/bin/python benchmarks/bench_postgres_store.py [--rows 1000000] [--ad
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +25,13 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from qt_pipeline.config import Settings
-from qt_pipeline.market.contract import to_canonical
-from qt_pipeline.storage.postgres.layout import ensure_partitions
-from qt_pipeline.storage.postgres.store import PostgresStore
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._scratch import ADMIN_URL, ScratchDatabase  # noqa: E402
+from qt_pipeline.config import Settings  # noqa: E402
+from qt_pipeline.market.contract import to_canonical  # noqa: E402
+from qt_pipeline.storage.postgres.layout import ensure_partitions  # noqa: E402
+from qt_pipeline.storage.postgres.store import PostgresStore  # noqa: E402
 
 
 def make_bars(n_rows: int, n_symbols: int = 10, seed: int = 1) -> pd.DataFrame:
@@ -70,16 +73,13 @@ def fresh_store(url: str, settings: Settings, schema: str, days) -> PostgresStor
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument("--admin-url", default=ADMIN_URL)
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
 
-    db = f"qt_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(args.admin_url)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{db}"')
-    url = args.admin_url.rsplit("/", 1)[0] + f"/{db}"
+    db = ScratchDatabase(admin_url=args.admin_url)
+    url = db.url
     tmp = Path(tempfile.mkdtemp(prefix="qt-bench-pg-"))
     settings = Settings(QT_DATA_DIR=tmp / "data")
     stores: list[PostgresStore] = []
@@ -179,8 +179,7 @@ def main() -> None:
     finally:
         for s in stores:
             s.close()
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        admin.close()
+        db.drop()
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)

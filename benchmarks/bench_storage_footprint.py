@@ -12,17 +12,17 @@ server, VACUUMs, sums ``pg_total_relation_size`` over the partitions, writes the
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._scratch import ADMIN_URL, ScratchDatabase  # noqa: E402
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument(
         "--pg-admin-url",
-        default=os.environ.get("QT_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        default=ADMIN_URL,
     )
     args = ap.parse_args()
 
@@ -51,12 +51,8 @@ def main() -> None:
         ignore_index=True,
     )
     rows = len(frame)
-    db = f"qt_bench_fp_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(args.pg_admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{db}"')
-    url = args.pg_admin_url.rsplit("/", 1)[0] + f"/{db}"
+    db = ScratchDatabase("qt_bench_fp", admin_url=args.pg_admin_url)
+    url = db.url
     try:
         settings = Settings(QT_DATA_DIR=tempfile.mkdtemp(), QT_PG_TIMESCALEDB="off", QT_PG_SCHEMA="qt")
         store = PostgresStore(url, settings, schema="qt")
@@ -75,9 +71,7 @@ def main() -> None:
             pg_bytes = int(cur.fetchone()[0])
         conn.close()
     finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        admin.close()
+        db.drop()
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "bars.parquet"
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression="zstd")
