@@ -36,6 +36,19 @@ def _open():
     return store
 
 
+def _repair(action, start, end, **options) -> list:
+    """Run one catalogue repair (forget/restore) on the central store, print each archive's outcome."""
+    store = _open()
+    try:
+        results = action(store, start, end, **options)
+    finally:
+        store.close()
+    if not results:
+        typer.echo("no archived ranges in that window")
+    _print(results)
+    return results
+
+
 def _print(results) -> None:
     for r in results:
         extra = f", {r.rows_restored} row(s) written back" if r.action == "restored" else ""
@@ -85,14 +98,7 @@ def register(app: typer.Typer) -> None:
         """Forget archives whose range PostgreSQL holds again (after `qt migrate --no-resume`)."""
         from qt_pipeline.storage.cold_tier import forget_archives
 
-        store = _open()
-        try:
-            results = forget_archives(store, start, end, force=force, keep_files=keep_files)
-        finally:
-            store.close()
-        if not results:
-            typer.echo("no archived ranges in that window")
-        _print(results)
+        results = _repair(forget_archives, start, end, force=force, keep_files=keep_files)
         if any(r.action == "kept" for r in results):
             typer.echo(
                 redact(
@@ -108,14 +114,7 @@ def register(app: typer.Typer) -> None:
         """Write archived ranges back to PostgreSQL (keys it lacks), verify, then forget the archives."""
         from qt_pipeline.storage.cold_tier import restore_archives
 
-        store = _open()
-        try:
-            results = restore_archives(store, start, end)
-        finally:
-            store.close()
-        if not results:
-            typer.echo("no archived ranges in that window")
-        _print(results)
+        results = _repair(restore_archives, start, end)
         if any(r.action == "kept" for r in results):
             raise typer.Exit(1)
 

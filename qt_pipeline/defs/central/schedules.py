@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import dagster as dg
-
 from qt_pipeline.defs.central.jobs import cold_tier_job, consistency_job
+from qt_pipeline.defs.schedules import utc_schedule
 
-consistency_schedule = dg.ScheduleDefinition(
-    name="consistency_schedule",
-    job=consistency_job,
-    cron_schedule="0 3 * * *",
-    execution_timezone="UTC",
-    description="Daily whole-history DuckDB vs Postgres consistency check.",
+consistency_schedule = utc_schedule(
+    consistency_job, "0 3 * * *", "Daily whole-history DuckDB vs Postgres consistency check."
 )
 
-cold_tier_schedule = dg.ScheduleDefinition(
-    name="cold_tier_schedule",
-    job=cold_tier_job,
-    cron_schedule="30 3 * * *",
-    execution_timezone="UTC",
-    description="Daily cold tier: compress (TimescaleDB TSL) or archive + drop partitions older than QT_COLD_AFTER_DAYS.",
+cold_tier_schedule = utc_schedule(
+    cold_tier_job,
+    "30 3 * * *",
+    "Daily cold tier: compress (TimescaleDB TSL) or archive + drop partitions older than QT_COLD_AFTER_DAYS.",
 )

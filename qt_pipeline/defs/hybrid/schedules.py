@@ -4,6 +4,7 @@ import dagster as dg
 
 from qt_pipeline.config import get_settings
 from qt_pipeline.defs.hybrid.jobs import local_cache_warm_job
+from qt_pipeline.defs.schedules import utc_schedule
 
 
 def _default_status() -> dg.DefaultScheduleStatus:
@@ -13,11 +14,9 @@ def _default_status() -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus.STOPPED
 
 
-local_cache_warm_schedule = dg.ScheduleDefinition(
-    name="local_cache_warm_schedule",
-    job=local_cache_warm_job,
-    cron_schedule=get_settings().warm_cron,
-    execution_timezone="UTC",
+local_cache_warm_schedule = utc_schedule(
+    local_cache_warm_job,
+    get_settings().warm_cron,
+    "Warm this machine's DuckDB cache of the hot window from the central store.",
     default_status=_default_status(),
-    description="Warm this machine's DuckDB cache of the hot window from the central store.",
 )

@@ -29,6 +29,7 @@ from dagster_dbt import (
 )
 
 from qt_pipeline.defs.central.resources import CentralStoreResource
+from qt_pipeline.defs.schedules import utc_schedule
 from qt_pipeline.defs.signals.keys import CENTRAL_BARS_KEY, DBT_GROUP
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -143,10 +144,8 @@ dbt_rollups_job = dg.define_asset_job(
     description="dbt build of dbt_timescale: rollups, returns, correlations (incremental) and their tests.",
 )
 
-dbt_rollups_schedule = dg.ScheduleDefinition(
-    name="dbt_rollups_schedule",
-    job=dbt_rollups_job,
-    cron_schedule="10 * * * *",
-    execution_timezone="UTC",
-    description="Hourly incremental dbt build (late bars within late_window_hours are folded in).",
+dbt_rollups_schedule = utc_schedule(
+    dbt_rollups_job,
+    "10 * * * *",
+    "Hourly incremental dbt build (late bars within late_window_hours are folded in).",
 )
