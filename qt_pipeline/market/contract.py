@@ -9,9 +9,10 @@ one conversion into that shape (it checks, it never silently fixes — use
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -202,32 +203,40 @@ def to_canonical(df: pd.DataFrame, *, columns: Sequence[str] | None = None) -> p
         unknown = set(columns) - set(BAR_COLUMNS)
         if unknown:
             raise ContractError(f"unknown bar column(s) {sorted(unknown)}; known: {list(BAR_COLUMNS)}")
-    missing = [c for c in wanted if c not in df.columns]
+    return _cast_frame(df, "bar", wanted, BAR_DTYPES, "timestamp", _bar_timestamps)
+
+
+def _bar_timestamps(s: pd.Series) -> pd.Series:
+    if not isinstance(s.dtype, pd.DatetimeTZDtype):
+        raise ContractError("bar timestamps must be tz-aware (UTC); got naive/non-datetime values")
+    return s.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
+
+
+def _cast_frame(
+    df: pd.DataFrame,
+    what: str,
+    columns: Sequence[str],
+    dtypes: Mapping[str, Any],
+    time_column: str,
+    cast_time: Callable[[pd.Series], pd.Series],
+) -> pd.DataFrame:
+    """``columns`` of ``df`` in order, cast to ``dtypes`` (``time_column`` by ``cast_time``), fresh index."""
+    missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ContractError(f"bar frame is missing column(s) {missing}")
+        raise ContractError(f"{what} frame is missing column(s) {missing}")
     out = {}
-    for c in wanted:
-        s = df[c]
-        if c == "timestamp":
-            if not isinstance(s.dtype, pd.DatetimeTZDtype):
-                raise ContractError("bar timestamps must be tz-aware (UTC); got naive/non-datetime values")
-            s = s.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
-        else:
-            s = s.astype(BAR_DTYPES[c])
+    for c in columns:
+        s = cast_time(df[c]) if c == time_column else df[c].astype(dtypes[c])
         out[c] = s.reset_index(drop=True)
     return pd.DataFrame(out)
 
 
 def to_canonical_rejects(df: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in REJECT_COLUMNS if c not in df.columns]
-    if missing:
-        raise ContractError(f"reject frame is missing column(s) {missing}")
-    out = {}
-    for c in REJECT_COLUMNS:
-        s = df[c]
-        if c == "rejected_at":
-            s = pd.to_datetime(s, utc=True).astype(TIMESTAMP_DTYPE)
-        else:
-            s = s.astype(REJECT_DTYPES[c])
-        out[c] = s.reset_index(drop=True)
-    return pd.DataFrame(out)
+    return _cast_frame(
+        df,
+        "reject",
+        REJECT_COLUMNS,
+        REJECT_DTYPES,
+        "rejected_at",
+        lambda s: pd.to_datetime(s, utc=True).astype(TIMESTAMP_DTYPE),
+    )

@@ -104,39 +104,45 @@ def _rng(seed: int, symbol: str, stream: int, *parts: int) -> np.random.Generato
     )
 
 
-@lru_cache(maxsize=512)
-def _month_states(seed: int, symbol: str, year: int, month: int) -> np.ndarray:
-    """Hourly regime indices (int8) for one calendar month."""
-    days = (date(year + month // 12, month % 12 + 1, 1) - date(year, month, 1)).days
-    hours = days * 24
-    rng = _rng(seed, symbol, 1, year, month)
-    state0 = int(rng.integers(len(REGIMES)))
-    p_leave = 1.0 / MEAN_SOJOURN_HOURS
+def _month_hours(year: int, month: int) -> int:
+    return (date(year + month // 12, month % 12 + 1, 1) - date(year, month, 1)).days * 24
+
+
+def _sojourns(rng: np.random.Generator, hours: int, mean_sojourn_hours: float) -> np.ndarray:
+    """Geometric run lengths (hours) of a Markov chain, enough of them to cover ``hours``."""
+    p_leave = 1.0 / mean_sojourn_hours
     runs = rng.geometric(p_leave, size=max(16, int(hours * p_leave * 3)))
     while runs.sum() < hours:  # pragma: no cover - astronomically unlikely with 3x the expected runs
         runs = np.concatenate([runs, rng.geometric(p_leave, size=len(runs))])
-    steps = rng.integers(1, len(REGIMES), size=len(runs))
-    states = (state0 + np.concatenate([[0], np.cumsum(steps[:-1])])) % len(REGIMES)
+    return runs
+
+
+def _hourly(states: np.ndarray, runs: np.ndarray, hours: int) -> np.ndarray:
+    """Each run's state repeated for its length: a read-only int8 series of ``hours`` values."""
     out = np.repeat(states.astype(np.int8), runs)[:hours]
     out.setflags(write=False)
     return out
+
+
+@lru_cache(maxsize=512)
+def _month_states(seed: int, symbol: str, year: int, month: int) -> np.ndarray:
+    """Hourly regime indices (int8) for one calendar month."""
+    hours = _month_hours(year, month)
+    rng = _rng(seed, symbol, 1, year, month)
+    state0 = int(rng.integers(len(REGIMES)))
+    runs = _sojourns(rng, hours, MEAN_SOJOURN_HOURS)
+    steps = rng.integers(1, len(REGIMES), size=len(runs))
+    return _hourly((state0 + np.concatenate([[0], np.cumsum(steps[:-1])])) % len(REGIMES), runs, hours)
 
 
 @lru_cache(maxsize=128)
 def _month_corr_states(seed: int, year: int, month: int) -> np.ndarray:
     """Hourly market correlation-state indices (int8) for one calendar month (two-state Markov chain)."""
-    days = (date(year + month // 12, month % 12 + 1, 1) - date(year, month, 1)).days
-    hours = days * 24
+    hours = _month_hours(year, month)
     rng = _rng(seed, _MARKET, 4, year, month)
     state0 = int(rng.integers(len(CORRELATION_STATES)))
-    p_leave = 1.0 / MEAN_CORRELATION_SOJOURN_HOURS
-    runs = rng.geometric(p_leave, size=max(16, int(hours * p_leave * 3)))
-    while runs.sum() < hours:  # pragma: no cover - astronomically unlikely with 3x the expected runs
-        runs = np.concatenate([runs, rng.geometric(p_leave, size=len(runs))])
-    states = (state0 + np.arange(len(runs))) % len(CORRELATION_STATES)
-    out = np.repeat(states.astype(np.int8), runs)[:hours]
-    out.setflags(write=False)
-    return out
+    runs = _sojourns(rng, hours, MEAN_CORRELATION_SOJOURN_HOURS)
+    return _hourly((state0 + np.arange(len(runs))) % len(CORRELATION_STATES), runs, hours)
 
 
 def _day_corr_states(seed: int, day: date) -> np.ndarray:
