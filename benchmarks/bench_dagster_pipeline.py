@@ -96,6 +96,27 @@ def bare_path(days: list[date], checks: bool) -> float:
     return time.perf_counter() - t0
 
 
+def _psycopg2_url(url: str) -> str:
+    # SQLAlchemy 2.1 maps "postgresql://" to psycopg (3); the project ships psycopg2 (as infra/dagster.prod.yaml)
+    return "postgresql+psycopg2://" + url.split("://", 1)[1]
+
+
+def _instance(kind: str, home: Path, url: str):
+    """A throwaway Dagster instance: SQLite storage under ``home`` (what ./dev.sh uses) or PostgreSQL
+    storage in the benchmark's scratch database (the production configuration, infra/dagster.prod.yaml)."""
+    import dagster as dg
+
+    no_telemetry = {"telemetry": {"enabled": False}}
+    if kind == "sqlite":
+        return dg.DagsterInstance.local_temp(str(home), overrides=no_telemetry)
+    import yaml
+
+    (home / "dagster.yaml").write_text(
+        yaml.safe_dump({"storage": {"postgres": {"postgres_url": _psycopg2_url(url)}}, **no_telemetry})
+    )
+    return dg.DagsterInstance.from_config(str(home))
+
+
 def dagster_path(days: list[date], checks: bool, instance) -> tuple[float, int]:
     from qt_pipeline.definitions import defs
     from qt_pipeline.defs.ingestion.schedules import day_range_tags
@@ -143,6 +164,12 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=90)
     ap.add_argument("--no-checks", dest="checks", action="store_false", help="skip GX and consistency checks")
     ap.add_argument("--per-partition", type=int, default=3, help="partitions timed one run each (0: skip)")
+    ap.add_argument(
+        "--instance",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="Dagster run/event storage: SQLite files (as ./dev.sh) or PostgreSQL (as infra/dagster.prod.yaml)",
+    )
     args = ap.parse_args()
     days = [START + timedelta(days=i) for i in range(args.days)]
     n_part = len(days) * len(SYMBOLS)
@@ -151,7 +178,6 @@ def main() -> None:
     url = db.url
     work = Path(tempfile.mkdtemp(prefix="qt_bench_dagster_"))
     try:
-        import dagster as dg
 
         if args.checks:  # warm up Great Expectations (a ~10 s import) outside both timings
             _settings_env(work / "warm", url, "warm")
@@ -170,7 +196,7 @@ def main() -> None:
 
         _settings_env(work / "dagster", url, "dagster")
         (work / "dagster_home").mkdir()
-        with dg.DagsterInstance.local_temp(str(work / "dagster_home")) as instance:
+        with _instance(args.instance, work / "dagster_home", url) as instance:
             dag_s, runs = dagster_path(days, args.checks, instance)
             pp = None
             if args.per_partition:
@@ -180,7 +206,8 @@ def main() -> None:
         rows = n_part * 1440
         print(
             f"{args.days} days x {len(SYMBOLS)} symbols = {n_part} partitions, {rows:,} minute bars; "
-            f"checks {'on (GX bar quality + consistency proof per partition)' if args.checks else 'off'}"
+            f"checks {'on (GX bar quality + consistency proof per partition)' if args.checks else 'off'}; "
+            f"Dagster storage: {args.instance}"
         )
         print(
             f"bare data path      : {bare_s:8.2f} s  {rows / bare_s:10,.0f} bars/s  "

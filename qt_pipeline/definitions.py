@@ -4,10 +4,18 @@ Keep this module cheap to import: heavy libraries (Great Expectations, Ray, numb
 inside the functions that need them.
 """
 
+import os
+
 import dagster as dg
 
 from qt_pipeline.defs import central, evolution, hybrid, ingestion, signals
 from qt_pipeline.defs.resources import shared_resources
+
+# A ranged run (single-run backfill policy) materialises hundreds of partitions in one step. With event
+# batching Dagster writes their events (planned, materialised) in batches: one INSERT per batch on
+# PostgreSQL run storage instead of one round trip per partition (benchmarks/bench_dagster_pipeline.py).
+# The run worker loads this module, so the default reaches it; a deployment's own value wins.
+os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "100")
 
 # Declarative automation, ON by default: central_ohlcv follows raw_ohlcv (every ingested partition reaches
 # Postgres and its blocking check, whether the schedule, the landing sensor, a UI backfill or `qt run`

@@ -19,8 +19,10 @@ The suite (one expectation per invariant of the bar contract):
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
@@ -129,6 +131,41 @@ def _expectations(
     return exps
 
 
+@dataclass(frozen=True)
+class _PreparedSuite:
+    batch_definition: Any
+    suite: Any
+    names: dict[str, str]  # expectation id -> human-readable label
+    expectations: list[tuple[str, Any]]
+    lock: threading.Lock
+
+
+@lru_cache(maxsize=64)
+def _prepared_suite(
+    name: str, interval: timedelta, min_rows: int, max_rows: int | None, check_grid: bool
+) -> _PreparedSuite:
+    """The GX context, batch definition and suite for one parameter set, built once per process.
+
+    Building them costs about a second (every added expectation is serialised through GX's store); the
+    suite only depends on these parameters (a few variants: trading day / closed day, interval), so
+    every partition validated in this process reuses it. Validation on a prepared suite is serialised by
+    its lock (a GX context is not meant for concurrent use)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    data_asset = context.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name=name)
+    batch_def = data_asset.add_batch_definition_whole_dataframe(f"{name}_batch")
+    exps = _expectations(interval, min_rows, max_rows, check_grid)
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_bar_quality"))
+    names: dict[str, str] = {}
+    for label, exp in exps:
+        added = suite.add_expectation(exp)
+        names[str(added.id)] = label
+    return _PreparedSuite(batch_def, suite, names, exps, threading.Lock())
+
+
 def run_bar_quality(
     bars: pd.DataFrame,
     *,
@@ -144,8 +181,6 @@ def run_bar_quality(
     expectation is skipped for intervals of a day or more (``check_grid`` None): daily bars open at their
     session open, which is on no UTC grid.
     """
-    import great_expectations as gx
-
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     td = pd.Timedelta(interval).to_pytimedelta()
     if max_rows is None:
@@ -153,20 +188,11 @@ def run_bar_quality(
     if check_grid is None:
         check_grid = pd.Timedelta(td) < pd.Timedelta(days=1)
     df = _with_derived_columns(bars, td)
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    data_asset = context.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name=name)
-    batch_def = data_asset.add_batch_definition_whole_dataframe(f"{name}_batch")
-    exps = _expectations(td, min_rows, max_rows, check_grid)
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_bar_quality"))
-    names: dict[str, str] = {}
-    for label, exp in exps:
-        added = suite.add_expectation(exp)
-        names[str(added.id)] = label
-    batch = batch_def.get_batch(batch_parameters={"dataframe": df})
-    result = batch.validate(suite, result_format="SUMMARY")
+    prepared = _prepared_suite(name, td, min_rows, max_rows, check_grid)
+    with prepared.lock:
+        batch = prepared.batch_definition.get_batch(batch_parameters={"dataframe": df})
+        result = batch.validate(prepared.suite, result_format="SUMMARY")
+    names, exps = prepared.names, prepared.expectations
     outcomes = []
     for r in result.results:
         cfg = r.expectation_config
