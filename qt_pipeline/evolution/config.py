@@ -103,19 +103,25 @@ class EvolutionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # --- data --------------------------------------------------------------------------------------
-    symbols: tuple[str, ...] = Field(min_length=1)
-    start: datetime
-    end: datetime
-    train_end: datetime | None = None  # default: start + train_fraction * (end - start)
-    test_start: datetime | None = None  # default: train_end (must not be before train_end)
+    symbols: tuple[str, ...] = Field(
+        min_length=1, description="Symbols to evolve on (must be in the bar store)"
+    )
+    start: datetime = Field(description="First bar time (inclusive), e.g. 2024-01-01 (naive = UTC)")
+    end: datetime = Field(description="End of the data (exclusive)")
+    train_end: datetime | None = Field(
+        default=None, description="End of the training window; default: start + train_fraction*(end-start)"
+    )
+    test_start: datetime | None = Field(
+        default=None, description="Start of the out-of-sample window (>= train_end); default: train_end"
+    )
     train_fraction: float = Field(default=0.7, gt=0.0, lt=1.0)
     min_bars: int = Field(default=200, ge=10)  # per symbol, in each in-sample and out-of-sample segment
     periods_per_year: float | None = Field(default=None, gt=0.0)  # default: inferred calendar (calendar.py)
     # portfolio: capital per symbol (normalised to sum 1); None = equal weight
-    weights: dict[str, float] | None = None
+    weights: dict[str, float] | None = Field(default=None, description="Capital per symbol; empty: equal")
 
     # --- walk-forward validation (validation.py) -------------------------------------------------------
-    folds: int = Field(default=3, ge=1, le=52)  # 1 = one train/test split (train_end/test_start apply)
+    folds: int = Field(default=3, ge=1, le=52, description="Walk-forward folds (1 = one train/test split)")
     scheme: Literal["rolling", "anchored"] = "rolling"
     purge_bars: int = Field(default=0, ge=0)  # dropped at the start of every out-of-sample segment
     embargo_bars: int = Field(default=0, ge=0)  # dropped at the start of every later in-sample segment
@@ -138,12 +144,18 @@ class EvolutionConfig(BaseModel):
 
     # --- execution -----------------------------------------------------------------------------------
     use_ray: bool = True
-    ray_address: str | None = None  # None/empty: start a local Ray; else an existing cluster
+    ray_address: str | None = Field(
+        default=None, description="Existing Ray cluster (ray://host:10001); empty: local Ray"
+    )
     num_workers: int = Field(default=2, ge=1, le=4096)
     batch_size: int | None = Field(default=None, ge=1)  # genomes per Ray task; None: automatic
 
     # --- identity ------------------------------------------------------------------------------------
-    run_id: str = Field(default_factory=new_run_id, pattern=RUN_ID_PATTERN)
+    run_id: str = Field(
+        default_factory=new_run_id,
+        pattern=RUN_ID_PATTERN,
+        description="Run id; an existing id with the same config resumes it; empty: generated",
+    )
     resume: bool = False
 
     @field_validator("symbols", mode="before")

@@ -3,79 +3,23 @@ its out-of-sample report as metadata. Thin: validation, evolution and reporting 
 :mod:`qt_pipeline.evolution`."""
 
 import base64
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from pydantic import Field
 
 from qt_pipeline.defs.central.resources import CentralStoreResource
 from qt_pipeline.defs.evolution.resources import EvolutionStateResource, RayClusterResource
+from qt_pipeline.defs.model_config import config_class
 from qt_pipeline.defs.resources import StorageResource
 from qt_pipeline.defs.signals.keys import SIGNAL_KEYS
+from qt_pipeline.evolution.config import EvolutionConfig
 
-
-class FitnessRunConfig(dg.Config):
-    metric: Literal["sharpe", "sortino", "calmar", "cagr"] = "sharpe"
-    min_trades: int = 10
-    min_trades_per_fold: int = 3
-    max_drawdown: float = 0.5
-    min_exposure: float = 0.0
-    max_exposure: float = 1.0
-    fold_aggregate: Literal["mean", "median", "min"] = "mean"
-    min_horizon_days: float = 365.0
-
-
-class CostsRunConfig(dg.Config):
-    fee_bps: float = 1.0
-    slippage_bps: float = 1.0
-    borrow_bps_per_year: float = 0.0
-
-
-class EvolutionRunConfig(dg.Config):
-    """Mirrors :class:`qt_pipeline.evolution.config.EvolutionConfig` (validated there, before any work).
-    Dates are ISO strings (naive = UTC). Empty ``run_id`` = generated."""
-
-    symbols: list[str] = Field(description="Symbols to evolve on (must be in the bar store)")
-    start: str = Field(description="First bar time (inclusive), e.g. 2024-01-01")
-    end: str = Field(description="End of the data (exclusive)")
-    train_end: str | None = Field(
-        default=None, description="End of the training window; default: start + train_fraction*(end-start)"
-    )
-    test_start: str | None = Field(
-        default=None, description="Start of the out-of-sample window (>= train_end); default: train_end"
-    )
-    train_fraction: float = 0.7
-    min_bars: int = 200
-    periods_per_year: float | None = None
-    weights: dict[str, float] | None = Field(default=None, description="Capital per symbol; empty: equal")
-    folds: int = Field(default=3, description="Walk-forward folds (1 = one train/test split)")
-    scheme: Literal["rolling", "anchored"] = "rolling"
-    purge_bars: int = 0
-    embargo_bars: int = 0
-    population_size: int = 50
-    generations: int = 10
-    seed: int = 0
-    tournament_size: int = 3
-    crossover_prob: float = 0.9
-    mutation_prob: float = 0.3
-    gene_mutation_prob: float = 0.2
-    sbx_eta: float = 15.0
-    mutation_eta: float = 20.0
-    elite: int = 2
-    hall_of_fame_size: int = 10
-    oos_collapse_threshold: float = 0.5
-    fitness: FitnessRunConfig = Field(default_factory=FitnessRunConfig)
-    costs: CostsRunConfig = Field(default_factory=CostsRunConfig)
-    use_ray: bool = True
-    ray_address: str | None = Field(
-        default=None, description="Existing Ray cluster (ray://host:10001); empty: local Ray"
-    )
-    num_workers: int = 2
-    batch_size: int | None = None
-    run_id: str | None = Field(
-        default=None, description="Run id; an existing id with the same config resumes it"
-    )
-    resume: bool = False
+# The launchpad's run config is generated from the domain model (one declaration of every field, default
+# and description); the domain validates the dumped config before any work (parse_config).
+if TYPE_CHECKING:
+    EvolutionRunConfig = Any
+else:
+    EvolutionRunConfig = config_class(EvolutionConfig, "EvolutionRunConfig")
 
 
 def _fitness_curve_md(png: bytes) -> str:
