@@ -35,6 +35,13 @@ K_OPPOSITE, K_SMA, K_EMA, K_RSI, K_BOLL, K_MOM, K_BREAK, K_ALWAYS = -1, 0, 1, 2,
 # metric accumulators
 # ------------------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True, inline="always")
+def acc_init():  # pragma: no cover - compiled
+    """The accumulators of :func:`acc_step` before the first bar (s1, s2, s3, s4, sd, eq, peak, trough,
+    mdd, ntr, nwin, teq, nexp)."""
+    return 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0, 0, 1.0, 0
+
+
+@njit(cache=True, nogil=True, inline="always")
 def acc_step(
     r, p, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
 ):  # pragma: no cover
@@ -129,19 +136,7 @@ def acc_finish(
 
 @njit(cache=True, nogil=True)
 def metrics_from_arrays(returns, position, ppy, turnover, out):  # pragma: no cover - compiled
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    s4 = 0.0
-    sd = 0.0
-    eq = 1.0
-    peak = 1.0
-    trough = 1.0
-    mdd = 0.0
-    ntr = 0
-    nwin = 0
-    teq = 1.0
-    nexp = 0
+    s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
     p_prev = 0.0
     key = 0
     n = returns.shape[0]
@@ -210,10 +205,48 @@ def rule_signal(kind, th, cmp_below, xa, xb, c):  # pragma: no cover - compiled
     return up, dn
 
 
+@njit(cache=True, nogil=True, inline="never")
+def enter(prm, t, want, px, bank, regime, corr, has_regime, has_corr):  # pragma: no cover - compiled
+    """The entry at the close of bar t (rare: kept out of line so that the bar loop holds fewer values):
+    (filters pass, stop level, target level)."""
+    sl = prm[P_SL]
+    tp = prm[P_TP]
+    atr_row = int(prm[P_ATR_ROW])
+    atr_mult = prm[P_ATR_MULT]
+    rmask = int(prm[P_REGIME])
+    cmax = prm[P_CORR]
+    use_atr = atr_mult > 0.0
+    ok = True
+    if has_regime and rmask != 0:
+        rg = regime[t]
+        ok = rg >= 0 and rg < 8 and ((rmask >> rg) & 1) == 1
+    if ok and has_corr and cmax > 0.0:
+        ok = abs(corr[t]) <= cmax  # NaN -> False
+    if ok and use_atr:
+        ok = bank[atr_row, t] == bank[atr_row, t]  # ATR warmed up
+    stop_px = 0.0
+    tp_px = 0.0
+    if ok:
+        if want > 0.0:
+            stop_px = px * (1.0 - sl) if sl > 0.0 else -np.inf
+            if use_atr:
+                s_atr = px - atr_mult * bank[atr_row, t]
+                if s_atr > stop_px:
+                    stop_px = s_atr
+            tp_px = px * (1.0 + tp) if tp > 0.0 else np.inf
+        else:
+            stop_px = px * (1.0 + sl) if sl > 0.0 else np.inf
+            if use_atr:
+                s_atr = px + atr_mult * bank[atr_row, t]
+                if s_atr < stop_px:
+                    stop_px = s_atr
+            tp_px = px * (1.0 - tp) if tp > 0.0 else -np.inf
+    return ok, stop_px, tp_px
+
+
 @njit(cache=True, nogil=True)
 def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr, rate,
-                 ppy, borrow, umap, ustart, uend, port, weight, do_port, out_metrics, out_pos, out_ret,
-                 write):  # fmt: skip  # pragma: no cover
+                 ppy, borrow, umap, ustart, uend, port, weight, first, out_metrics, out_pos, out_ret):  # fmt: skip  # pragma: no cover
     """One strategy over all bars in one pass: positions, stops/targets, costs, equity, metrics.
 
     The contract is ``docs/execution_model.md``. position[t] is the target fraction of equity held during
@@ -224,8 +257,8 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     |pos*(1+R_t)| when the position is closed, |pos*(1-pos)*R_t| when it is kept (rebalanced back to its
     target fraction), nothing at the last bar (no decision there). ``turnover`` sums every x_t and entry.
 
-    With ``do_port`` (1: add, 2: write — the first sleeve) the sleeve equity ``weight * equity`` goes to
-    ``port`` at the union index
+    With ``port`` (a row, or None: the branch is pruned at compile time) the sleeve equity
+    ``weight * equity`` is added to (``first``: written into) ``port`` at the union index
     ``umap[t]`` of every bar (forward-filled over the union bars in ``[ustart, uend)`` this symbol does not have),
     so summing the sleeves of every symbol gives the portfolio equity on the union timeline.
     """
@@ -255,21 +288,10 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     use_regime = has_regime and rmask != 0
     use_corr = has_corr and cmax > 0.0
     use_atr = atr_mult > 0.0
+    levels = sl > 0.0 or tp > 0.0 or use_atr
 
     # accumulators
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    s4 = 0.0
-    sd = 0.0
-    eq = 1.0
-    peak = 1.0
-    trough = 1.0
-    mdd = 0.0
-    ntr = 0
-    nwin = 0
-    teq = 1.0
-    nexp = 0
+    s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
     p_prev = 0.0
     turnover = 0.0
     key = 0
@@ -286,6 +308,7 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
         stopped = False
         if pos != 0.0:
             gross = bar_ret[t]
+        if pos != 0.0 and levels:
             o = opn[t]
             if pos > 0.0:
                 if o <= stop_px or o >= tp_px:  # gapped through a level: the order fills at the open
@@ -328,31 +351,11 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
             elif ed and allow_short and not xu and pos >= 0.0:
                 want = -size
             if want != 0.0 and (pos == 0.0 or (allow_long and allow_short)):
-                ok = True
-                if use_regime:
-                    rg = regime[t]
-                    ok = rg >= 0 and rg < 8 and ((rmask >> rg) & 1) == 1
-                if ok and use_corr:
-                    ok = abs(corr[t]) <= cmax  # NaN -> False
-                if ok and use_atr:
-                    ok = bank[atr_row, t] == bank[atr_row, t]  # ATR warmed up
+                ok, sp, tq = enter(prm, t, want, close[t], bank, regime, corr, has_regime, has_corr)
                 if ok:
                     new_pos = want
-                    px = close[t]
-                    if want > 0.0:
-                        stop_px = px * (1.0 - sl) if sl > 0.0 else -np.inf
-                        if use_atr:
-                            s_atr = px - atr_mult * bank[atr_row, t]
-                            if s_atr > stop_px:
-                                stop_px = s_atr
-                        tp_px = px * (1.0 + tp) if tp > 0.0 else np.inf
-                    else:
-                        stop_px = px * (1.0 + sl) if sl > 0.0 else np.inf
-                        if use_atr:
-                            s_atr = px + atr_mult * bank[atr_row, t]
-                            if s_atr < stop_px:
-                                stop_px = s_atr
-                        tp_px = px * (1.0 - tp) if tp > 0.0 else -np.inf
+                    stop_px = sp
+                    tp_px = tq
         # ---- 3. net return with costs, metrics ----
         r = 0.0
         if pos != 0.0:
@@ -370,13 +373,14 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
             if pos < 0.0 and borrow > 0.0:
                 m *= 1.0 + pos * borrow
             r = m - 1.0
-        s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
-            r, pos, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
-        )
-        key = trade_key_step(key, t, pos, p_prev)
-        if do_port:
+        if pos != 0.0 or p_prev != 0.0:  # flat before and now: every accumulator is unchanged
+            s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
+                r, pos, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
+            )
+            key = trade_key_step(key, t, pos, p_prev)
+        if port is not None:
             u = umap[t]
-            if do_port == 2:  # the first sleeve writes (no zero-filled buffer needed), the others add
+            if first:  # the first sleeve writes (no zero-filled buffer needed), the others add
                 for k in range(last_u + 1, u):
                     port[k] = weight * last_eq
                 port[u] = weight * eq
@@ -386,16 +390,16 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
                 port[u] += weight * eq
             last_u = u
             last_eq = eq
-        if write:
+        if out_pos is not None:
             out_pos[t] = pos
             out_ret[t] = r
         p_prev = pos
         opened = new_pos != pos and new_pos != 0.0
         pos = new_pos
-    if do_port == 2:
+    if port is not None and first:
         for k in range(last_u + 1, uend):
             port[k] = weight * last_eq
-    elif do_port:
+    elif port is not None:
         for k in range(last_u + 1, uend):
             port[k] += weight * last_eq
     acc_finish(n, ppy, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, turnover,
@@ -403,26 +407,55 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
 
 
 @njit(cache=True, nogil=True)
+def _run_pop(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+             rate, ppy, borrow, umap, ustart, uend, port, prow, weight, first, out):  # pragma: no cover
+    for i in range(params.shape[0]):
+        if port is None:
+            run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                         rate, ppy, borrow, umap, ustart, uend, None, weight, first, out[i], None, None)
+        else:
+            run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                         rate, ppy, borrow, umap, ustart, uend, port[prow[i]], weight, first, out[i], None, None)
+
+
+@njit(cache=True, nogil=True)
 def run_population(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
                    rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port,
                    out):  # fmt: skip  # pragma: no cover
-    """Every strategy (row of ``params``); with ``do_port`` strategy i adds its sleeve to ``port[prow[i]]``."""
-    dummy = np.empty(0)
-    for i in range(params.shape[0]):
-        row = port[prow[i]] if do_port else port[0]
-        run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                     rate, ppy, borrow, umap, ustart, uend, row, weight, do_port, out[i], dummy, dummy, False)  # fmt: skip
+    """Every strategy (row of ``params``); with ``do_port`` (1: add, 2: write — the first sleeve) strategy i
+    adds its sleeve to ``port[prow[i]]``. Two compiled specialisations: without a portfolio the sleeve
+    code is pruned from the bar loop."""
+    if do_port:
+        _run_pop(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                 rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port == 2, out)
+    else:
+        _run_pop(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                 rate, ppy, borrow, umap, ustart, uend, None, prow, weight, False, out)
 
 
 @njit(cache=True, nogil=True, parallel=True)
+def _run_pop_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                      rate, ppy, borrow, umap, ustart, uend, port, prow, weight, first, out):  # pragma: no cover
+    for i in prange(params.shape[0]):
+        if port is None:
+            run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                         rate, ppy, borrow, umap, ustart, uend, None, weight, first, out[i], None, None)
+        else:
+            run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                         rate, ppy, borrow, umap, ustart, uend, port[prow[i]], weight, first, out[i], None, None)
+
+
+@njit(cache=True, nogil=True)
 def run_population_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime,
                             has_corr, rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port,
                             out):  # fmt: skip  # pragma: no cover
-    dummy = np.empty(0)
-    for i in prange(params.shape[0]):
-        row = port[prow[i]] if do_port else port[0]
-        run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                     rate, ppy, borrow, umap, ustart, uend, row, weight, do_port, out[i], dummy, dummy, False)  # fmt: skip
+    """:func:`run_population` with Numba threads over the strategies (rows are independent)."""
+    if do_port:
+        _run_pop_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                          rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port == 2, out)
+    else:
+        _run_pop_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                          rate, ppy, borrow, umap, ustart, uend, None, prow, weight, False, out)
 
 
 @njit(cache=True, nogil=True)
@@ -430,19 +463,7 @@ def portfolio_metrics(port, start, stop, ppy, out):  # pragma: no cover - compil
     """Return metrics of each row of ``port[:, start:stop]`` (a portfolio equity path whose value before
     ``start`` is 1); trades/exposure/turnover are the caller's (they come from the symbols' rows)."""
     for i in range(port.shape[0]):
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        s4 = 0.0
-        sd = 0.0
-        eq = 1.0
-        peak = 1.0
-        trough = 1.0
-        mdd = 0.0
-        ntr = 0
-        nwin = 0
-        teq = 1.0
-        nexp = 0
+        s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
         prev = 1.0
         for k in range(start, stop):
             e = port[i, k]
