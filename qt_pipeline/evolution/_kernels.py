@@ -246,7 +246,8 @@ def enter(prm, t, want, px, bank, regime, corr, has_regime, has_corr):  # pragma
 
 @njit(cache=True, nogil=True)
 def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr, rate,
-                 ppy, borrow, umap, ustart, uend, port, weight, first, out_metrics, out_pos, out_ret):  # fmt: skip  # pragma: no cover
+                 ppy, borrow, umap, ustart, uend, port, weight, do_port, out_metrics, out_pos, out_ret,
+                 write):  # fmt: skip  # pragma: no cover
     """One strategy over all bars in one pass: positions, stops/targets, costs, equity, metrics.
 
     The contract is ``docs/execution_model.md``. position[t] is the target fraction of equity held during
@@ -257,8 +258,8 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     |pos*(1+R_t)| when the position is closed, |pos*(1-pos)*R_t| when it is kept (rebalanced back to its
     target fraction), nothing at the last bar (no decision there). ``turnover`` sums every x_t and entry.
 
-    With ``port`` (a row, or None: the branch is pruned at compile time) the sleeve equity
-    ``weight * equity`` is added to (``first``: written into) ``port`` at the union index
+    With ``do_port`` (1: add, 2: write — the first sleeve) the sleeve equity ``weight * equity`` goes to
+    ``port`` at the union index
     ``umap[t]`` of every bar (forward-filled over the union bars in ``[ustart, uend)`` this symbol does not have),
     so summing the sleeves of every symbol gives the portfolio equity on the union timeline.
     """
@@ -280,15 +281,9 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     size = prm[P_SIZE]
     sl = prm[P_SL]
     tp = prm[P_TP]
-    atr_row = int(prm[P_ATR_ROW])
-    atr_mult = prm[P_ATR_MULT]
-    rmask = int(prm[P_REGIME])
-    cmax = prm[P_CORR]
     t_start = int(prm[P_TSTART])
-    use_regime = has_regime and rmask != 0
-    use_corr = has_corr and cmax > 0.0
-    use_atr = atr_mult > 0.0
-    levels = sl > 0.0 or tp > 0.0 or use_atr
+    # no stop, target or ATR stop: the level checks could never fire, so the bar loop skips them
+    levels = sl > 0.0 or tp > 0.0 or prm[P_ATR_MULT] > 0.0
 
     # accumulators
     s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
@@ -378,9 +373,9 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
                 r, pos, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
             )
             key = trade_key_step(key, t, pos, p_prev)
-        if port is not None:
+        if do_port:
             u = umap[t]
-            if first:  # the first sleeve writes (no zero-filled buffer needed), the others add
+            if do_port == 2:  # the first sleeve writes (no zero-filled buffer needed), the others add
                 for k in range(last_u + 1, u):
                     port[k] = weight * last_eq
                 port[u] = weight * eq
@@ -390,16 +385,16 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
                 port[u] += weight * eq
             last_u = u
             last_eq = eq
-        if out_pos is not None:
+        if write:
             out_pos[t] = pos
             out_ret[t] = r
         p_prev = pos
         opened = new_pos != pos and new_pos != 0.0
         pos = new_pos
-    if port is not None and first:
+    if do_port == 2:
         for k in range(last_u + 1, uend):
             port[k] = weight * last_eq
-    elif port is not None:
+    elif do_port:
         for k in range(last_u + 1, uend):
             port[k] += weight * last_eq
     acc_finish(n, ppy, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, turnover,
@@ -407,55 +402,27 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
 
 
 @njit(cache=True, nogil=True)
-def _run_pop(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-             rate, ppy, borrow, umap, ustart, uend, port, prow, weight, first, out):  # pragma: no cover
-    for i in range(params.shape[0]):
-        if port is None:
-            run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                         rate, ppy, borrow, umap, ustart, uend, None, weight, first, out[i], None, None)
-        else:
-            run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                         rate, ppy, borrow, umap, ustart, uend, port[prow[i]], weight, first, out[i], None, None)
-
-
-@njit(cache=True, nogil=True)
 def run_population(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
                    rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port,
                    out):  # fmt: skip  # pragma: no cover
-    """Every strategy (row of ``params``); with ``do_port`` (1: add, 2: write — the first sleeve) strategy i
-    adds its sleeve to ``port[prow[i]]``. Two compiled specialisations: without a portfolio the sleeve
-    code is pruned from the bar loop."""
-    if do_port:
-        _run_pop(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                 rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port == 2, out)
-    else:
-        _run_pop(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                 rate, ppy, borrow, umap, ustart, uend, None, prow, weight, False, out)
+    """Every strategy (row of ``params``); with ``do_port`` strategy i adds its sleeve to ``port[prow[i]]``.
+    One compiled signature of :func:`run_strategy` serves every caller (a first run compiles it once)."""
+    dummy = np.empty(0)
+    for i in range(params.shape[0]):
+        row = port[prow[i]] if do_port else port[0]
+        run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                     rate, ppy, borrow, umap, ustart, uend, row, weight, do_port, out[i], dummy, dummy, False)  # fmt: skip
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _run_pop_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                      rate, ppy, borrow, umap, ustart, uend, port, prow, weight, first, out):  # pragma: no cover
-    for i in prange(params.shape[0]):
-        if port is None:
-            run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                         rate, ppy, borrow, umap, ustart, uend, None, weight, first, out[i], None, None)
-        else:
-            run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                         rate, ppy, borrow, umap, ustart, uend, port[prow[i]], weight, first, out[i], None, None)
-
-
-@njit(cache=True, nogil=True)
 def run_population_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime,
                             has_corr, rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port,
                             out):  # fmt: skip  # pragma: no cover
-    """:func:`run_population` with Numba threads over the strategies (rows are independent)."""
-    if do_port:
-        _run_pop_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                          rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port == 2, out)
-    else:
-        _run_pop_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                          rate, ppy, borrow, umap, ustart, uend, None, prow, weight, False, out)
+    dummy = np.empty(0)
+    for i in prange(params.shape[0]):
+        row = port[prow[i]] if do_port else port[0]
+        run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                     rate, ppy, borrow, umap, ustart, uend, row, weight, do_port, out[i], dummy, dummy, False)  # fmt: skip
 
 
 @njit(cache=True, nogil=True)

@@ -487,6 +487,6 @@ def simulate(vec: np.ndarray | Strategy, data: MarketData, costs: Costs,
     d = prep.data
     K.run_strategy(prm, bank, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
                    prep.has_regime, prep.has_corr, prep.rate, prep.ppy, prep.borrow, _NO_UMAP, 0, 0,
-                   None, 0.0, False, met, pos, ret)  # fmt: skip
+                   np.zeros(1), 0.0, 0, met, pos, ret, True)  # fmt: skip
     return SimResult(position=pos, returns=ret, equity=np.cumprod(1.0 + ret), trades=int(met[K.M_NTRADES]),
                      metrics=met)  # fmt: skip

@@ -45,7 +45,9 @@ def forced_executor() -> str:
     """``QT_EVOLUTION_EXECUTOR`` (auto | ray | serial); a bad value is refused in one line."""
     raw = os.environ.get(EXECUTOR_ENV, "").strip().lower() or "auto"
     if raw not in EXECUTORS:
-        raise ValueError(f"{EXECUTOR_ENV}={raw!r} is not one of {', '.join(EXECUTORS)}; unset it to decide automatically")
+        raise ValueError(
+            f"{EXECUTOR_ENV}={raw!r} is not one of {', '.join(EXECUTORS)}; unset it to decide automatically"
+        )
     return raw
 
 
@@ -62,7 +64,9 @@ def plan_bars(datasets: Sequence[Any]) -> int:
     return total
 
 
-def choose(population: int, generations: int, bars: int, workers: int, forced: str = "auto") -> ExecutorChoice:
+def choose(
+    population: int, generations: int, bars: int, workers: int, forced: str = "auto"
+) -> ExecutorChoice:
     """Serial or Ray for ``generations`` evaluations of ``population`` genomes on ``bars`` bars each."""
     work = float(population) * float(bars) * max(1, generations)
     serial_s = work / SERIAL_RATE
@@ -74,7 +78,9 @@ def choose(population: int, generations: int, bars: int, workers: int, forced: s
         return ExecutorChoice(False, f"serial forced by {EXECUTOR_ENV} ({est})", serial_s)
     if workers > 1 and saved > RAY_OVERHEAD_S:
         return ExecutorChoice(
-            True, f"auto: {est}; {workers} Ray workers save ~{saved:.0f} s > ~{RAY_OVERHEAD_S:.0f} s start-up", serial_s
+            True,
+            f"auto: {est}; {workers} Ray workers save ~{saved:.0f} s > ~{RAY_OVERHEAD_S:.0f} s start-up",
+            serial_s,
         )
     return ExecutorChoice(
         False,
@@ -121,7 +127,7 @@ class AutoEvaluator:
         self._inner.set_data(datasets, costs, periods_per_year)
 
     def evaluate(self, pop: np.ndarray) -> np.ndarray:
-        return self._inner.evaluate(pop)  # type: ignore[no-any-return]
+        return self._inner.evaluate(pop)
 
     def describe(self) -> str:
         why = f"; {self.choice.reason}" if self.choice is not None else ""

@@ -248,7 +248,6 @@ def make_evaluator(config: Any) -> Any:
     if not config.use_ray:
         return SerialEvaluator()
     from qt_pipeline.config import get_settings
-
     from qt_pipeline.evolution.executor_choice import auto_or_ray
 
     address = config.ray_address or get_settings().ray_address

@@ -106,7 +106,9 @@ def _make_evaluator(config: Any, ray_cluster: RayClusterResource, context: Any) 
     # serial when the run is too small to pay for Ray's start-up (the choice is in the `evaluator` metadata)
     return auto_or_ray(
         config,
-        _ResourceRayEvaluator(config.ray_address or ray_cluster.address, config.num_workers, config.batch_size),
+        _ResourceRayEvaluator(
+            config.ray_address or ray_cluster.address, config.num_workers, config.batch_size
+        ),
     )
 
 
