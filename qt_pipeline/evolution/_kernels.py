@@ -37,7 +37,8 @@ K_OPPOSITE, K_SMA, K_EMA, K_RSI, K_BOLL, K_MOM, K_BREAK, K_ALWAYS = -1, 0, 1, 2,
 @njit(cache=True, nogil=True, inline="always")
 def acc_init():  # pragma: no cover - compiled
     """The accumulators of :func:`acc_step` before the first bar (s1, s2, s3, s4, sd, eq, peak, trough,
-    mdd, ntr, nwin, teq, nexp)."""
+    mdd, ntr, nwin, teq, nexp): one definition for the per-bar loop, the metrics of given arrays and the
+    walk-forward portfolio path."""
     return 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0, 0, 1.0, 0
 
 
@@ -205,45 +206,6 @@ def rule_signal(kind, th, cmp_below, xa, xb, c):  # pragma: no cover - compiled
     return up, dn
 
 
-@njit(cache=True, nogil=True, inline="never")
-def enter(prm, t, want, px, bank, regime, corr, has_regime, has_corr):  # pragma: no cover - compiled
-    """The entry at the close of bar t (rare: kept out of line so that the bar loop holds fewer values):
-    (filters pass, stop level, target level)."""
-    sl = prm[P_SL]
-    tp = prm[P_TP]
-    atr_row = int(prm[P_ATR_ROW])
-    atr_mult = prm[P_ATR_MULT]
-    rmask = int(prm[P_REGIME])
-    cmax = prm[P_CORR]
-    use_atr = atr_mult > 0.0
-    ok = True
-    if has_regime and rmask != 0:
-        rg = regime[t]
-        ok = rg >= 0 and rg < 8 and ((rmask >> rg) & 1) == 1
-    if ok and has_corr and cmax > 0.0:
-        ok = abs(corr[t]) <= cmax  # NaN -> False
-    if ok and use_atr:
-        ok = bank[atr_row, t] == bank[atr_row, t]  # ATR warmed up
-    stop_px = 0.0
-    tp_px = 0.0
-    if ok:
-        if want > 0.0:
-            stop_px = px * (1.0 - sl) if sl > 0.0 else -np.inf
-            if use_atr:
-                s_atr = px - atr_mult * bank[atr_row, t]
-                if s_atr > stop_px:
-                    stop_px = s_atr
-            tp_px = px * (1.0 + tp) if tp > 0.0 else np.inf
-        else:
-            stop_px = px * (1.0 + sl) if sl > 0.0 else np.inf
-            if use_atr:
-                s_atr = px + atr_mult * bank[atr_row, t]
-                if s_atr < stop_px:
-                    stop_px = s_atr
-            tp_px = px * (1.0 - tp) if tp > 0.0 else -np.inf
-    return ok, stop_px, tp_px
-
-
 @njit(cache=True, nogil=True)
 def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr, rate,
                  ppy, borrow, umap, ustart, uend, port, weight, do_port, out_metrics, out_pos, out_ret,
@@ -281,9 +243,14 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     size = prm[P_SIZE]
     sl = prm[P_SL]
     tp = prm[P_TP]
+    atr_row = int(prm[P_ATR_ROW])
+    atr_mult = prm[P_ATR_MULT]
+    rmask = int(prm[P_REGIME])
+    cmax = prm[P_CORR]
     t_start = int(prm[P_TSTART])
-    # no stop, target or ATR stop: the level checks could never fire, so the bar loop skips them
-    levels = sl > 0.0 or tp > 0.0 or prm[P_ATR_MULT] > 0.0
+    use_regime = has_regime and rmask != 0
+    use_corr = has_corr and cmax > 0.0
+    use_atr = atr_mult > 0.0
 
     # accumulators
     s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
@@ -303,7 +270,6 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
         stopped = False
         if pos != 0.0:
             gross = bar_ret[t]
-        if pos != 0.0 and levels:
             o = opn[t]
             if pos > 0.0:
                 if o <= stop_px or o >= tp_px:  # gapped through a level: the order fills at the open
@@ -346,11 +312,31 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
             elif ed and allow_short and not xu and pos >= 0.0:
                 want = -size
             if want != 0.0 and (pos == 0.0 or (allow_long and allow_short)):
-                ok, sp, tq = enter(prm, t, want, close[t], bank, regime, corr, has_regime, has_corr)
+                ok = True
+                if use_regime:
+                    rg = regime[t]
+                    ok = rg >= 0 and rg < 8 and ((rmask >> rg) & 1) == 1
+                if ok and use_corr:
+                    ok = abs(corr[t]) <= cmax  # NaN -> False
+                if ok and use_atr:
+                    ok = bank[atr_row, t] == bank[atr_row, t]  # ATR warmed up
                 if ok:
                     new_pos = want
-                    stop_px = sp
-                    tp_px = tq
+                    px = close[t]
+                    if want > 0.0:
+                        stop_px = px * (1.0 - sl) if sl > 0.0 else -np.inf
+                        if use_atr:
+                            s_atr = px - atr_mult * bank[atr_row, t]
+                            if s_atr > stop_px:
+                                stop_px = s_atr
+                        tp_px = px * (1.0 + tp) if tp > 0.0 else np.inf
+                    else:
+                        stop_px = px * (1.0 + sl) if sl > 0.0 else np.inf
+                        if use_atr:
+                            s_atr = px + atr_mult * bank[atr_row, t]
+                            if s_atr < stop_px:
+                                stop_px = s_atr
+                        tp_px = px * (1.0 - tp) if tp > 0.0 else -np.inf
         # ---- 3. net return with costs, metrics ----
         r = 0.0
         if pos != 0.0:
@@ -368,11 +354,10 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
             if pos < 0.0 and borrow > 0.0:
                 m *= 1.0 + pos * borrow
             r = m - 1.0
-        if pos != 0.0 or p_prev != 0.0:  # flat before and now: every accumulator is unchanged
-            s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
-                r, pos, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
-            )
-            key = trade_key_step(key, t, pos, p_prev)
+        s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
+            r, pos, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
+        )
+        key = trade_key_step(key, t, pos, p_prev)
         if do_port:
             u = umap[t]
             if do_port == 2:  # the first sleeve writes (no zero-filled buffer needed), the others add
@@ -405,8 +390,7 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
 def run_population(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
                    rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port,
                    out):  # fmt: skip  # pragma: no cover
-    """Every strategy (row of ``params``); with ``do_port`` strategy i adds its sleeve to ``port[prow[i]]``.
-    One compiled signature of :func:`run_strategy` serves every caller (a first run compiles it once)."""
+    """Every strategy (row of ``params``); with ``do_port`` strategy i adds its sleeve to ``port[prow[i]]``."""
     dummy = np.empty(0)
     for i in range(params.shape[0]):
         row = port[prow[i]] if do_port else port[0]
