@@ -35,6 +35,14 @@ K_OPPOSITE, K_SMA, K_EMA, K_RSI, K_BOLL, K_MOM, K_BREAK, K_ALWAYS = -1, 0, 1, 2,
 # metric accumulators
 # ------------------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True, inline="always")
+def acc_init():  # pragma: no cover - compiled
+    """The accumulators of :func:`acc_step` before the first bar (s1, s2, s3, s4, sd, eq, peak, trough,
+    mdd, ntr, nwin, teq, nexp): one definition for the per-bar loop, the metrics of given arrays and the
+    walk-forward portfolio path."""
+    return 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0, 0, 1.0, 0
+
+
+@njit(cache=True, nogil=True, inline="always")
 def acc_step(
     r, p, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
 ):  # pragma: no cover
@@ -129,19 +137,7 @@ def acc_finish(
 
 @njit(cache=True, nogil=True)
 def metrics_from_arrays(returns, position, ppy, turnover, out):  # pragma: no cover - compiled
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    s4 = 0.0
-    sd = 0.0
-    eq = 1.0
-    peak = 1.0
-    trough = 1.0
-    mdd = 0.0
-    ntr = 0
-    nwin = 0
-    teq = 1.0
-    nexp = 0
+    s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
     p_prev = 0.0
     key = 0
     n = returns.shape[0]
@@ -257,19 +253,7 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     use_atr = atr_mult > 0.0
 
     # accumulators
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    s4 = 0.0
-    sd = 0.0
-    eq = 1.0
-    peak = 1.0
-    trough = 1.0
-    mdd = 0.0
-    ntr = 0
-    nwin = 0
-    teq = 1.0
-    nexp = 0
+    s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
     p_prev = 0.0
     turnover = 0.0
     key = 0
@@ -430,19 +414,7 @@ def portfolio_metrics(port, start, stop, ppy, out):  # pragma: no cover - compil
     """Return metrics of each row of ``port[:, start:stop]`` (a portfolio equity path whose value before
     ``start`` is 1); trades/exposure/turnover are the caller's (they come from the symbols' rows)."""
     for i in range(port.shape[0]):
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        s4 = 0.0
-        sd = 0.0
-        eq = 1.0
-        peak = 1.0
-        trough = 1.0
-        mdd = 0.0
-        ntr = 0
-        nwin = 0
-        teq = 1.0
-        nexp = 0
+        s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
         prev = 1.0
         for k in range(start, stop):
             e = port[i, k]

@@ -48,9 +48,10 @@ from qt_pipeline.evolution.genome import N_GENES, Rule, Strategy, decode
 from qt_pipeline.evolution.metrics import METRIC_NAMES
 
 NS_PER_YEAR = 365.25 * 86_400 * 1e9
-# memory for one dataset's indicator series: ~190 series of 500k bars, i.e. every series a population of
-# 200 asks for in one pass (a smaller budget works in chunks and recomputes the series they share)
-DEFAULT_BANK_BUDGET_BYTES = 768 * 2**20
+# memory for one dataset's indicator series: None = half the series workspace of the evaluation memory
+# budget (768 MiB of the default 2 GiB: ~190 series of 500k bars, every series a population of 200 asks
+# for in one pass; a smaller budget works in chunks and recomputes the series they share)
+DEFAULT_BANK_BUDGET_BYTES: int | None = None
 
 _PRICE_FIELDS = ("open", "high", "low", "close")
 
@@ -379,6 +380,16 @@ class _Prepared:
         return bank, rows
 
 
+def _token(d: MarketData) -> bytes:
+    """The series-cache key of ``d``'s bars, hashed once per MarketData (its arrays are read-only; a GA
+    evaluates the same objects every generation, and hashing 1M bars costs ~15 ms per call)."""
+    tok: bytes | None = d.__dict__.get("_series_token")
+    if tok is None:
+        tok = series_cache.fingerprint(d.high, d.low, d.close)
+        object.__setattr__(d, "_series_token", tok)
+    return tok
+
+
 def _as_strategies(pop: np.ndarray | Sequence[Strategy]) -> list[Strategy]:
     if isinstance(pop, np.ndarray) or (len(pop) and not isinstance(pop[0], Strategy)):
         a = np.asarray(pop, dtype=np.float64)
@@ -399,7 +410,7 @@ _NO_UMAP = np.zeros(1, dtype=np.int64)
 
 def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs: Costs,
                         periods_per_year: float, *, parallel: bool = False,
-                        bank_budget_bytes: int = DEFAULT_BANK_BUDGET_BYTES,
+                        bank_budget_bytes: int | None = DEFAULT_BANK_BUDGET_BYTES,
                         portfolio: tuple[np.ndarray, np.ndarray, float, int, int, bool] | None = None) -> np.ndarray:  # fmt: skip
     """Metric rows (n, len(METRIC_NAMES)) of decoded strategies; see :func:`evaluate_population`.
 
@@ -414,7 +425,7 @@ def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs:
     d = prep.data
     # indicator series come from this thread's cache for these bars (computed once, reused by later
     # generations); strategies are grouped into chunks whose series fit the rows the cache may use
-    token = series_cache.fingerprint(d.high, d.low, d.close)
+    token = _token(d)
     cache, limit = series_cache.cache_for(token, len(data), bank_budget_bytes)
     chunks = series_cache.group_by_budget((n[0] for n in needs), limit)
     kernel = K.run_population_parallel if parallel else K.run_population
@@ -447,7 +458,7 @@ def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs:
 
 def evaluate_population(pop: np.ndarray, data: MarketData, costs: Costs, periods_per_year: float, *,
                         parallel: bool = False,
-                        bank_budget_bytes: int = DEFAULT_BANK_BUDGET_BYTES) -> np.ndarray:  # fmt: skip
+                        bank_budget_bytes: int | None = DEFAULT_BANK_BUDGET_BYTES) -> np.ndarray:  # fmt: skip
     """Metrics of every genome of ``pop`` (n, N_GENES) over ``data``: float64 (n, len(METRIC_NAMES)).
 
     A pure function of its inputs: bit-identical for the same inputs in any process, whatever

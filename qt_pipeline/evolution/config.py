@@ -27,7 +27,9 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
 # Fields that do not change the result of a run (where and how fast it is computed, resume intent):
 # they are left out of the config identity, so a run may be resumed on another cluster/worker count.
-NON_IDENTITY_FIELDS = frozenset({"run_id", "resume", "ray_address", "num_workers", "batch_size", "use_ray"})
+NON_IDENTITY_FIELDS = frozenset(
+    {"run_id", "resume", "ray_address", "num_workers", "batch_size", "use_ray", "memory_budget_mb"}
+)
 
 
 class EvolutionConfigError(ValueError):
@@ -149,6 +151,8 @@ class EvolutionConfig(BaseModel):
     )
     num_workers: int = Field(default=2, ge=1, le=4096)
     batch_size: int | None = Field(default=None, ge=1)  # genomes per Ray task; None: automatic
+    # evaluation memory per worker (indicator cache + portfolio rows); None: QT_EVOLUTION_MEMORY_MB or 2048
+    memory_budget_mb: int | None = Field(default=None, ge=16)
 
     # --- identity ------------------------------------------------------------------------------------
     run_id: str = Field(

@@ -243,11 +243,13 @@ class RayEvaluator:
         self._remote = None
 
 
-def make_evaluator(config: Any) -> SerialEvaluator | RayEvaluator:
+def make_evaluator(config: Any) -> Any:
     """The evaluator an :class:`~qt_pipeline.evolution.config.EvolutionConfig` asks for (not started)."""
     if not config.use_ray:
         return SerialEvaluator()
     from qt_pipeline.config import get_settings
+    from qt_pipeline.evolution.executor_choice import auto_or_ray
 
     address = config.ray_address or get_settings().ray_address
-    return RayEvaluator(address, config.num_workers, config.batch_size)
+    # serial when the run is too small to pay for Ray's start-up (decided once the data is known)
+    return auto_or_ray(config, RayEvaluator(address, config.num_workers, config.batch_size))

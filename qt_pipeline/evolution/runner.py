@@ -21,6 +21,7 @@ fold's out-of-sample result. Annualisation follows the data's calendar (:mod:`.c
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -275,6 +276,11 @@ def run_evolution(
     state_store.setup()
     existing = check_run_id(config, state_store)
     data = prepare_data(config, store, signals)
+    if config.memory_budget_mb is not None:
+        from qt_pipeline.evolution import series_cache
+
+        series_cache.set_memory_budget_mb(config.memory_budget_mb)
+        os.environ[series_cache.MEMORY_ENV] = str(config.memory_budget_mb)  # Ray workers started from here
     own_evaluator = evaluator is None
     evaluator = evaluator if evaluator is not None else make_evaluator(config)
     try:

@@ -9,9 +9,15 @@ rows in one long-lived 2-D buffer avoids the page faults of a fresh multi-hundre
 
 * One cache per dataset, keyed by a SHA-1 of the bars the indicators read (high, low, close) and their
   length: a different dataset, or the same arrays with changed values, never sees another's series.
-* Caches are per thread (concurrent evaluations never share a buffer) and bounded: a dataset's buffer
-  holds at most ``budget_bytes`` of rows; when the rows of every cached dataset would exceed
-  ``WORKSPACE_BUDGET_BYTES`` a cache stops growing and reuses its least recently used rows instead.
+* Caches are per thread (concurrent evaluations never share a buffer) and bounded by the evaluation
+  memory budget (:func:`memory_budget_bytes`: ``QT_EVOLUTION_MEMORY_MB``, or the evolution config's
+  ``memory_budget_mb``; default 2048 MiB per worker). Three quarters of it is the series workspace
+  (:func:`workspace_budget_bytes`), one quarter the portfolio equity rows of :mod:`.validation`
+  (:func:`port_budget_bytes`). A dataset's buffer holds at most half the workspace (or
+  ``budget_bytes`` when a caller gives one); when the rows of every cached dataset would exceed the
+  workspace, the least recently used *datasets* are dropped first (a study over many symbols cycles
+  through them, so starving the current one would recompute its series per chunk), and only then does
+  a cache stop growing and reuse its own least recently used rows.
 * A row is an exact copy of what computing the series now would give (indicators are deterministic
   functions of the bars), so results are bit-identical with or without the cache.
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import mmap
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -30,13 +37,54 @@ from typing import Any
 
 import numpy as np
 
-WORKSPACE_BUDGET_BYTES = 1536 * 2**20  # all datasets of one thread together
+MEMORY_ENV = "QT_EVOLUTION_MEMORY_MB"
+DEFAULT_MEMORY_MB = 2048  # per worker (process or evaluating thread): series workspace + portfolio rows
+WORKSPACE_BUDGET_BYTES: int | None = None  # fixed workspace (tests); None: 3/4 of the memory budget
 MIN_ROWS = 8  # a strategy reads at most 5 series (entry 2, exit 2, ATR)
+_memory_mb: int | None = None  # set_memory_budget_mb (the run's config) wins over the environment
 
 SeriesKey = tuple[str, int]
 ComputeFn = Callable[[SeriesKey, np.ndarray], None]  # (key, out row)
 
 _local = threading.local()
+
+
+def set_memory_budget_mb(mb: int | None) -> None:
+    """Set this process's evaluation memory budget (None: ``QT_EVOLUTION_MEMORY_MB`` or the default)."""
+    global _memory_mb
+    if mb is not None and (isinstance(mb, bool) or int(mb) != mb or mb < 16):
+        raise ValueError(f"evolution memory budget must be a whole number of MiB >= 16, got {mb!r}")
+    _memory_mb = None if mb is None else int(mb)
+
+
+def memory_budget_bytes() -> int:
+    """The evaluation memory budget per worker in bytes (see the module docstring)."""
+    if _memory_mb is not None:
+        return _memory_mb * 2**20
+    raw = os.environ.get(MEMORY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MEMORY_MB * 2**20
+    try:
+        mb = int(raw)
+    except ValueError:
+        mb = 0
+    if mb < 16:
+        raise ValueError(
+            f"{MEMORY_ENV}={raw!r} is not a whole number of MiB >= 16; set e.g. {MEMORY_ENV}=2048 or unset it"
+        )
+    return mb * 2**20
+
+
+def workspace_budget_bytes() -> int:
+    """Bytes of indicator series one thread may keep, all datasets together."""
+    if WORKSPACE_BUDGET_BYTES is not None:
+        return WORKSPACE_BUDGET_BYTES
+    return memory_budget_bytes() * 3 // 4
+
+
+def port_budget_bytes() -> int:
+    """Bytes of portfolio equity rows :class:`~.validation.Plan` holds at once."""
+    return memory_budget_bytes() // 4
 
 
 def fingerprint(*arrays: np.ndarray) -> bytes:
@@ -119,17 +167,26 @@ def _caches() -> OrderedDict[bytes, SeriesCache]:
     return c
 
 
-def cache_for(token: bytes, n: int, budget_bytes: int) -> tuple[SeriesCache, int]:
-    """This thread's cache for the dataset ``token`` (``n`` bars) and how many rows it may use now."""
-    per_call = max(MIN_ROWS, budget_bytes // (8 * max(n, 1)))
+def cache_for(token: bytes, n: int, budget_bytes: int | None = None) -> tuple[SeriesCache, int]:
+    """This thread's cache for the dataset ``token`` (``n`` bars) and how many rows it may use now
+    (``budget_bytes`` for this dataset; default half the workspace). Least recently used datasets are
+    dropped while this one would get fewer rows than its share."""
+    workspace = workspace_budget_bytes()
+    if budget_bytes is None:
+        budget_bytes = workspace // 2
+    per_call = max(MIN_ROWS, min(budget_bytes, workspace) // (8 * max(n, 1)))
     caches = _caches()
     cache = caches.get(token)
     if cache is None:
         cache = SeriesCache(n, per_call)
         caches[token] = cache
     caches.move_to_end(token)
-    spare = WORKSPACE_BUDGET_BYTES - sum(c.resident_bytes for c in caches.values())
-    return cache, min(cache.allowed_rows(spare), per_call)
+    while True:
+        spare = workspace - sum(c.resident_bytes for c in caches.values())
+        allowed = min(cache.allowed_rows(spare), per_call)
+        if allowed >= per_call or len(caches) == 1:
+            return cache, allowed
+        caches.popitem(last=False)  # the least recently used other dataset (this one is the newest)
 
 
 def release() -> None:

@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from qt_pipeline.evolution import _kernels as K
+from qt_pipeline.evolution import series_cache
 from qt_pipeline.evolution.backtest import Costs, MarketData, evaluate_strategies
 from qt_pipeline.evolution.genome import N_GENES, Strategy, decode
 
-PORT_BUDGET_BYTES = 96 * 2**20  # portfolio equity rows held at once (strategies are processed in chunks)
 _local = threading.local()
 
 
@@ -122,7 +122,8 @@ class Plan:
             return out
         n_seg, n_sym = len(self.segments), len(self.symbols)
         widest = max(seg.n_union for seg in self.segments)
-        step = n if n_sym == 1 else max(1, min(n, PORT_BUDGET_BYTES // (8 * widest)))
+        # portfolio equity rows held at once: a quarter of the evaluation memory budget (series_cache)
+        step = n if n_sym == 1 else max(1, min(n, series_cache.port_budget_bytes() // (8 * widest)))
         ppy = self.periods_per_year
         for a in range(0, n, step):
             b = min(n, a + step)

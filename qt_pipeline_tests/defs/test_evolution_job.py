@@ -67,8 +67,9 @@ def test_bad_config_fails_the_run_before_ray_starts_and_writes_nothing(central):
 
 
 @pytest.mark.slow
-def test_evolution_job_materialises_on_local_ray(central):
+def test_evolution_job_materialises_on_local_ray(central, monkeypatch):
     settings = central
+    monkeypatch.setenv("QT_EVOLUTION_EXECUTOR", "ray")  # this run is too small for the automatic choice
     write_bars(settings, {"BTCUSD": 4320})
     result = _job().execute_in_process(
         run_config=_run_config(population_size=10, generations=2, use_ray=True, num_workers=2, run_id="dag1")

@@ -94,8 +94,47 @@ def test_the_workspace_budget_caps_resident_memory(monkeypatch):
     assert evaluate_population(pop, d1, COSTS, PPY).tobytes() == want1.tobytes()
     assert evaluate_population(pop, d2, COSTS, PPY).tobytes() == want2.tobytes()
     assert evaluate_population(pop, d1, COSTS, PPY).tobytes() == want1.tobytes()
-    # the second dataset only got what the first left (at least the minimum it needs to work)
+    # the least recently used dataset is dropped to make room: resident memory stays within the budget
     assert sc.stats()["resident_bytes"] <= 30 * row_bytes + sc.MIN_ROWS * row_bytes
+
+
+def test_many_datasets_cycle_through_the_budget_without_starving_or_changing_a_bit(monkeypatch):
+    """A study over many symbols: each dataset gets its share of rows (older datasets are dropped) and
+    resident memory never exceeds the workspace, whatever the number of datasets."""
+    n = 2000
+    datas = [synthetic_market(n, seed=20 + i) for i in range(6)]
+    pop = _pop(7, 50)
+    want = [_fresh(pop, d) for d in datas]
+    row_bytes = n * 8
+    monkeypatch.setattr(sc, "WORKSPACE_BUDGET_BYTES", 80 * row_bytes)
+    peak = 0
+    for _ in range(2):  # two generations
+        for d, w in zip(datas, want, strict=True):
+            assert evaluate_population(pop, d, COSTS, PPY).tobytes() == w.tobytes()
+            st = sc.stats()
+            peak = max(peak, st["resident_bytes"])
+            # the dataset in use has its share (half the workspace), not the minimum left over by others
+            cache, allowed = sc.cache_for(sc.fingerprint(d.high, d.low, d.close), n)
+            assert allowed == 40
+    assert peak <= 80 * row_bytes
+    assert sc.stats()["datasets"] < len(datas)
+
+
+def test_the_memory_budget_comes_from_the_environment_or_the_run(monkeypatch):
+    monkeypatch.setattr(sc, "_memory_mb", None)
+    monkeypatch.delenv(sc.MEMORY_ENV, raising=False)
+    assert sc.memory_budget_bytes() == sc.DEFAULT_MEMORY_MB * 2**20
+    monkeypatch.setenv(sc.MEMORY_ENV, "512")
+    assert sc.memory_budget_bytes() == 512 * 2**20
+    assert sc.workspace_budget_bytes() == 384 * 2**20 and sc.port_budget_bytes() == 128 * 2**20
+    sc.set_memory_budget_mb(256)  # the run's config wins over the environment
+    assert sc.memory_budget_bytes() == 256 * 2**20
+    sc.set_memory_budget_mb(None)
+    monkeypatch.setenv(sc.MEMORY_ENV, "lots")
+    with pytest.raises(ValueError, match="QT_EVOLUTION_MEMORY_MB='lots' is not a whole number"):
+        sc.memory_budget_bytes()
+    with pytest.raises(ValueError, match=">= 16"):
+        sc.set_memory_budget_mb(1)
 
 
 def test_threads_have_their_own_caches():

@@ -45,8 +45,14 @@ def _make_evaluator(config: Any, ray_cluster: RayClusterResource, context: Any) 
             self.startup_seconds += connect_s  # the Ray start itself happens in connect_for
             return self
 
-    return _ResourceRayEvaluator(
-        config.ray_address or ray_cluster.address, config.num_workers, config.batch_size
+    from qt_pipeline.evolution.executor_choice import auto_or_ray
+
+    # serial when the run is too small to pay for Ray's start-up (the choice is in the `evaluator` metadata)
+    return auto_or_ray(
+        config,
+        _ResourceRayEvaluator(
+            config.ray_address or ray_cluster.address, config.num_workers, config.batch_size
+        ),
     )
 
 
