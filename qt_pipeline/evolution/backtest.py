@@ -250,13 +250,9 @@ class SimResult:
 
 def infer_periods_per_year(timestamp: np.ndarray) -> float:
     """Bars per year from the median spacing of int64-ns timestamps (365.25-day years, 24/7 markets)."""
-    ts = np.asarray(timestamp, dtype=np.int64)
-    if ts.shape[0] < 2:
-        raise ValueError("need at least 2 timestamps to infer the bar spacing")
-    step = float(np.median(np.diff(ts)))
-    if step <= 0:
-        raise ValueError("timestamps must be strictly increasing to infer the bar spacing")
-    return NS_PER_YEAR / step
+    from qt_pipeline.evolution.calendar import bar_spacing_ns
+
+    return NS_PER_YEAR / bar_spacing_ns(timestamp)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -52,6 +52,17 @@ class Calendar:
         return f"{text}; {self.note}" if self.note else text
 
 
+def bar_spacing_ns(timestamp: np.ndarray) -> float:
+    """The median spacing of int64-ns ``timestamp`` (ascending): the bar interval, gaps ignored."""
+    ts = np.asarray(timestamp, dtype=np.int64)
+    if ts.shape[0] < 2:
+        raise ValueError("need at least 2 timestamps to infer the bar spacing")
+    step = float(np.median(np.diff(ts)))
+    if step <= 0:
+        raise ValueError("timestamps must be strictly increasing to infer the bar spacing")
+    return step
+
+
 def infer_calendar(timestamp: np.ndarray, override: float | None = None) -> Calendar:
     """The :class:`Calendar` of int64-ns UTC ``timestamp`` (ascending); ``override`` wins if given."""
     if override is not None:
@@ -59,11 +70,7 @@ def infer_calendar(timestamp: np.ndarray, override: float | None = None) -> Cale
             raise ValueError(f"periods_per_year must be a positive number, got {override!r}")
         return Calendar(float(override), "override", float("nan"), float("nan"))
     ts = np.asarray(timestamp, dtype=np.int64)
-    if ts.shape[0] < 2:
-        raise ValueError("need at least 2 timestamps to infer the bar spacing")
-    step = float(np.median(np.diff(ts)))
-    if step <= 0:
-        raise ValueError("timestamps must be strictly increasing to infer the bar spacing")
+    step = bar_spacing_ns(ts)
     per_day_24_7 = NS_PER_DAY / step
     day = ts // NS_PER_DAY
     weekday = (day + 3) % 7  # 1970-01-01 was a Thursday: Monday = 0 ... Sunday = 6
