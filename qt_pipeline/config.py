@@ -123,6 +123,21 @@ class Settings(BaseSettings):
     health_interval_s: int = Field(default=30, alias="QT_HEALTH_INTERVAL_S")
     warm_cron: str = Field(default="*/15 * * * *", alias="QT_WARM_CRON")
 
+    # --- monitoring, alerting and the cost governor -----------------------------------------------------
+    # prices/budget/assumptions of the cost model (YAML; default configs/cost.yaml of this repository);
+    # the two budget variables override the file's budget section
+    cost_config: Path | None = Field(default=None, alias="QT_COST_CONFIG")
+    budget_monthly_usd: float | None = Field(default=None, ge=0, alias="QT_BUDGET_MONTHLY_USD")
+    budget_warn_ratio: float | None = Field(default=None, gt=0, le=1, alias="QT_BUDGET_WARN_RATIO")
+    # the back-off switch: from which budget status cache warming and migrations back off (off = never)
+    cost_backoff: Literal["off", "warn", "over"] = Field(default="over", alias="QT_COST_BACKOFF")
+    # run/check failures are POSTed here (JSON with a "text" field: Slack/Teams/Mattermost compatible)
+    alert_webhook_url: SecretStr | None = Field(default=None, alias="QT_ALERT_WEBHOOK_URL")
+    # how often platform_metrics_sensor records the metrics as an observation
+    metrics_interval_s: int = Field(default=60, ge=1, alias="QT_METRICS_INTERVAL_S")
+    # freshness checks: the newest bar of a symbol may be this old (daily ingest at 00:15 of the closed day)
+    freshness_max_lag_h: float = Field(default=27.0, gt=0, alias="QT_FRESHNESS_MAX_LAG_H")
+
     # --- evolution -------------------------------------------------------------------------------------
     ray_address: str | None = Field(default=None, alias="QT_RAY_ADDRESS")
     # where evolution runs are checkpointed: the central store (embedded PostgreSQL by default), or
@@ -175,7 +190,12 @@ class Settings(BaseSettings):
         return v
 
     def model_post_init(self, __context: object) -> None:
-        for secret in (self.neon_database_url, self.neon_direct_url, self.neon_api_key):
+        for secret in (
+            self.neon_database_url,
+            self.neon_direct_url,
+            self.neon_api_key,
+            self.alert_webhook_url,
+        ):
             if secret is not None:
                 register_secret(secret.get_secret_value())
 

@@ -1,0 +1,304 @@
+"""Metric collection: one :class:`MetricsSnapshot` of the platform, read live (plain Python, no Dagster).
+
+What it reads (names in :data:`METRICS`; the README lists them):
+
+* the SQLAlchemy pools of the engines this process created (size, checked out, overflow, checked in) and
+  the pool waits (:mod:`.telemetry`);
+* latency percentiles of the store's own calls in this process (the bounded reservoirs of :mod:`.telemetry`);
+* the hybrid outbox (batches, rows, bytes, age of the oldest batch) from its directory;
+* the hybrid failover state (``healthy``/``degraded``, since when), as its store last recorded it;
+* cache hits/misses and bytes read from the central store, summed over every process of the data
+  directory (:class:`~qt_pipeline.monitoring.usage.UsageLedger`);
+* from the central store (when reachable): consistency of what the migration ledger says was migrated with
+  what the store holds (symbol-days whose row count differs; archived days excluded), the last successful
+  migration per symbol and the newest bar per symbol.
+
+Nothing here raises: a source that fails is named in ``snapshot.errors`` and its metrics are absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from qt_pipeline.config import Settings
+from qt_pipeline.monitoring.telemetry import TELEMETRY
+from qt_pipeline.monitoring.usage import UsageLedger
+from qt_pipeline.redaction import redact
+
+if TYPE_CHECKING:
+    from qt_pipeline.storage.postgres.store import PostgresStore
+
+# name -> (type, help). The exporter, the Dagster observation and the README use these names.
+METRICS: dict[str, tuple[str, str]] = {
+    "qt_central_up": ("gauge", "1 when the central store answered this collection, else 0"),
+    "qt_pool_size": ("gauge", "SQLAlchemy pool size of an engine of this process"),
+    "qt_pool_checked_out": ("gauge", "connections checked out of the pool now"),
+    "qt_pool_overflow": (
+        "gauge",
+        "overflow connections in use beyond the pool size (negative: unused slots)",
+    ),
+    "qt_pool_checked_in": ("gauge", "idle connections in the pool"),
+    "qt_pool_waits_total": ("counter", "checkouts that found the pool exhausted and had to wait"),
+    "qt_pool_wait_seconds_total": ("counter", "seconds spent waiting for a pooled connection"),
+    "qt_query_latency_seconds": (
+        "gauge",
+        "latency percentile of the store's own calls in this process (op, quantile)",
+    ),
+    "qt_queries_total": ("counter", "statements executed against the central store (op)"),
+    "qt_outbox_batches": ("gauge", "batches waiting in the hybrid outbox"),
+    "qt_outbox_rows": ("gauge", "rows waiting in the hybrid outbox"),
+    "qt_outbox_bytes": ("gauge", "bytes of the batches waiting in the hybrid outbox"),
+    "qt_outbox_oldest_age_seconds": ("gauge", "age of the oldest outbox batch (0 when empty)"),
+    "qt_hybrid_degraded": ("gauge", "1 when the hybrid store last reported degraded (failed over), else 0"),
+    "qt_hybrid_state_since_timestamp_seconds": ("gauge", "when the hybrid store entered its current state"),
+    "qt_cache_hits_total": ("counter", "hybrid reads answered by the local cache alone"),
+    "qt_cache_misses_total": ("counter", "hybrid reads that needed the central store"),
+    "qt_cache_hit_ratio": ("gauge", "cache hits / (hits + misses), all processes"),
+    "qt_central_bytes_read_total": ("counter", "bytes the central store sent for bar reads (COPY payload)"),
+    "qt_central_busy_seconds_total": (
+        "counter",
+        "seconds a central connection was checked out (this process)",
+    ),
+    "qt_consistency_ok": ("gauge", "1 when every migrated symbol-day still holds the ledger's row count"),
+    "qt_consistency_mismatched_symbol_days": ("gauge", "migrated symbol-days whose row count differs"),
+    "qt_last_migration_timestamp_seconds": ("gauge", "when the last successful migration of a symbol ran"),
+    "qt_last_migrated_day_timestamp_seconds": ("gauge", "newest day of a symbol migrated successfully"),
+    "qt_central_last_bar_timestamp_seconds": ("gauge", "newest bar of a symbol in the central store"),
+    "qt_budget_status": (
+        "gauge",
+        "last budget status: 0 ok, 1 warn, 2 over budget (qt cost / platform_cost)",
+    ),
+    "qt_projected_monthly_cost": ("gauge", "last projected monthly cost (currency of configs/cost.yaml)"),
+}
+
+BUDGET_LEVELS = {"ok": 0, "warn": 1, "over": 2}
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    value: float
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """``name`` or ``name{a=x,b=y}`` (the Dagster metadata key)."""
+        if not self.labels:
+            return self.name
+        return self.name + "{" + ",".join(f"{k}={v}" for k, v in self.labels) + "}"
+
+
+@dataclass
+class MetricsSnapshot:
+    collected_at: datetime
+    samples: list[Sample] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, name: str, value: float | int | None, **labels: str) -> None:
+        if name not in METRICS:
+            raise KeyError(f"undocumented metric {name!r}: add it to METRICS")
+        if value is not None:
+            self.samples.append(Sample(name, float(value), tuple(sorted(labels.items()))))
+
+    def value(self, name: str, **labels: str) -> float | None:
+        want = tuple(sorted(labels.items()))
+        for s in self.samples:
+            if s.name == name and (not labels or s.labels == want):
+                return s.value
+        return None
+
+    def by_name(self) -> Iterator[tuple[str, list[Sample]]]:
+        for name in METRICS:
+            got = [s for s in self.samples if s.name == name]
+            if got:
+                yield name, got
+
+    def as_metadata(self) -> dict[str, float]:
+        return {s.key: round(s.value, 6) for s in self.samples}
+
+
+def _engine_label(engine: Any) -> str:
+    url = engine.url
+    return redact(f"{url.host or 'socket'}:{url.port or ''}/{url.database or ''}")
+
+
+def _pool_metrics(snap: MetricsSnapshot) -> None:
+    from qt_pipeline.storage.postgres.health import pool_stats
+
+    seen: set[str] = set()
+    for i, engine in enumerate(TELEMETRY.engines()):
+        label = _engine_label(engine)
+        if label in seen:
+            label = f"{label}#{i}"
+        seen.add(label)
+        stats = pool_stats(engine)
+        for metric, key in (
+            ("qt_pool_size", "pool_size"),
+            ("qt_pool_checked_out", "pool_checked_out"),
+            ("qt_pool_overflow", "pool_overflow"),
+            ("qt_pool_checked_in", "pool_checked_in"),
+        ):
+            snap.add(metric, stats.get(key), engine=label)
+
+
+def _telemetry_metrics(snap: MetricsSnapshot, settings: Settings) -> None:
+    tel = TELEMETRY.snapshot()
+    for op, lat in sorted(tel["latency"].items()):
+        for q in ("p50", "p95", "p99"):
+            snap.add("qt_query_latency_seconds", lat[q], op=op, quantile=f"0.{q[1:]}")
+        snap.add("qt_queries_total", lat["count"], op=op)
+    snap.add("qt_central_busy_seconds_total", tel["counters"].get("central_busy_seconds", 0.0))
+    try:
+        TELEMETRY.flush()
+    except Exception as exc:  # noqa: BLE001 - collection never raises
+        snap.errors.append(redact(f"usage ledger flush: {type(exc).__name__}: {exc}"))
+    ledger = UsageLedger.for_data_dir(settings.data_dir)
+    totals = ledger.totals()
+    hits, misses = totals.get("cache_hits", 0.0), totals.get("cache_misses", 0.0)
+    snap.add("qt_cache_hits_total", hits)
+    snap.add("qt_cache_misses_total", misses)
+    snap.add("qt_cache_hit_ratio", hits / (hits + misses) if hits + misses else None)
+    snap.add("qt_central_bytes_read_total", totals.get("central_bytes_read", 0.0))
+    snap.add("qt_pool_waits_total", totals.get("pool_waits", 0.0))
+    snap.add("qt_pool_wait_seconds_total", totals.get("pool_wait_seconds", 0.0))
+    failover = tel["failover"] or ledger.state("hybrid_failover")
+    if failover:
+        snap.add("qt_hybrid_degraded", 1 if failover["mode"] == "degraded" else 0)
+        snap.add(
+            "qt_hybrid_state_since_timestamp_seconds", datetime.fromisoformat(failover["since"]).timestamp()
+        )
+    else:
+        snap.add("qt_hybrid_degraded", 0)
+    budget = ledger.state("budget")
+    if budget:
+        snap.add("qt_budget_status", BUDGET_LEVELS.get(budget.get("status", "ok"), 0))
+        snap.add("qt_projected_monthly_cost", budget.get("projected_monthly"))
+
+
+def _outbox_metrics(snap: MetricsSnapshot, settings: Settings) -> None:
+    from qt_pipeline.storage.outbox import Outbox
+
+    directory = settings.resolved_outbox_dir
+    if not directory.exists():
+        st_batches = st_rows = st_bytes = 0
+        age = 0.0
+    else:
+        st = Outbox(directory).status()
+        st_batches, st_rows, st_bytes, age = st.batches, st.rows, st.bytes, st.oldest_age_s or 0.0
+    snap.add("qt_outbox_batches", st_batches)
+    snap.add("qt_outbox_rows", st_rows)
+    snap.add("qt_outbox_bytes", st_bytes)
+    snap.add("qt_outbox_oldest_age_seconds", age)
+
+
+def consistency_mismatches(central: PostgresStore) -> list[tuple[str, Any, int, int]]:
+    """``(symbol, day, ledger rows, stored rows)`` of migrated symbol-days whose stored row count differs
+    from what the migration ledger recorded (days the cold tier archived and dropped are excluded)."""
+    from sqlalchemy import text
+
+    bars, ledger, ranges = (
+        central.qualified(t) for t in ("ohlcv_bars", "migration_ledger", "cold_tier_ranges")
+    )
+    sql = f"""
+        WITH stored AS (
+            SELECT symbol, ("timestamp" AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+            FROM {bars} GROUP BY 1, 2)
+        SELECT l.symbol, l.day, l.rows, coalesce(s.n, 0)
+        FROM {ledger} l LEFT JOIN stored s ON s.symbol = l.symbol AND s.day = l.day
+        WHERE l.status = 'done' AND l.rows <> coalesce(s.n, 0)
+          AND NOT EXISTS (SELECT 1 FROM {ranges} r WHERE r.dropped_at IS NOT NULL
+                          AND (l.day::timestamp AT TIME ZONE 'UTC') >= r.range_start
+                          AND (l.day::timestamp AT TIME ZONE 'UTC') < r.range_end)
+        ORDER BY 1, 2"""
+    with central.engine.connect() as conn:
+        return [(str(r[0]), r[1], int(r[2]), int(r[3])) for r in conn.execute(text(sql)).fetchall()]
+
+
+def last_migrations(central: PostgresStore) -> list[tuple[str, datetime, Any]]:
+    """``(symbol, last successful migration time, newest migrated day)`` per symbol of the ledger."""
+    from sqlalchemy import text
+
+    sql = (
+        f"SELECT symbol, max(migrated_at), max(day) FROM {central.qualified('migration_ledger')} "
+        "WHERE status = 'done' GROUP BY symbol ORDER BY symbol"
+    )
+    with central.engine.connect() as conn:
+        return [(str(r[0]), r[1], r[2]) for r in conn.execute(text(sql)).fetchall()]
+
+
+def _day_ts(day: Any) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def _central_metrics(snap: MetricsSnapshot, central: PostgresStore | None) -> None:
+    if central is None:
+        snap.add("qt_central_up", 0)
+        return
+    try:
+        central.ensure_schema()
+        mismatches = consistency_mismatches(central)
+        migrations = last_migrations(central)
+        summary = central.list_symbols()
+    except Exception as exc:  # noqa: BLE001 - collection never raises
+        snap.add("qt_central_up", 0)
+        snap.errors.append(redact(f"central store: {type(exc).__name__}: {str(exc).strip()[:300]}"))
+        return
+    snap.add("qt_central_up", 1)
+    snap.add("qt_consistency_ok", 0 if mismatches else 1)
+    snap.add("qt_consistency_mismatched_symbol_days", len(mismatches))
+    for symbol, at, day in migrations:
+        snap.add("qt_last_migration_timestamp_seconds", at.timestamp(), symbol=symbol)
+        snap.add("qt_last_migrated_day_timestamp_seconds", _day_ts(day), symbol=symbol)
+    for row in summary.itertuples(index=False):
+        snap.add(
+            "qt_central_last_bar_timestamp_seconds", row.last_timestamp.timestamp(), symbol=str(row.symbol)
+        )
+
+
+def collect_metrics(settings: Settings, central: PostgresStore | None) -> MetricsSnapshot:
+    """Every metric of :data:`METRICS` that can be read now. ``central``: the store to query (``None``:
+    the central store is not reachable or not started — ``qt_central_up`` 0)."""
+    snap = MetricsSnapshot(collected_at=datetime.now(UTC))
+    for part in (_outbox_metrics, _telemetry_metrics):
+        try:
+            part(snap, settings)
+        except Exception as exc:  # noqa: BLE001
+            snap.errors.append(redact(f"{part.__name__.strip('_')}: {type(exc).__name__}: {exc}"))
+    _central_metrics(snap, central)
+    _pool_metrics(snap)  # after the central queries: the pool of this collection's own engine is known
+    return snap
+
+
+def open_central_if_running(settings: Settings) -> tuple[PostgresStore | None, str]:
+    """The central store to observe, or ``(None, why not)``. A configured ``NEON_DATABASE_URL`` is used as
+    is; the embedded server is observed only when it runs (never started by monitoring)."""
+    from pydantic import SecretStr
+
+    from qt_pipeline.storage.central import open_central
+
+    if settings.database_url is None:
+        from qt_pipeline.storage.postgres.embedded import embedded_postgres_status
+
+        url, why = embedded_postgres_status(settings)
+        if url is None:
+            return None, why
+        settings = settings.model_copy(update={"neon_database_url": SecretStr(url)})
+    try:
+        return open_central(settings), ""
+    except Exception as exc:  # noqa: BLE001
+        return None, redact(f"{type(exc).__name__}: {exc}")
+
+
+__all__ = [
+    "BUDGET_LEVELS",
+    "METRICS",
+    "MetricsSnapshot",
+    "Sample",
+    "collect_metrics",
+    "consistency_mismatches",
+    "last_migrations",
+    "open_central_if_running",
+]
