@@ -6,7 +6,7 @@ inside the functions that need them.
 
 import dagster as dg
 
-from qt_pipeline.defs import central, evolution, hybrid, ingestion, signals
+from qt_pipeline.defs import central, evolution, hybrid, ingestion, monitoring, signals
 from qt_pipeline.defs.resources import shared_resources
 
 # Declarative automation, ON by default: central_ohlcv follows raw_ohlcv (every ingested partition reaches
@@ -30,5 +30,6 @@ defs = dg.Definitions.merge(
     hybrid.defs,
     evolution.defs,
     signals.defs,
+    monitoring.defs,
     dg.Definitions(resources=shared_resources, sensors=[automation_sensor]),
 )
