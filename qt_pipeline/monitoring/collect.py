@@ -262,12 +262,12 @@ def collect_metrics(settings: Settings, central: PostgresStore | None) -> Metric
     """Every metric of :data:`METRICS` that can be read now. ``central``: the store to query (``None``:
     the central store is not reachable or not started — ``qt_central_up`` 0)."""
     snap = MetricsSnapshot(collected_at=datetime.now(UTC))
+    _central_metrics(snap, central)  # first: this collection's own calls count in the latencies below
     for part in (_outbox_metrics, _telemetry_metrics):
         try:
             part(snap, settings)
         except Exception as exc:  # noqa: BLE001
             snap.errors.append(redact(f"{part.__name__.strip('_')}: {type(exc).__name__}: {exc}"))
-    _central_metrics(snap, central)
     _pool_metrics(snap)  # after the central queries: the pool of this collection's own engine is known
     return snap
 

@@ -7,6 +7,8 @@ import dagster as dg
 from qt_pipeline.defs.monitoring.assets import (
     bars_fresh_central,
     bars_fresh_local,
+    central_bars_freshness,
+    local_bars_freshness,
     platform_cost,
     platform_metrics,
 )
@@ -23,7 +25,7 @@ from qt_pipeline.defs.monitoring.sensors import (
 )
 
 defs = dg.Definitions(
-    assets=[platform_metrics, platform_cost],
+    assets=[platform_metrics, platform_cost, local_bars_freshness, central_bars_freshness],
     asset_checks=[bars_fresh_local, bars_fresh_central],
     jobs=[platform_cost_job, freshness_checks_job],
     schedules=[platform_cost_schedule, freshness_checks_schedule],

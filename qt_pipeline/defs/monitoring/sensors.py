@@ -1,6 +1,5 @@
 """Monitoring sensors: the metrics observation, and the webhook alerts on run and check failures."""
 
-
 from typing import Any
 
 import dagster as dg
@@ -106,6 +105,14 @@ def _send(context: Any, alerts: list[Any]) -> int:
     return sent
 
 
+def _root_cause(error: Any) -> str:
+    """The first line of the innermost cause (Dagster wraps the op's exception in a step error)."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    lines = (error.message or "").strip().splitlines()
+    return redact(lines[0] if lines else error.cls_name or "error")
+
+
 @dg.run_failure_sensor(
     name="qt_run_failure_alert",
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -118,7 +125,7 @@ def qt_run_failure_alert(context: dg.RunFailureSensorContext) -> None:
     run = context.dagster_run
     partition = _partition(run)
     steps = [
-        f"{e.step_key}: {e.event_specific_data.error.message.strip().splitlines()[0]}"
+        f"{e.step_key}: {_root_cause(e.event_specific_data.error)}"
         for e in context.get_step_failure_events()
         if e.event_specific_data is not None and e.event_specific_data.error is not None
     ]
