@@ -147,8 +147,8 @@ def _pool_metrics(snap: MetricsSnapshot) -> None:
 def _telemetry_metrics(snap: MetricsSnapshot, settings: Settings) -> None:
     tel = TELEMETRY.snapshot()
     for op, lat in sorted(tel["latency"].items()):
-        for q in ("p50", "p95", "p99"):
-            snap.add("qt_query_latency_seconds", lat[q], op=op, quantile=f"0.{q[1:]}")
+        for q, label in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
+            snap.add("qt_query_latency_seconds", lat[q], op=op, quantile=label)
         snap.add("qt_queries_total", lat["count"], op=op)
     snap.add("qt_central_busy_seconds_total", tel["counters"].get("central_busy_seconds", 0.0))
     try:

@@ -359,14 +359,14 @@ def estimate_cost(
     ledger = UsageLedger.for_data_dir(settings.data_dir)
     from qt_pipeline.monitoring.telemetry import TELEMETRY
 
-    TELEMETRY.flush()  # this process's own reads count too
+    sizes = measure_storage(settings, central)
+    TELEMETRY.flush()  # this process's own use counts too (the size queries included)
     observed_from = _first_seen(ledger, start)
     observed_days = max((end - observed_from).total_seconds() / 86400.0, 1 / 24)
     dim = calendar.monthrange(end.year, end.month)[1]
     month_factor = dim / observed_days
     p = cfg.prices
 
-    sizes = measure_storage(settings, central)
     own_neon = None
     if neon is None and settings.neon_api_key is not None and settings.neon_project_id:
         from qt_pipeline.storage.neon_api import NeonApiClient

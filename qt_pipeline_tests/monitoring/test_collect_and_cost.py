@@ -42,7 +42,7 @@ def test_metrics_reflect_pool_latency_cache_bytes_consistency_and_migrations(pla
     for s in SYMBOLS:
         assert snap.value("qt_last_migrated_day_timestamp_seconds", symbol=s) == newest_day
         assert snap.value("qt_last_migration_timestamp_seconds", symbol=s) > newest_day
-    assert snap.value("qt_query_latency_seconds", op="copy_out", quantile="0.50") > 0
+    assert snap.value("qt_query_latency_seconds", op="copy_out", quantile="0.5") > 0
     assert any(s.name == "qt_pool_size" and s.value == platform.settings.pg_pool_size for s in snap.samples)
     assert snap.value("qt_outbox_batches") == 0
 
@@ -63,7 +63,9 @@ def test_cost_counts_real_sizes_cold_tier_files_and_egress_grows_after_a_read(pl
     by = {line.component: line for line in before.lines}
     with platform.central.engine.connect() as conn:
         db_bars = conn.execute(
-            text("SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = to_regclass(:q)"),
+            text(
+                "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = to_regclass(:q)"
+            ),
             {"q": platform.central.qualified("ohlcv_bars")},
         ).scalar_one()
     assert before.inputs["bars_bytes"] == db_bars  # the true on-disk size of every partition

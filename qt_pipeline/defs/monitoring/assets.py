@@ -51,8 +51,8 @@ def platform_cost(
     record_budget(settings, report)
     context.log.info(report.status_message())
     metadata: dict[str, Any] = {
-        "projected_monthly": dg.MetadataValue.float(round(report.projected_monthly, 4)),
-        "period_total": dg.MetadataValue.float(round(report.period_total, 4)),
+        "projected_monthly": dg.MetadataValue.float(round(report.projected_monthly, 6)),
+        "period_total": dg.MetadataValue.float(round(report.period_total, 6)),
         "budget_monthly": dg.MetadataValue.float(report.budget_monthly),
         "status": report.status,
         "currency": report.currency,
@@ -61,7 +61,7 @@ def platform_cost(
         "recommendations": dg.MetadataValue.md(recommendations_markdown(report)),
     }
     for line in report.lines + report.alternatives:
-        metadata[f"monthly/{line.component}"] = dg.MetadataValue.float(round(line.monthly, 4))
+        metadata[f"monthly/{line.component}"] = dg.MetadataValue.float(round(line.monthly, 6))
     for key in ("central_bytes", "compressed_bytes", "cold_tier_bytes", "central_bytes_read", "cu_hours"):
         metadata[f"input/{key}"] = float(report.inputs[key] or 0)
     check = dg.AssetCheckResult(
@@ -70,7 +70,7 @@ def platform_cost(
         severity=dg.AssetCheckSeverity.WARN if report.status != "over" else dg.AssetCheckSeverity.ERROR,
         description=report.status_message(),
         metadata={
-            "projected_monthly": round(report.projected_monthly, 4),
+            "projected_monthly": round(report.projected_monthly, 6),
             "budget_monthly": report.budget_monthly,
             "warn_at": round(report.warn_at, 4),
             "status": report.status,
