@@ -174,7 +174,7 @@ def measure_storage(settings: Settings, central: PostgresStore) -> StorageSizes:
                 {"q": central.qualified("ohlcv_bars")},
             ).scalar_one()
         )
-        archived = conn.execute(
+        archived: Any = conn.execute(
             text(
                 f"SELECT coalesce(sum(rows), 0) FROM {central.qualified(CATALOG_TABLE)} WHERE dropped_at IS NOT NULL"
             )

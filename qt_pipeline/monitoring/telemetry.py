@@ -222,7 +222,7 @@ class _CountingSink:
 
 
 def _counting_cursor(base: type) -> type:
-    class CountingCursor(base):  # type: ignore[misc, valid-type]
+    class CountingCursor(base):
         def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> Any:
             text = sql.decode() if isinstance(sql, bytes) else str(sql)
             outgoing = "TO STDOUT" in text.upper()
@@ -271,7 +271,7 @@ def instrument_engine(engine: Any) -> None:
         base = getattr(dbapi_conn, "cursor_factory", None)
         if base is not None and not getattr(base, "_qt_counting", False):
             cls = _counting_cursor(base)
-            cls._qt_counting = True
+            cls._qt_counting = True  # type: ignore[attr-defined]
             dbapi_conn.cursor_factory = cls
 
     @event.listens_for(pool, "checkout")

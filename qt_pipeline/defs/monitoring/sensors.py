@@ -3,6 +3,7 @@
 from typing import Any
 
 import dagster as dg
+from dagster._core.execution.plan.objects import StepFailureData
 
 from qt_pipeline.config import get_settings
 from qt_pipeline.defs.central.resources import CentralStoreResource
@@ -66,7 +67,7 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[Any]:
     out = []
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
         ev = entry.dagster_event.event_specific_data if entry.dagster_event else None
-        if ev is not None and not ev.passed:
+        if isinstance(ev, dg.AssetCheckEvaluation) and not ev.passed:
             out.append(ev)
     return out
 
@@ -125,9 +126,9 @@ def qt_run_failure_alert(context: dg.RunFailureSensorContext) -> None:
     run = context.dagster_run
     partition = _partition(run)
     steps = [
-        f"{e.step_key}: {_root_cause(e.event_specific_data.error)}"
+        f"{e.step_key}: {_root_cause(data.error)}"
         for e in context.get_step_failure_events()
-        if e.event_specific_data is not None and e.event_specific_data.error is not None
+        if isinstance(data := e.event_specific_data, StepFailureData) and data.error is not None
     ]
     what = "; ".join(steps) or (context.failure_event.message or "run failed")
     where = f" (partition {partition})" if partition else ""
