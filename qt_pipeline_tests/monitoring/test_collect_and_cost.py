@@ -149,3 +149,30 @@ def test_bad_cost_configuration_and_period_say_what_to_fix(settings, tmp_path):
     assert parse_period("30d") == timedelta(days=30)
     with pytest.raises(ValueError, match="e.g. 30d"):
         parse_period("thirty")
+
+
+def test_compute_hours_come_from_the_neon_consumption_api_when_a_key_is_configured(platform):
+    from pydantic import SecretStr
+
+    from qt_pipeline_tests.storage.hybrid.neon_api_server import FakeNeonApi
+
+    key = "neon-key-s3cr3t-cost-0123456789"
+    api = FakeNeonApi(key)
+    try:
+        settings = platform.settings.model_copy(
+            update={
+                "neon_api_key": SecretStr(key),
+                "neon_project_id": api.project_id,
+                "neon_api_url": api.base_url,
+            }
+        )
+        report = estimate_cost(settings, platform.central, timedelta(days=30))
+    finally:
+        api.close()
+    compute = {line.component: line for line in report.lines}["compute"]
+    assert report.inputs["compute_source"] == "neon_api"
+    assert compute.quantity == pytest.approx(900 / 3600)  # the recorded compute_time_seconds, in CU-hours
+    assert report.inputs["active_hours"] == pytest.approx(1.0)  # active_time_seconds 3600
+    assert compute.period_cost == pytest.approx(0.25 * load_cost_config(settings).prices.compute_cu_hour)
+    (request,) = [r for r in api.requests if r["path"].endswith("/consumption_history/projects")]
+    assert request["auth"] == f"Bearer {key}" and request["query"]["project_ids"] == [api.project_id]
