@@ -7,7 +7,6 @@ import dagster as dg
 
 from qt_pipeline.config import get_settings
 from qt_pipeline.defs.central.resources import CentralStoreResource
-from qt_pipeline.defs.resources import LocalStoreResource
 
 # Observed (never materialised) by platform_metrics_sensor: every tick is an AssetObservation whose numeric
 # metadata the UI plots (pool, latency percentiles, outbox, failover, cache, bytes read, consistency, …).
@@ -103,38 +102,33 @@ def _freshness_result(summary: Any, store: str, check: str) -> dg.AssetCheckResu
 # central_ohlcv themselves: a check on an asset runs inside every job that selects the asset, and the
 # ingestion/migration runs (`qt run`) treat any failed check of theirs as a failed partition — a stale
 # symbol elsewhere must not fail the migration of an old day. They run in freshness_checks_job.
-local_bars_freshness = dg.AssetSpec(
-    "local_bars_freshness",
-    deps=[dg.AssetKey("raw_ohlcv")],
-    group_name="monitoring",
-    description="Freshness of the bars in the local DuckDB store (checked by bars_fresh_local).",
-)
-central_bars_freshness = dg.AssetSpec(
-    "central_bars_freshness",
-    deps=[dg.AssetKey("central_ohlcv")],
-    group_name="monitoring",
-    description="Freshness of the bars in the central store (checked by bars_fresh_central).",
-)
+def _freshness_check(store: str, upstream: str, resource_key: str) -> tuple[dg.AssetSpec, Any]:
+    """The spec ``<store>_bars_freshness`` (downstream of ``upstream``) and its check ``bars_fresh_<store>``
+    reading the newest bar per symbol from the resource ``resource_key``."""
+    spec = dg.AssetSpec(
+        f"{store}_bars_freshness",
+        deps=[dg.AssetKey(upstream)],
+        group_name="monitoring",
+        description=f"Freshness of the bars in the {store} store (checked by bars_fresh_{store}).",
+    )
+    name = f"bars_fresh_{store}"
+
+    @dg.asset_check(
+        asset=spec.key,
+        name=name,
+        required_resource_keys={resource_key},
+        description=f"Every symbol of QT_SYMBOLS has a bar in the {store} store younger than "
+        "QT_FRESHNESS_MAX_LAG_H (the daily ingestion schedule's allowance); a symbol without bars fails too.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        resource = getattr(context.resources, resource_key)
+        return _freshness_result(resource.get_store().list_symbols(), store, name)
+
+    return spec, _check
 
 
-@dg.asset_check(
-    asset="local_bars_freshness",
-    name="bars_fresh_local",
-    description="Every symbol of QT_SYMBOLS has a bar in the local DuckDB store younger than "
-    "QT_FRESHNESS_MAX_LAG_H (the daily ingestion schedule's allowance); a symbol without bars fails too.",
-)
-def bars_fresh_local(local_store: LocalStoreResource) -> dg.AssetCheckResult:
-    return _freshness_result(local_store.get_store().list_symbols(), "local", "bars_fresh_local")
-
-
-@dg.asset_check(
-    asset="central_bars_freshness",
-    name="bars_fresh_central",
-    description="Every symbol of QT_SYMBOLS has a bar in the central store younger than "
-    "QT_FRESHNESS_MAX_LAG_H; a symbol without bars fails too.",
-)
-def bars_fresh_central(central_store: CentralStoreResource) -> dg.AssetCheckResult:
-    return _freshness_result(central_store.get_store().list_symbols(), "central", "bars_fresh_central")
+local_bars_freshness, bars_fresh_local = _freshness_check("local", "raw_ohlcv", "local_store")
+central_bars_freshness, bars_fresh_central = _freshness_check("central", "central_ohlcv", "central_store")
 
 
 __all__ = [
