@@ -176,3 +176,28 @@ def test_compute_hours_come_from_the_neon_consumption_api_when_a_key_is_configur
     assert compute.period_cost == pytest.approx(0.25 * load_cost_config(settings).prices.compute_cu_hour)
     (request,) = [r for r in api.requests if r["path"].endswith("/consumption_history/projects")]
     assert request["auth"] == f"Bearer {key}" and request["query"]["project_ids"] == [api.project_id]
+
+
+def test_pool_waits_and_checked_out_connections_are_measured(platform):
+    import sqlalchemy as sa
+
+    from qt_pipeline.storage.postgres.store import PostgresStore
+
+    tight = platform.settings.model_copy(update={"pg_pool_size": 1, "pg_max_overflow": 0})
+    store = PostgresStore(platform.url, tight, schema=platform.schema)
+    platform.closers.append(store)
+    engine = store.engine
+    engine.pool._timeout = 0.2  # type: ignore[attr-defined]  # give up quickly instead of after 30 s
+    held = engine.connect()
+    try:
+        snap = collect_metrics(platform.settings, None)
+        mine = [s for s in snap.samples if s.name == "qt_pool_checked_out" and s.value == 1]
+        assert mine, snap.samples  # the held connection shows as checked out
+        with pytest.raises(sa.exc.TimeoutError):
+            engine.connect()  # the pool is exhausted: this checkout waits, then times out
+    finally:
+        held.close()
+    assert TELEMETRY.counters["pool_waits"] == 1
+    assert TELEMETRY.counters["pool_wait_seconds"] >= 0.2
+    snap = collect_metrics(platform.settings, None)
+    assert snap.value("qt_pool_waits_total") == 1 and snap.value("qt_central_up") == 0
