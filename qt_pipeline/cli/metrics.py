@@ -24,16 +24,20 @@ class _Source:
     """Collects a snapshot per scrape, reusing one central store (and its pool) while it answers."""
 
     def __init__(self, settings):
+        from qt_pipeline.monitoring.collect import CentralMetricsCache
+
         self.settings = settings
         self.central = None
         self.why = ""
+        # the whole-table aggregates at most once per QT_METRICS_INTERVAL_S, whatever the scrape interval
+        self.cache = CentralMetricsCache(settings.metrics_interval_s)
 
     def __call__(self):
         from qt_pipeline.monitoring.collect import collect_metrics, open_central_if_running
 
         if self.central is None:
             self.central, self.why = open_central_if_running(self.settings)
-        snap = collect_metrics(self.settings, self.central)
+        snap = collect_metrics(self.settings, self.central, cache=self.cache)
         if snap.value("qt_central_up") == 0 and self.central is not None:
             self.central.close()  # reopened on the next scrape (e.g. the embedded server restarted)
             self.central = None

@@ -18,6 +18,7 @@ Nothing here raises: a source that fails is named in ``snapshot.errors`` and its
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -258,11 +259,37 @@ def _central_metrics(snap: MetricsSnapshot, central: PostgresStore | None) -> No
         )
 
 
-def collect_metrics(settings: Settings, central: PostgresStore | None) -> MetricsSnapshot:
+class CentralMetricsCache:
+    """The central store's metrics (consistency, last migration, newest bar: whole-table aggregates) at most
+    once per ``max_age_s``; a scrape in between reuses them, so a 15 s Prometheus scrape interval does not
+    turn into a full aggregate of the bars table every 15 s."""
+
+    def __init__(self, max_age_s: float):
+        self.max_age_s = max_age_s
+        self._at = float("-inf")
+        self._snap: MetricsSnapshot | None = None
+
+    def __call__(self, snap: MetricsSnapshot, central: PostgresStore | None) -> None:
+        now = time.monotonic()
+        if central is None or self._snap is None or now - self._at >= self.max_age_s:
+            fresh = MetricsSnapshot(collected_at=snap.collected_at)
+            _central_metrics(fresh, central)
+            self._snap, self._at = fresh, now
+        snap.samples += self._snap.samples
+        snap.errors += self._snap.errors
+        if central is None or self._snap.value("qt_central_up") == 0:
+            self._snap = None  # not cached: retried on the next scrape
+
+
+def collect_metrics(
+    settings: Settings, central: PostgresStore | None, *, cache: CentralMetricsCache | None = None
+) -> MetricsSnapshot:
     """Every metric of :data:`METRICS` that can be read now. ``central``: the store to query (``None``:
-    the central store is not reachable or not started — ``qt_central_up`` 0)."""
+    the central store is not reachable or not started — ``qt_central_up`` 0). ``cache``: reuse the
+    central store's metrics for a while (the exporter)."""
     snap = MetricsSnapshot(collected_at=datetime.now(UTC))
-    _central_metrics(snap, central)  # first: this collection's own calls count in the latencies below
+    # first: this collection's own calls count in the latencies below
+    (cache or _central_metrics)(snap, central)
     for part in (_outbox_metrics, _telemetry_metrics):
         try:
             part(snap, settings)
@@ -294,6 +321,7 @@ def open_central_if_running(settings: Settings) -> tuple[PostgresStore | None, s
 
 __all__ = [
     "BUDGET_LEVELS",
+    "CentralMetricsCache",
     "METRICS",
     "MetricsSnapshot",
     "Sample",

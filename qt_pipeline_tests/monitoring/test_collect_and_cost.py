@@ -201,3 +201,18 @@ def test_pool_waits_and_checked_out_connections_are_measured(platform):
     assert TELEMETRY.counters["pool_wait_seconds"] >= 0.2
     snap = collect_metrics(platform.settings, None)
     assert snap.value("qt_pool_waits_total") == 1 and snap.value("qt_central_up") == 0
+
+
+def test_exporter_cache_reuses_the_central_aggregates_until_they_are_due(platform):
+    from qt_pipeline.monitoring.collect import CentralMetricsCache
+
+    platform.ingest_and_migrate(bars_days(SYMBOLS, -2, 2))
+    cache = CentralMetricsCache(max_age_s=3600)
+    assert collect_metrics(platform.settings, platform.central, cache=cache).value("qt_consistency_ok") == 1
+    with platform.central.engine.begin() as conn:
+        conn.execute(text(f"DELETE FROM {platform.central.qualified('ohlcv_bars')} WHERE symbol = 'AAA'"))
+    cached = collect_metrics(platform.settings, platform.central, cache=cache)
+    assert cached.value("qt_consistency_ok") == 1  # not due yet: the earlier aggregate
+    assert cached.value("qt_outbox_batches") == 0  # the cheap metrics are always live
+    cache.max_age_s = 0
+    assert collect_metrics(platform.settings, platform.central, cache=cache).value("qt_consistency_ok") == 0
