@@ -21,11 +21,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from qt_pipeline.config import Settings
-from qt_pipeline.monitoring.telemetry import TELEMETRY
+from qt_pipeline.monitoring.telemetry import PROCESS_STATE_PREFIX, TELEMETRY, process_label
 from qt_pipeline.monitoring.usage import UsageLedger
 from qt_pipeline.redaction import redact
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # name -> (type, help). The exporter, the Dagster observation and the README use these names.
 METRICS: dict[str, tuple[str, str]] = {
     "qt_central_up": ("gauge", "1 when the central store answered this collection, else 0"),
-    "qt_pool_size": ("gauge", "SQLAlchemy pool size of an engine of this process"),
+    "qt_pool_size": ("gauge", "SQLAlchemy pool size of an engine (engine, process)"),
     "qt_pool_checked_out": ("gauge", "connections checked out of the pool now"),
     "qt_pool_overflow": (
         "gauge",
@@ -46,9 +46,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "qt_pool_wait_seconds_total": ("counter", "seconds spent waiting for a pooled connection"),
     "qt_query_latency_seconds": (
         "gauge",
-        "latency percentile of the store's own calls in this process (op, quantile)",
+        "latency percentile of the store's own calls (op, quantile, process)",
     ),
-    "qt_queries_total": ("counter", "statements executed against the central store (op)"),
+    "qt_queries_total": ("counter", "statements executed against the central store (op, process)"),
     "qt_outbox_batches": ("gauge", "batches waiting in the hybrid outbox"),
     "qt_outbox_rows": ("gauge", "rows waiting in the hybrid outbox"),
     "qt_outbox_bytes": ("gauge", "bytes of the batches waiting in the hybrid outbox"),
@@ -105,9 +105,9 @@ class MetricsSnapshot:
             self.samples.append(Sample(name, float(value), tuple(sorted(labels.items()))))
 
     def value(self, name: str, **labels: str) -> float | None:
-        want = tuple(sorted(labels.items()))
+        """The first sample of ``name`` whose labels include ``labels``."""
         for s in self.samples:
-            if s.name == name and (not labels or s.labels == want):
+            if s.name == name and all(dict(s.labels).get(k) == v for k, v in labels.items()):
                 return s.value
         return None
 
@@ -121,36 +121,43 @@ class MetricsSnapshot:
         return {s.key: round(s.value, 6) for s in self.samples}
 
 
-def _engine_label(engine: Any) -> str:
-    url = engine.url
-    return redact(f"{url.host or 'socket'}:{url.port or ''}/{url.database or ''}")
+PROCESS_MAX_AGE = timedelta(minutes=5)  # a process that published nothing for this long is gone or idle
 
 
-def _pool_metrics(snap: MetricsSnapshot) -> None:
-    from qt_pipeline.storage.postgres.health import pool_stats
-
+def _add_process(snap: MetricsSnapshot, process: str, view: dict[str, Any]) -> None:
     seen: set[str] = set()
-    for i, engine in enumerate(TELEMETRY.engines()):
-        label = _engine_label(engine)
+    for i, stats in enumerate(view["pools"]):
+        label = redact(stats["engine"])
         if label in seen:
             label = f"{label}#{i}"
         seen.add(label)
-        stats = pool_stats(engine)
         for metric, key in (
             ("qt_pool_size", "pool_size"),
             ("qt_pool_checked_out", "pool_checked_out"),
             ("qt_pool_overflow", "pool_overflow"),
             ("qt_pool_checked_in", "pool_checked_in"),
         ):
-            snap.add(metric, stats.get(key), engine=label)
+            snap.add(metric, stats.get(key), engine=label, process=process)
+    for op, lat in sorted(view["latency"].items()):
+        for q, label in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
+            snap.add("qt_query_latency_seconds", lat[q], op=op, quantile=label, process=process)
+        snap.add("qt_queries_total", lat["count"], op=op, process=process)
+
+
+def _process_metrics(snap: MetricsSnapshot, settings: Settings) -> None:
+    """Pools and latencies of this process (live) and of every other process of the data directory that
+    published them in the last ``PROCESS_MAX_AGE`` (Dagster runs, the daemon's sensors, commands)."""
+    me = process_label()
+    if TELEMETRY.engines():
+        _add_process(snap, me, TELEMETRY.process_view())
+    others = UsageLedger.for_data_dir(settings.data_dir).states(PROCESS_STATE_PREFIX, max_age=PROCESS_MAX_AGE)
+    for process, view in sorted(others.items()):
+        if process != me:
+            _add_process(snap, process, view)
 
 
 def _telemetry_metrics(snap: MetricsSnapshot, settings: Settings) -> None:
     tel = TELEMETRY.snapshot()
-    for op, lat in sorted(tel["latency"].items()):
-        for q, label in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
-            snap.add("qt_query_latency_seconds", lat[q], op=op, quantile=label)
-        snap.add("qt_queries_total", lat["count"], op=op)
     snap.add("qt_central_busy_seconds_total", tel["counters"].get("central_busy_seconds", 0.0))
     try:
         TELEMETRY.flush()
@@ -290,12 +297,11 @@ def collect_metrics(
     snap = MetricsSnapshot(collected_at=datetime.now(UTC))
     # first: this collection's own calls count in the latencies below
     (cache or _central_metrics)(snap, central)
-    for part in (_outbox_metrics, _telemetry_metrics):
+    for part in (_outbox_metrics, _telemetry_metrics, _process_metrics):
         try:
             part(snap, settings)
         except Exception as exc:  # noqa: BLE001
             snap.errors.append(redact(f"{part.__name__.strip('_')}: {type(exc).__name__}: {exc}"))
-    _pool_metrics(snap)  # after the central queries: the pool of this collection's own engine is known
     return snap
 
 

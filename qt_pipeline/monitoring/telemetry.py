@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
+import socket
 import threading
 import time
 import weakref
@@ -34,6 +36,12 @@ from typing import Any
 
 RESERVOIR_SIZE = 2048  # latest latencies kept per operation
 FLUSH_EVERY_S = 15.0
+PROCESS_STATE_PREFIX = "process/"  # usage-ledger state of each process: its pools and latencies
+
+
+def process_label() -> str:
+    """``host:pid`` of this process (the ``process`` label of pool and latency metrics)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Reservoir:
@@ -162,9 +170,12 @@ class Telemetry:
         from qt_pipeline.monitoring.usage import UsageLedger
 
         try:
-            UsageLedger(path).record(
+            ledger = UsageLedger(path)
+            ledger.record(
                 pending.counters, pending.busy_minutes, pending.symbol_reads, day=datetime.now(UTC).date()
             )
+            if self.engines():  # a process that uses the store publishes its pools and latencies
+                ledger.set_state(PROCESS_STATE_PREFIX + process_label(), self.process_view())
         except Exception:
             with self._lock:  # keep the deltas for the next flush
                 for k, v in pending.counters.items():
@@ -173,6 +184,17 @@ class Telemetry:
                 for s, n in pending.symbol_reads.items():
                     self._pending.symbol_reads[s] = self._pending.symbol_reads.get(s, 0) + n
             raise
+
+    def process_view(self) -> dict[str, Any]:
+        """This process's pools and latency percentiles (what other processes' collections show)."""
+        from qt_pipeline.storage.postgres.health import pool_stats
+
+        pools = []
+        for engine in self.engines():
+            url = engine.url
+            label = f"{url.host or 'socket'}:{url.port or ''}/{url.database or ''}"
+            pools.append({"engine": label, **pool_stats(engine)})
+        return {"at": datetime.now(UTC).isoformat(), "pools": pools, "latency": self.snapshot()["latency"]}
 
     def snapshot(self) -> dict[str, Any]:
         """Latency percentiles (seconds) per operation and the counters of this process."""
@@ -277,6 +299,7 @@ def instrument_engine(engine: Any) -> None:
     @event.listens_for(pool, "checkout")
     def _checkout(dbapi_conn, rec, proxy) -> None:  # noqa: ANN001
         rec.info["_qt_out"] = time.time()
+        TELEMETRY._maybe_flush()  # a process holding connections publishes its pools too
 
     @event.listens_for(pool, "checkin")
     def _checkin(dbapi_conn, rec) -> None:  # noqa: ANN001

@@ -128,6 +128,15 @@ class UsageLedger:
         rows = self._query("SELECT min(day) FROM counters")
         return date.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
 
+    def states(self, prefix: str, *, max_age: timedelta) -> dict[str, Any]:
+        """``{key without prefix: value}`` of the states under ``prefix`` updated within ``max_age``."""
+        since = (datetime.now(UTC) - max_age).isoformat()
+        rows = self._query(
+            "SELECT key, value FROM state WHERE key >= ? AND key < ? AND updated_at >= ?",
+            (prefix, prefix + "\uffff", since),
+        )
+        return {str(k)[len(prefix) :]: json.loads(v) for k, v in rows}
+
     def state(self, key: str, *, max_age: timedelta | None = None) -> Any:
         """The JSON value stored under ``key`` (``None`` when absent or older than ``max_age``)."""
         rows = self._query("SELECT value, updated_at FROM state WHERE key = ?", (key,))

@@ -107,3 +107,41 @@ def test_qt_metrics_serve_runs_until_terminated(settings, pg_schema, tmp_path):
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert f"serving metrics on http://127.0.0.1:{port}/metrics" in out
+
+
+WORKER = """
+import os, sys
+from qt_pipeline.config import Settings
+from qt_pipeline.monitoring.telemetry import TELEMETRY
+from qt_pipeline.storage.postgres.store import PostgresStore
+settings = Settings(QT_DATA_DIR=sys.argv[1], QT_PG_POOL_SIZE=3)
+TELEMETRY.attach(settings.data_dir)
+store = PostgresStore(sys.argv[2], settings, schema=sys.argv[3])
+store.list_symbols()
+TELEMETRY.flush()
+print(os.getpid())
+"""
+
+
+def test_pools_and_latencies_of_other_processes_are_exposed_with_their_process_label(platform):
+    import socket
+
+    platform.ingest_and_migrate(bars_days(SYMBOLS, -1, 1))
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER, str(platform.settings.data_dir), platform.url, platform.schema],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    worker = f"{socket.gethostname()}:{out.stdout.strip()}"
+    server, _ = serve(lambda: collect_metrics(platform.settings, platform.central), port=0)
+    try:
+        fams = _scrape(server.server_port)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _value(fams, "qt_pool_size", process=worker) == 3  # the worker's pool, not this process's (5)
+    assert _value(fams, "qt_query_latency_seconds", process=worker, op="select", quantile="0.5") > 0
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    assert {s.labels["process"] for s in fams["qt_pool_size"]} == {worker, me}
