@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -223,6 +224,7 @@ def main() -> None:
             from qt_pipeline.storage.postgres.embedded import stop_embedded_postgres
 
             stop_embedded_postgres(settings, remove_data=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
