@@ -224,6 +224,7 @@ def main() -> None:
             from qt_pipeline.storage.postgres.embedded import stop_embedded_postgres
 
             stop_embedded_postgres(settings, remove_data=True)
+        TELEMETRY.detach()  # nothing is flushed into the removed data directory at exit
         shutil.rmtree(tmp, ignore_errors=True)
 
 

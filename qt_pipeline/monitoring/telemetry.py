@@ -154,6 +154,12 @@ class Telemetry:
         with self._lock:
             self._ledger_path = ledger_path(data_dir)
 
+    def detach(self) -> None:
+        """Stop flushing (pending deltas are dropped): the data directory is going away."""
+        with self._lock:
+            self._ledger_path = None
+            self._pending = _Deltas()
+
     def _maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
             with contextlib.suppress(Exception):
