@@ -83,7 +83,9 @@ def _freshness_result(summary: Any, store: str, check: str) -> dg.AssetCheckResu
     from qt_pipeline.monitoring.freshness import check_freshness
 
     settings = get_settings()
-    result = check_freshness(summary, settings.symbols, settings.freshness_max_lag_h, store=store)
+    result = check_freshness(
+        summary, settings.symbols, settings.freshness_max_lag_h, store=store, settings=settings
+    )
     stale = ",".join(s.symbol for s in result.stale)
     metadata: dict[str, Any] = {
         "max_lag_h": settings.freshness_max_lag_h,
@@ -93,6 +95,8 @@ def _freshness_result(summary: Any, store: str, check: str) -> dg.AssetCheckResu
     for s in result.symbols:
         if s.lag_h is not None:
             metadata[f"lag_h/{s.symbol}"] = round(s.lag_h, 2)
+        if s.due_open is not None:
+            metadata[f"due_session_open/{s.symbol}"] = s.due_open.isoformat()
     if not result.ok:
         metadata["repair"] = repair_command(check, symbols=stale)
     return dg.AssetCheckResult(passed=result.ok, description=result.describe(), metadata=metadata)
@@ -117,8 +121,10 @@ def _freshness_check(store: str, upstream: str, resource_key: str) -> tuple[dg.A
         asset=spec.key,
         name=name,
         required_resource_keys={resource_key},
-        description=f"Every symbol of QT_SYMBOLS has a bar in the {store} store younger than "
-        "QT_FRESHNESS_MAX_LAG_H (the daily ingestion schedule's allowance); a symbol without bars fails too.",
+        description=f"Every symbol of QT_SYMBOLS has bars in the {store} store from its last due session "
+        "on its market calendar (a session is due QT_FRESHNESS_MAX_LAG_H after the start of its UTC day: the "
+        "daily ingestion's allowance), so weekends and holidays of exchange calendars pass; a symbol without "
+        "bars fails too.",
     )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         resource = getattr(context.resources, resource_key)
