@@ -135,7 +135,9 @@ class Settings(BaseSettings):
     alert_webhook_url: SecretStr | None = Field(default=None, alias="QT_ALERT_WEBHOOK_URL")
     # how often platform_metrics_sensor records the metrics as an observation
     metrics_interval_s: int = Field(default=60, ge=1, alias="QT_METRICS_INTERVAL_S")
-    # freshness checks: the newest bar of a symbol may be this old (daily ingest at 00:15 of the closed day)
+    # the hybrid failover state recorded by a store counts as current only if its heartbeat is this recent
+    hybrid_state_stale_s: float = Field(default=900.0, gt=0, alias="QT_HYBRID_STATE_STALE_S")
+    # freshness checks: a session trading on UTC day D is due at D 00:00 + this (daily ingest at 00:15 of D+1)
     freshness_max_lag_h: float = Field(default=27.0, gt=0, alias="QT_FRESHNESS_MAX_LAG_H")
 
     # --- evolution -------------------------------------------------------------------------------------

@@ -25,7 +25,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from qt_pipeline.config import Settings
-from qt_pipeline.monitoring.telemetry import PROCESS_STATE_PREFIX, TELEMETRY, process_label
+from qt_pipeline.monitoring.telemetry import (
+    FAILOVER_STATE_KEY,
+    PROCESS_STATE_PREFIX,
+    TELEMETRY,
+    process_label,
+)
 from qt_pipeline.monitoring.usage import UsageLedger
 from qt_pipeline.redaction import redact
 
@@ -53,8 +58,19 @@ METRICS: dict[str, tuple[str, str]] = {
     "qt_outbox_rows": ("gauge", "rows waiting in the hybrid outbox"),
     "qt_outbox_bytes": ("gauge", "bytes of the batches waiting in the hybrid outbox"),
     "qt_outbox_oldest_age_seconds": ("gauge", "age of the oldest outbox batch (0 when empty)"),
-    "qt_hybrid_degraded": ("gauge", "1 when the hybrid store last reported degraded (failed over), else 0"),
+    "qt_hybrid_degraded": (
+        "gauge",
+        "1 when the hybrid store's recorded state is degraded (failed over) and not stale, else 0",
+    ),
     "qt_hybrid_state_since_timestamp_seconds": ("gauge", "when the hybrid store entered its current state"),
+    "qt_hybrid_state_age_seconds": (
+        "gauge",
+        "age of the recorded hybrid failover state's last heartbeat (0: this process's own state)",
+    ),
+    "qt_hybrid_state_stale": (
+        "gauge",
+        "1 when the recorded failover state is older than QT_HYBRID_STATE_STALE_S (its process died or idles)",
+    ),
     "qt_cache_hits_total": ("counter", "hybrid reads answered by the local cache alone"),
     "qt_cache_misses_total": ("counter", "hybrid reads that needed the central store"),
     "qt_cache_hit_ratio": ("gauge", "cache hits / (hits + misses), all processes"),
@@ -172,18 +188,34 @@ def _telemetry_metrics(snap: MetricsSnapshot, settings: Settings) -> None:
     snap.add("qt_central_bytes_read_total", totals.get("central_bytes_read", 0.0))
     snap.add("qt_pool_waits_total", totals.get("pool_waits", 0.0))
     snap.add("qt_pool_wait_seconds_total", totals.get("pool_wait_seconds", 0.0))
-    failover = tel["failover"] or ledger.state("hybrid_failover")
-    if failover:
-        snap.add("qt_hybrid_degraded", 1 if failover["mode"] == "degraded" else 0)
-        snap.add(
-            "qt_hybrid_state_since_timestamp_seconds", datetime.fromisoformat(failover["since"]).timestamp()
-        )
-    else:
-        snap.add("qt_hybrid_degraded", 0)
+    _failover_metrics(snap, settings, tel["failover"], ledger.state(FAILOVER_STATE_KEY))
     budget = ledger.state("budget")
     if budget:
         snap.add("qt_budget_status", BUDGET_LEVELS.get(budget.get("status", "ok"), 0))
         snap.add("qt_projected_monthly_cost", budget.get("projected_monthly"))
+
+
+def _failover_metrics(
+    snap: MetricsSnapshot, settings: Settings, own: dict[str, Any] | None, recorded: dict[str, Any] | None
+) -> None:
+    """The hybrid failover state: this process's own (current by definition), else the one a store
+    recorded in the ledger, aged by its heartbeat. A record older than ``QT_HYBRID_STATE_STALE_S`` (its
+    process died or went idle) is *stale*: ``qt_hybrid_degraded`` is then 0 and ``qt_hybrid_state_stale``
+    1, so a dead degraded process does not leave "degraded" on the dashboard forever."""
+    failover = own or recorded
+    if not failover:
+        snap.add("qt_hybrid_degraded", 0)
+        return
+    if own:
+        age = 0.0
+    else:
+        beat = datetime.fromisoformat(failover.get("heartbeat") or failover["since"])
+        age = max(0.0, (datetime.now(UTC) - beat).total_seconds())
+    stale = age > settings.hybrid_state_stale_s
+    snap.add("qt_hybrid_degraded", 1 if failover["mode"] == "degraded" and not stale else 0)
+    snap.add("qt_hybrid_state_stale", 1 if stale else 0)
+    snap.add("qt_hybrid_state_age_seconds", round(age, 3))
+    snap.add("qt_hybrid_state_since_timestamp_seconds", datetime.fromisoformat(failover["since"]).timestamp())
 
 
 def _outbox_metrics(snap: MetricsSnapshot, settings: Settings) -> None:

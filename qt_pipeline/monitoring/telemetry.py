@@ -36,6 +36,7 @@ from typing import Any
 
 RESERVOIR_SIZE = 2048  # latest latencies kept per operation
 FLUSH_EVERY_S = 15.0
+FAILOVER_STATE_KEY = "hybrid_failover"  # the usage ledger's record of the hybrid failover state
 PROCESS_STATE_PREFIX = "process/"  # usage-ledger state of each process: its pools and latencies
 
 
@@ -97,6 +98,7 @@ class Telemetry:
         self._ledger_path: Path | None = None
         self._last_flush = time.monotonic()
         self._failover: dict[str, Any] | None = None
+        self._last_heartbeat = 0.0
 
     # --- recording ----------------------------------------------------------------------------------
     def observe(self, op: str, seconds: float) -> None:
@@ -130,12 +132,28 @@ class Telemetry:
         state = {"mode": mode, "since": since.astimezone(UTC).isoformat(), "reason": reason}
         with self._lock:
             self._failover = state
-            path = self._ledger_path
-        if path is not None:
-            from qt_pipeline.monitoring.usage import UsageLedger
+        self._write_failover(force=True)
 
-            with contextlib.suppress(Exception):  # telemetry never breaks the store
-                UsageLedger(path).set_state("hybrid_failover", state)
+    def failover_heartbeat(self) -> None:
+        """The hybrid store is still in its recorded state (it calls this whenever it decides where an
+        operation goes): the record's ``heartbeat`` is refreshed at most every ``FLUSH_EVERY_S``, so a
+        process that died while degraded leaves a record whose age shows it (``qt_hybrid_state_stale``)."""
+        self._write_failover(force=False)
+
+    def _write_failover(self, *, force: bool) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._failover is None or self._ledger_path is None:
+                return
+            if not force and now - self._last_heartbeat < FLUSH_EVERY_S:
+                return
+            self._last_heartbeat = now
+            self._failover["heartbeat"] = datetime.now(UTC).isoformat()
+            state, path = dict(self._failover), self._ledger_path
+        from qt_pipeline.monitoring.usage import UsageLedger
+
+        with contextlib.suppress(Exception):  # telemetry never breaks the store
+            UsageLedger(path).set_state(FAILOVER_STATE_KEY, state)
 
     # --- engines ------------------------------------------------------------------------------------
     def track_engine(self, engine: Any) -> None:
@@ -180,6 +198,7 @@ class Telemetry:
             ledger.record(
                 pending.counters, pending.busy_minutes, pending.symbol_reads, day=datetime.now(UTC).date()
             )
+            self.failover_heartbeat()
             if self.engines():  # a process that uses the store publishes its pools and latencies
                 ledger.set_state(PROCESS_STATE_PREFIX + process_label(), self.process_view())
         except Exception:
@@ -224,6 +243,7 @@ class Telemetry:
             self.counters.clear()
             self._pending = _Deltas()
             self._failover = None
+            self._last_heartbeat = 0.0
 
 
 TELEMETRY = Telemetry()
@@ -350,4 +370,12 @@ def fresh_telemetry() -> Iterator[Telemetry]:
         TELEMETRY.reset()
 
 
-__all__ = ["RESERVOIR_SIZE", "TELEMETRY", "Reservoir", "Telemetry", "fresh_telemetry", "instrument_engine"]
+__all__ = [
+    "FAILOVER_STATE_KEY",
+    "RESERVOIR_SIZE",
+    "TELEMETRY",
+    "Reservoir",
+    "Telemetry",
+    "fresh_telemetry",
+    "instrument_engine",
+]

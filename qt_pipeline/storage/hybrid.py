@@ -351,6 +351,7 @@ class HybridStore(RangeStore):
     def _sync(self, *, force: bool = False) -> bool:
         """True when the centre may be used directly: healthy and the outbox empty (replaying it if
         needed). A degraded store re-probes at most every ``probe_interval_s`` (or when ``force``)."""
+        TELEMETRY.failover_heartbeat()  # the recorded state is still this process's (rate-limited)
         with self._lock:
             if self._mode == "degraded" and not force and not self._probe_due():
                 return False
