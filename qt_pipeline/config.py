@@ -16,7 +16,7 @@ import pandas as pd
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from qt_pipeline.redaction import register_secret
+from qt_pipeline.redaction import register_secret, register_url_secret
 
 StorageBackendName = Literal["local", "sharedfs", "central", "hybrid"]
 # earlier name of the central backend, still accepted (STORAGE_BACKEND=neon means central)
@@ -192,14 +192,11 @@ class Settings(BaseSettings):
         return v
 
     def model_post_init(self, __context: object) -> None:
-        for secret in (
-            self.neon_database_url,
-            self.neon_direct_url,
-            self.neon_api_key,
-            self.alert_webhook_url,
-        ):
+        for secret in (self.neon_database_url, self.neon_direct_url, self.neon_api_key):
             if secret is not None:
                 register_secret(secret.get_secret_value())
+        if self.alert_webhook_url is not None:
+            register_url_secret(self.alert_webhook_url.get_secret_value())
 
     # --- derived paths ---------------------------------------------------------------------------------
     @property
