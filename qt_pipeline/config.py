@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     alert_webhook_url: SecretStr | None = Field(default=None, alias="QT_ALERT_WEBHOOK_URL")
     # how often platform_metrics_sensor records the metrics as an observation
     metrics_interval_s: int = Field(default=60, ge=1, alias="QT_METRICS_INTERVAL_S")
+    # ... but while nothing runs (no Dagster run, no central store use in the usage ledger) it queries the
+    # central store at most this often, so a Neon compute (5-minute suspend timeout) can suspend; 0: always
+    metrics_idle_interval_s: int = Field(default=3600, ge=0, alias="QT_METRICS_IDLE_INTERVAL_S")
     # the hybrid failover state recorded by a store counts as current only if its heartbeat is this recent
     hybrid_state_stale_s: float = Field(default=900.0, gt=0, alias="QT_HYBRID_STATE_STALE_S")
     # freshness checks: a session trading on UTC day D is due at D 00:00 + this (daily ingest at 00:15 of D+1)

@@ -155,3 +155,51 @@ def test_code_location_registers_monitoring(name):
     assert name in keys
     for sensor in ("platform_metrics_sensor", "qt_run_failure_alert", "qt_check_failure_alert"):
         assert defs.resolve_sensor_def(sensor) is not None
+
+
+def test_metrics_sensor_leaves_an_idle_central_store_alone(platform, pg_schema, monkeypatch):
+    """Idle (no run, no central use since the last observation, younger than QT_METRICS_IDLE_INTERVAL_S):
+    the tick skips without a query, saying why; a run since, an old observation or the interval 0 query."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from qt_pipeline.defs.monitoring.sensors import platform_metrics_sensor
+    from qt_pipeline.monitoring.telemetry import TELEMETRY
+    from qt_pipeline_tests.monitoring.conftest import SYMBOLS, bars_days
+
+    platform.ingest_and_migrate(bars_days(SYMBOLS, -1, 1))
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"central_store": _central(pg_schema)}
+
+    def tick(cursor: str | None):
+        before = TELEMETRY.snapshot()["counters"].get("central_queries", 0.0)
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+            result = platform_metrics_sensor(context)
+        return result, TELEMETRY.snapshot()["counters"].get("central_queries", 0.0) - before
+
+    first, _ = tick(None)
+    assert len(first.asset_events) == 1 and first.cursor
+    observed_at = datetime.fromisoformat(json.loads(first.cursor)["observed_at"])
+
+    idle, queries = tick(first.cursor)
+    assert idle.asset_events == [] and queries == 0
+    assert idle.skip_reason.skip_message.startswith("idle: no run and no central store use since")
+    assert "QT_METRICS_IDLE_INTERVAL_S=3600" in idle.skip_reason.skip_message and idle.cursor == first.cursor
+
+    # a run finished since the last observation: observed again
+    @dg.asset
+    def something() -> None:
+        return None
+
+    dg.materialize([something], instance=instance)
+    after_run, _ = tick(first.cursor)
+    assert len(after_run.asset_events) == 1
+    assert datetime.fromisoformat(json.loads(after_run.cursor)["observed_at"]) > observed_at
+
+    # an observation older than the idle interval: observed again although nothing ran
+    old = json.dumps({"observed_at": (datetime.now(UTC) - timedelta(hours=2)).isoformat()})
+    assert len(tick(old)[0].asset_events) == 1
+    # the interval 0 observes on every tick
+    monkeypatch.setenv("QT_METRICS_IDLE_INTERVAL_S", "0")
+    get_settings.cache_clear()
+    assert len(tick(after_run.cursor)[0].asset_events) == 1

@@ -1,9 +1,12 @@
 """Monitoring sensors: the metrics observation, and the webhook alerts on run and check failures."""
 
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 from dagster._core.execution.plan.objects import StepFailureData
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from qt_pipeline.config import get_settings
 from qt_pipeline.defs.central.resources import CentralStoreResource
@@ -24,6 +27,10 @@ def platform_metrics_sensor(
     from qt_pipeline.monitoring.collect import collect_metrics, open_central_if_running
 
     settings = central_store.settings()
+    last = _last_observation(context.cursor)
+    idle = _idle_reason(context.instance, settings, last)
+    if idle is not None:
+        return dg.SensorResult(skip_reason=idle, cursor=context.cursor)
     central, why = open_central_if_running(settings)
     try:
         snap = collect_metrics(settings, central)
@@ -39,6 +46,43 @@ def platform_metrics_sensor(
     return dg.SensorResult(
         asset_events=[dg.AssetObservation(asset_key="platform_metrics", metadata=metadata)],
         skip_reason=None,
+        cursor=json.dumps({"observed_at": datetime.now(UTC).isoformat()}),
+    )
+
+
+def _last_observation(cursor: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(json.loads(cursor)["observed_at"]) if cursor else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _idle_reason(instance: dg.DagsterInstance, settings: Any, last: datetime | None) -> str | None:
+    """Why this tick does not query the central store, or ``None``. Every query wakes a suspended Neon
+    compute and keeps it up for its suspend timeout (5 min by default), so with nothing happening — no
+    Dagster run in progress or finished since the last observation, no central store use recorded in the
+    usage ledger by any process (`qt` commands included) — the store is observed at most every
+    ``QT_METRICS_IDLE_INTERVAL_S``."""
+    from qt_pipeline.monitoring.usage import UsageLedger
+
+    interval = settings.metrics_idle_interval_s
+    if last is None or interval <= 0:
+        return None
+    now = datetime.now(UTC)
+    age = (now - last).total_seconds()
+    if age >= interval:
+        return None
+    active = instance.get_runs(dg.RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)), limit=1)
+    if active or instance.get_runs(dg.RunsFilter(updated_after=last), limit=1):
+        return None
+    # the minutes after the last observation's own (its queries count as central use too)
+    if UsageLedger.for_data_dir(settings.data_dir).busy_minutes(last + timedelta(minutes=1)):
+        return None
+    return (
+        f"idle: no run and no central store use since the last observation at "
+        f"{last.isoformat(timespec='seconds')} ({age:.0f} s ago); the central store is not queried so a "
+        f"Neon compute can suspend — next observation within {interval - age:.0f} s "
+        f"(QT_METRICS_IDLE_INTERVAL_S={interval}, 0 queries every tick)"
     )
 
 
