@@ -16,7 +16,7 @@ import pandas as pd
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from qt_pipeline.redaction import register_secret
+from qt_pipeline.redaction import register_secret, register_url_secret
 
 StorageBackendName = Literal["local", "sharedfs", "central", "hybrid"]
 # earlier name of the central backend, still accepted (STORAGE_BACKEND=neon means central)
@@ -123,6 +123,26 @@ class Settings(BaseSettings):
     health_interval_s: int = Field(default=30, alias="QT_HEALTH_INTERVAL_S")
     warm_cron: str = Field(default="*/15 * * * *", alias="QT_WARM_CRON")
 
+    # --- monitoring, alerting and the cost governor -----------------------------------------------------
+    # prices/budget/assumptions of the cost model (YAML; default configs/cost.yaml of this repository);
+    # the two budget variables override the file's budget section
+    cost_config: Path | None = Field(default=None, alias="QT_COST_CONFIG")
+    budget_monthly_usd: float | None = Field(default=None, ge=0, alias="QT_BUDGET_MONTHLY_USD")
+    budget_warn_ratio: float | None = Field(default=None, gt=0, le=1, alias="QT_BUDGET_WARN_RATIO")
+    # the back-off switch: from which budget status cache warming and migrations back off (off = never)
+    cost_backoff: Literal["off", "warn", "over"] = Field(default="over", alias="QT_COST_BACKOFF")
+    # run/check failures are POSTed here (JSON with a "text" field: Slack/Teams/Mattermost compatible)
+    alert_webhook_url: SecretStr | None = Field(default=None, alias="QT_ALERT_WEBHOOK_URL")
+    # how often platform_metrics_sensor records the metrics as an observation
+    metrics_interval_s: int = Field(default=60, ge=1, alias="QT_METRICS_INTERVAL_S")
+    # ... but while nothing runs (no Dagster run, no central store use in the usage ledger) it queries the
+    # central store at most this often, so a Neon compute (5-minute suspend timeout) can suspend; 0: always
+    metrics_idle_interval_s: int = Field(default=3600, ge=0, alias="QT_METRICS_IDLE_INTERVAL_S")
+    # the hybrid failover state recorded by a store counts as current only if its heartbeat is this recent
+    hybrid_state_stale_s: float = Field(default=900.0, gt=0, alias="QT_HYBRID_STATE_STALE_S")
+    # freshness checks: a session trading on UTC day D is due at D 00:00 + this (daily ingest at 00:15 of D+1)
+    freshness_max_lag_h: float = Field(default=27.0, gt=0, alias="QT_FRESHNESS_MAX_LAG_H")
+
     # --- evolution -------------------------------------------------------------------------------------
     ray_address: str | None = Field(default=None, alias="QT_RAY_ADDRESS")
     # where evolution runs are checkpointed: the central store (embedded PostgreSQL by default), or
@@ -178,6 +198,8 @@ class Settings(BaseSettings):
         for secret in (self.neon_database_url, self.neon_direct_url, self.neon_api_key):
             if secret is not None:
                 register_secret(secret.get_secret_value())
+        if self.alert_webhook_url is not None:
+            register_url_secret(self.alert_webhook_url.get_secret_value())
 
     # --- derived paths ---------------------------------------------------------------------------------
     @property

@@ -8,7 +8,7 @@ import os
 
 import dagster as dg
 
-from qt_pipeline.defs import central, evolution, hybrid, ingestion, signals
+from qt_pipeline.defs import central, evolution, hybrid, ingestion, monitoring, signals
 from qt_pipeline.defs.resources import shared_resources
 
 # A ranged run (single-run backfill policy) materialises hundreds of partitions in one step. With event
@@ -38,5 +38,6 @@ defs = dg.Definitions.merge(
     hybrid.defs,
     evolution.defs,
     signals.defs,
+    monitoring.defs,
     dg.Definitions(resources=shared_resources, sensors=[automation_sensor]),
 )

@@ -29,6 +29,23 @@ def register_secret(secret: str | None) -> None:
         _extra_secrets.add(secret)
 
 
+def register_url_secret(url: str | None) -> None:
+    """Remember a URL that is a secret as a whole (a webhook URL: its token is in the path or the query),
+    and its path and query too, so the token is masked even where a client prints the URL re-normalised
+    (another scheme/host spelling, a trailing slash) or only its path."""
+    if not url:
+        return
+    from urllib.parse import urlsplit
+
+    register_secret(url)
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if len(path) >= 16:  # a token-bearing path, not a bare "/hooks"
+        register_secret(path)
+    if parts.query:
+        register_secret(parts.query)
+
+
 def redact(text: object) -> str:
     """Return ``str(text)`` with every password/API key masked."""
     s = str(text)

@@ -95,6 +95,8 @@ COMMAND_MODULES = (
     "qt_pipeline.cli.outbox",
     "qt_pipeline.cli.cold",
     "qt_pipeline.cli.evolution",
+    "qt_pipeline.cli.cost",
+    "qt_pipeline.cli.metrics",
 )
 
 for _name in COMMAND_MODULES:

@@ -105,6 +105,22 @@ def _history_range(
     return _parse_symbols(symbols), _parse_day(start, "--start"), _parse_day(end, "--end")
 
 
+EX_TEMPFAIL = 75  # sysexits.h: a temporary condition, try again later (the budget allows it again)
+
+
+def _exit_if_backing_off(action: str) -> None:
+    """One line saying why ``action`` backs off (budget status, QT_COST_BACKOFF) and how to override it,
+    then exit 75 before anything is opened or copied."""
+    from rich.markup import escape
+
+    from qt_pipeline.monitoring.cost import backoff_reason
+
+    reason = backoff_reason(get_settings(), action)
+    if reason is not None:
+        console.print(f"[yellow]{escape(reason)}[/yellow]", soft_wrap=True)
+        raise typer.Exit(EX_TEMPFAIL)
+
+
 def _fail(what: str, exc: BaseException) -> typer.Exit:
     console.print(f"[red]{what} failed:[/red] {redact(exc)}")
     return typer.Exit(1)
@@ -175,8 +191,10 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--no-resume", help="Copy every symbol-day even if the ledger has it.")
         ] = False,
     ) -> None:
-        """Migrate local DuckDB bars to the central store; resumes after interruption (ledger)."""
+        """Migrate local DuckDB bars to the central store; resumes after interruption (ledger). Backs off
+        (exit 75, nothing copied) while the cost governor says so (QT_COST_BACKOFF)."""
         syms, lo, hi = _history_range(symbols, start, end)
+        _exit_if_backing_off("migration")
         with _open_stores() as (local, central):
             summary = _migrate(local, central, syms, lo, hi, resume=not no_resume)
         console.print(_summary_table(summary))

@@ -36,8 +36,10 @@ def open_central(
 ) -> PostgresStore:
     """The central store for ``settings`` in ``schema`` (default ``QT_PG_SCHEMA``). Connections are opened
     lazily; close the store when done (it disposes its engines unless ``engines`` was passed)."""
+    from qt_pipeline.monitoring.telemetry import TELEMETRY
     from qt_pipeline.storage.postgres.store import PostgresStore
 
+    TELEMETRY.attach(settings.data_dir)  # usage (bytes read, busy time) is flushed to this data dir
     return PostgresStore(
         central_url(settings), settings, schema=schema or settings.pg_schema, engines=engines
     )

@@ -55,6 +55,7 @@ from qt_pipeline.market.contract import (
     to_canonical,
     to_canonical_rejects,
 )
+from qt_pipeline.monitoring.telemetry import TELEMETRY
 from qt_pipeline.redaction import redact
 from qt_pipeline.storage.cache_policy import (
     CachePolicy,
@@ -307,6 +308,7 @@ class HybridStore(RangeStore):
                 self._mode = "degraded"
                 self._since = self._clock()
                 self._failover_s = elapsed
+                TELEMETRY.failover_state("degraded", self._since, reason)
                 log.error(
                     "hybrid store DEGRADED after %.3f s: %s — writes go to the local cache and the outbox "
                     "(%s), reads are served from the cache",
@@ -323,6 +325,7 @@ class HybridStore(RangeStore):
                 log.warning("hybrid store healthy again (degraded since %s)", self._since.isoformat())
                 self._mode = "healthy"
                 self._since = self._clock()
+                TELEMETRY.failover_state("healthy", self._since, "")
             self._reason = ""
 
     def budget_for(self, rows: int = 0) -> float:
@@ -348,6 +351,7 @@ class HybridStore(RangeStore):
     def _sync(self, *, force: bool = False) -> bool:
         """True when the centre may be used directly: healthy and the outbox empty (replaying it if
         needed). A degraded store re-probes at most every ``probe_interval_s`` (or when ``force``)."""
+        TELEMETRY.failover_heartbeat()  # the recorded state is still this process's (rate-limited)
         with self._lock:
             if self._mode == "degraded" and not force and not self._probe_due():
                 return False
@@ -470,9 +474,13 @@ class HybridStore(RangeStore):
             days = days_in_range(lo, hi)
             covered = self._covered
             if all((symbol, d) in covered for d in days):  # the hot path: no Postgres round trip
+                TELEMETRY.cache_read(hit=True)
+                TELEMETRY.symbol_read(symbol)
                 return local_read()
         else:
             days = None
+        TELEMETRY.cache_read(hit=False)
+        TELEMETRY.symbol_read(symbol)
         with self._lock:
             if self._sync():
                 try:

@@ -109,7 +109,7 @@ def test_secrets_come_from_files_never_from_the_compose_file(stack: dict) -> Non
     for name, svc in stack["services"].items():
         for key, value in (svc.get("environment") or {}).items():
             assert not url_with_password.search(str(value or "")), f"{name}: {key} holds credentials"
-            if re.search(r"PASSWORD|DATABASE_URL|DIRECT_URL|API_KEY|ADMIN_URL|TOKEN$", key):
+            if re.search(r"PASSWORD|DATABASE_URL|DIRECT_URL|API_KEY|ADMIN_URL|WEBHOOK_URL|TOKEN$", key):
                 assert key.endswith("_FILE") and str(value).startswith("/run/secrets/"), f"{name}: {key}"
     for secret in stack["secrets"].values():
         assert Path(secret["file"]).parent == INFRA / "compose" / "secrets"

@@ -66,6 +66,7 @@ central_ohlcv_consistency = CENTRAL_OHLCV_CONSISTENCY.key
             group_name=GROUP,
             kinds={"postgres"},
             automation_condition=MIGRATION_CONDITION,
+            skippable=True,  # not materialised while the cost governor backs off (QT_COST_BACKOFF)
             description=(
                 "One symbol-day of canonical bars copied from the local DuckDB store into the central "
                 "PostgreSQL (idempotent COPY upsert; recorded in migration_ledger)."
@@ -92,6 +93,8 @@ def central_ohlcv(
     keys = selected_partitions(context)
     local = local_store.get_store()
     central = central_store.get_store()
+    if asset_selected(context, CENTRAL_OHLCV_KEY) and _backs_off(context, keys, central_store):
+        return  # nothing copied, so nothing to check: the partitions stay missing, not green with 0 rows
     if asset_selected(context, CENTRAL_OHLCV_KEY):
         _require_upstream(context, local, keys)
         central.ensure_schema()
@@ -136,6 +139,31 @@ def central_ohlcv(
 
         for key in keys:
             yield with_target(context, consistency_evaluation(context, key, local, central))
+
+
+def _backs_off(
+    context: dg.AssetExecutionContext, keys: list[str], central_store: CentralStoreResource
+) -> bool:
+    """The cost governor's switch (``QT_COST_BACKOFF``): when the budget status says back off, the step
+    copies nothing and materialises nothing — the partitions stay *missing* (not green with 0 rows, and the
+    blocking consistency check is not evaluated against a store that was never written). The run succeeds
+    (the budget check has already alerted); each skipped partition gets an observation saying why, and
+    `qt migrate` / a backfill of the missing partitions catches up once the budget allows it."""
+    from qt_pipeline.monitoring.cost import backoff_reason
+
+    reason = backoff_reason(central_store.settings(), "migration")
+    if reason is None:
+        return False
+    context.log.warning(f"{reason}; {len(keys)} partition(s) left missing: {compact_keys(keys)}")
+    for key in keys:
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=CENTRAL_OHLCV_KEY,
+                partition=key,
+                metadata={"backed_off": dg.MetadataValue.text(reason)},
+            )
+        )
+    return True
 
 
 def _require_upstream(context: dg.AssetExecutionContext, local: Any, keys: list[str]) -> None:

@@ -47,6 +47,12 @@ def local_cache_warm(
             "set the hybrid_store resource's backend to 'hybrid'"
         )
     settings = get_settings()
+    from qt_pipeline.monitoring.cost import backoff_reason
+
+    backoff = backoff_reason(settings, "cache warming")  # the cost governor's switch (QT_COST_BACKOFF)
+    if backoff is not None:
+        context.log.warning(backoff)
+        return dg.MaterializeResult(metadata={"backed_off": backoff, "rows_pulled": 0})
     report = store.warm_cache(settings.symbols)
     context.log.info(
         f"warmed {report.days_fetched} symbol-day(s), pulled {report.rows_pulled} row(s), "

@@ -26,6 +26,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from qt_pipeline.config import Settings
+from qt_pipeline.monitoring.telemetry import instrument_engine
 from qt_pipeline.redaction import redact, register_secret
 from qt_pipeline.storage.postgres.deadline import budget_connect_timeout, watched_connection_factory
 
@@ -321,6 +322,8 @@ class EngineRegistry:
             eng = self._engines.get(key)
             if eng is None:
                 eng = make_engine(cfg, direct=direct)
+                # query latency, pool waits, bytes read, busy time (qt_pipeline.monitoring)
+                instrument_engine(eng)
                 self._engines[key] = eng
             return eng
 
