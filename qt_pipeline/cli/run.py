@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from qt_pipeline.redaction import redact
@@ -260,6 +261,14 @@ def stage_migrate(ctx: RunContext) -> None:
                 raise StageError(f"consistency check failed for {ev.partition}; run `qt reconcile`")
             totals["consistent"] += 1
     ctx.results["migrate"] = totals
+    if totals["partitions"] == 0:
+        from qt_pipeline.monitoring.cost import backoff_reason
+
+        reason = backoff_reason(ctx.settings, "migration")
+        if reason:  # central_ohlcv copied nothing on purpose: say why instead of "migrated 0 bar(s)"
+            totals["backed_off"] = reason
+            ctx.console.print(f"[yellow]{escape(reason)}[/yellow]")
+            return
     ctx.console.print(
         f"migrated {totals['rows']} bar(s) in {totals['partitions']} partition(s) to "
         f"[bold]{redact(totals.get('location', '?'))}[/bold] ({totals.get('layout', '?')}); "
