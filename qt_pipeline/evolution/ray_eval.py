@@ -169,10 +169,17 @@ class RayPool:
     evaluator and in population order."""
 
     def __init__(
-        self, num_workers: int, batch_size: int | None, max_retries: int = 3, stall_timeout_s: float = 1800.0
+        self,
+        num_workers: int,
+        batch_size: int | None,
+        max_retries: int = 3,
+        stall_timeout_s: float = 1800.0,
+        start_timeout_s: float = 300.0,
     ):
         self.num_workers, self.batch_size = num_workers, batch_size
         self.max_retries, self.stall_timeout_s = max_retries, stall_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self._started_at = 0.0
         self._refs: list[Any] = []
         self._args: tuple[Any, ...] = ()
         self._actors: list[Any] = []
@@ -210,6 +217,7 @@ class RayPool:
         self.puts += len(self._refs)
         self._args = (costs, float(periods_per_year))
         self._actors = [self._new_actor() for _ in range(self.num_workers)]
+        self._started_at = time.monotonic()
         self.put_seconds = time.perf_counter() - t0
 
     def _note_ready(self, actor: Any, ref: Any) -> None:
@@ -264,6 +272,12 @@ class RayPool:
                     except Exception:
                         self._drop(actor)
             if not done:
+                if not self.actor_nodes and time.monotonic() - self._started_at > self.start_timeout_s:
+                    raise EvaluatorError(
+                        f"no Ray worker started within {self.start_timeout_s:g} s ({self.num_workers} "
+                        "workers of 1 CPU each requested): does the cluster have free CPUs, or is another "
+                        "run holding them?"
+                    )
                 if time.monotonic() - last_progress > self.stall_timeout_s:
                     raise EvaluatorError(
                         f"Ray evaluation stalled: no result for {self.stall_timeout_s:g} s "
@@ -300,7 +314,14 @@ class RayPool:
         return np.concatenate(parts, axis=0)
 
     def stats(self) -> dict[str, Any]:
+        locations: dict[str, list[str]] = {}
+        with contextlib.suppress(Exception):  # where each data object is held now (node ids)
+            from ray.experimental import get_object_locations
+
+            found = get_object_locations(self._refs, timeout_ms=10_000)
+            locations = {r.hex(): sorted(found[r]["node_ids"]) for r in self._refs}
         return {
+            "data_locations": locations,
             "puts": self.puts,
             "actors_started": self.actors_started,
             "actor_nodes": dict(self.actor_nodes),
@@ -368,6 +389,7 @@ class RayEvaluator:
             "batch_size": self.batch_size,
             "max_retries": self.max_retries,
             "stall_timeout_s": self.stall_timeout_s,
+            "start_timeout_s": self.start_timeout_s,
         }
 
     def start(self) -> RayEvaluator:

@@ -18,7 +18,8 @@ reaped
 
 * by the driver process itself as soon as its owner is gone (it polls its parent every 0.25 s),
 * by the owner when the driver process exits or is closed,
-* by the next :func:`reap_orphans` (every local Ray start, ``qt ray reap``) when both were killed at once.
+* by the next :func:`reap_orphans` (every Ray start of an evaluator, every ``qt`` command) when both were
+  killed at once.
 
 A session connected to an existing cluster (an address) starts no local Ray processes, so there is nothing
 to reap on the cluster; only the driver process is owned.
@@ -141,6 +142,17 @@ def reap_orphans(data_dir: Path | None = None) -> list[str]:
         forget_session(path)
         reaped.append(str(rec["session"]))
     return reaped
+
+
+def reap_orphans_quietly() -> None:
+    """:func:`reap_orphans` for every ``qt`` command: cheap when nothing is recorded, never fails the
+    command (a bad configuration is reported by the command itself)."""
+    try:
+        root = _sessions_dir()
+        if root.is_dir() and any(root.glob("*.json")):
+            reap_orphans(root.parent.parent)
+    except Exception:  # pragma: no cover - best effort
+        pass
 
 
 # ---------------------------------------------------------------- the driver process
