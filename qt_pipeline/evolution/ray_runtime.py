@@ -40,6 +40,11 @@ from pathlib import Path
 from typing import Any
 
 SESSION_ENV = "QT_RAY_SESSION"
+# Ray's start-up deadlines, raised for loaded machines (defaults for what is not already set): the raylet
+# aborts when its dashboard agent has not written its port file within agent_register_timeout_ms (measured:
+# > 15 s at load 6 on 2 cores, ray-project/ray#65983), and drops workers slower than
+# worker_register_timeout_seconds to register.
+SLOW_MACHINE_ENV = {"RAY_agent_register_timeout_ms": "120000", "RAY_worker_register_timeout_seconds": "180"}
 
 
 def _sessions_dir(data_dir: Path | None = None) -> Path:
