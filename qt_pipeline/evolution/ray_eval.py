@@ -6,16 +6,22 @@ is a pure, row-independent function.
 
 Ray use:
 
-* Ray is started (or connected to) once per run in :meth:`RayEvaluator.start`, never per generation. With
-  no address it starts a local Ray (``num_cpus=num_workers``, no dashboard); with an address it connects
-  to that cluster after a short TCP probe, so an address that does not answer fails *before any work
-  starts*. If Ray is already initialised in the process (e.g. by the Dagster ``ray_cluster`` resource) it
-  is used as is and left running on :meth:`close`.
-* The bar data (one :class:`~qt_pipeline.evolution.backtest.MarketData` per symbol) goes into the object
-  store once per run (:meth:`set_data`, ``ray.put``); tasks receive object refs.
-* The population is split into chunks of ``batch_size`` genomes (default: one chunk per worker, so genomes of a
-  chunk share their indicator series) so task
-  overhead stays small; tasks are retried on failure (``max_retries``, ``retry_exceptions=True``).
+* Ray is started (or connected to) once per run in :meth:`RayEvaluator.start`, never per generation, in a
+  driver process owned by the evaluator (:mod:`qt_pipeline.evolution.ray_runtime`: a dead raylet ends
+  its driver process, which must not be the run's own process; a killed owner takes its local Ray down).
+  With no address that process starts a local Ray (``num_cpus=num_workers``, no dashboard, its session
+  files in ``/tmp/<session id>``); with an address it connects to that cluster after a short TCP probe
+  here, so an address that does not answer fails *before any work starts*. If Ray is already initialised
+  in this process (a test fixture, a notebook) the work runs here and Ray is left running on :meth:`close`.
+* The bar data (the datasets, e.g. one walk-forward plan) goes into the object store once per run
+  (:meth:`set_data`, ``ray.put``) and is loaded once by each of ``num_workers`` :class:`EvalActor` s (1 CPU
+  each), which warm their kernels once and keep their indicator caches for every generation: a node
+  holds one copy of the data, whatever the number of generations or tasks.
+* A generation is split into chunks of ``batch_size`` genomes (default: one chunk per worker, so genomes
+  of a chunk share their indicator series); a chunk whose actor or node is lost is resent to a live
+  actor (``max_retries``) and the actor replaced. Every wait is bounded: a driver process that dies is
+  noticed within a second, no result for ``stall_timeout_s`` or no worker up within ``start_timeout_s``
+  raises :class:`EvaluatorError` with one line.
 """
 
 from __future__ import annotations
@@ -200,7 +206,7 @@ class RayPool:
     def _new_actor(self) -> Any:
         import ray
 
-        cls = ray.remote(num_cpus=1, max_restarts=0)(EvalActor)
+        cls: Any = ray.remote(num_cpus=1, max_restarts=0)(EvalActor)
         actor = cls.remote(*self._args, *self._refs)
         self._ready[actor] = actor.info.remote()
         self.actors_started += 1

@@ -29,7 +29,6 @@ RAY = str(Path(sys.executable).parent / "ray")
 AUTH_ENV = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-
 def free_ports(n: int) -> list[int]:
     socks, ports = [], []
     for _ in range(n):

@@ -39,10 +39,11 @@ def cluster():
 
 
 def _kill_when_evaluating(node: RayNode, done: dict) -> None:
-    """Kill the node's whole process tree as soon as its evaluation actor is inside a generation."""
+    """Kill the node's whole process tree as soon as its evaluation actor is inside a generation (or
+    after 2 s, so that later generations certainly meet the loss)."""
     import psutil
 
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline:
         try:
             names = [p.name() for p in psutil.Process(node.proc.pid).children(recursive=True)]
@@ -53,6 +54,8 @@ def _kill_when_evaluating(node: RayNode, done: dict) -> None:
             done["at"] = time.monotonic()
             return
         time.sleep(0.002)
+    node.kill()
+    done["at"] = time.monotonic()
 
 
 def test_bars_reach_each_node_once_and_a_killed_worker_node_leaves_the_result_unchanged(
@@ -90,10 +93,17 @@ def test_bars_reach_each_node_once_and_a_killed_worker_node_leaves_the_result_un
             cfg = {**base, "run_id": "killed", "generations": 6}
             run_evolution(parse_config({**base, "run_id": "reference", "generations": 6}), store, state,
                           SerialEvaluator())  # fmt: skip
-            ev.start()
-            threading.Thread(target=_kill_when_evaluating, args=(worker, killed), daemon=True).start()
+
+            killer = threading.Thread(target=_kill_when_evaluating, args=(worker, killed), daemon=True)
+
+            def kill_after_generation_1(stats, total) -> None:
+                if stats.generation == 1:  # watch generation 2 and kill the node while it evaluates
+                    killer.start()
+                elif stats.generation == 2:  # generation 2 was too quick to catch: the kill is certain
+                    killer.join()  # before generation 3 (at most 2 s), so the run meets the loss
+
             try:
-                run_evolution(parse_config(cfg), store, state, ev)
+                run_evolution(parse_config(cfg), store, state, ev, kill_after_generation_1)
             except EvaluatorError as exc:
                 assert "\n" not in str(exc)
                 assert state.get_run("killed").status == "failed"
