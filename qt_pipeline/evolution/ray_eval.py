@@ -405,9 +405,10 @@ class RayEvaluator:
         t0 = time.perf_counter()
         if self.address:
             probe_ray_address(self.address, self.probe_timeout_s)
-        import ray
+        import sys
 
-        if ray.is_initialized():
+        ray = sys.modules.get("ray")  # not imported here: not initialised here (and not worth importing)
+        if ray is not None and ray.is_initialized():
             self._pool = RayPool(**self._pool_args())
         else:
             self._spawn_driver()

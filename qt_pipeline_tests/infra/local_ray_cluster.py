@@ -62,9 +62,21 @@ class RayNode:
     log: Path
 
     def kill(self) -> None:
-        """``kill -9`` of the node's whole process tree (raylet, object store, its workers)."""
+        """``kill -9`` of the node's whole process tree (raylet, object store, its workers), as when a VM
+        is lost. Ray puts each worker in a process group of its own, and an actor keeps answering calls
+        (they do not go through the raylet) until it notices its raylet is gone: kill the tree, not
+        only the node's process group."""
+        import psutil
+
+        try:
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            tree = []
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=30)
 
