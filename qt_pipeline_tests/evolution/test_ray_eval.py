@@ -19,8 +19,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def ray_local():
+    import os
+
     import ray
 
+    from qt_pipeline.evolution.ray_runtime import SLOW_MACHINE_ENV
+
+    for key, value in SLOW_MACHINE_ENV.items():  # the budgets the evaluator gives its own local Ray
+        os.environ.setdefault(key, value)
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, logging_level="WARNING")
     yield ray
     ray.shutdown()
