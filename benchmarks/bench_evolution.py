@@ -4,10 +4,11 @@ latency per generation on local PostgreSQL.
     .venv/bin/python benchmarks/bench_evolution.py [--bars 500000] [--population 200] [--workers 2]
         [--repeats 2] [--checkpoints 100] [--pg-admin-url postgresql://postgres@127.0.0.1:5432/postgres]
 
-Prints figures only (no assertions). Ray start-up, the object-store put and the first (JIT warm-up)
-evaluation are reported separately and excluded from the throughput timing. Targets: Ray speedup
->= 1.7x on 2 cores; checkpoint p99 < 100 ms. The machine load (os.getloadavg) is printed because the
-figures depend on it.
+Prints figures only (no assertions). Ray's start-up (once per run) is reported apart; the cold first
+generation (serial: JIT / cache load; Ray: loading the bars into each worker and its warm-up) and the steady
+generations are timed and compared. Targets: Ray on 2 workers >= 1.9x serial in steady generations on an
+idle machine, >= 1.5x in the cold first generation, scheduling overhead < 5%; checkpoint p99 < 100 ms. The
+machine load (os.getloadavg) is printed because the figures depend on it.
 """
 
 from __future__ import annotations
@@ -43,55 +44,53 @@ def bench_throughput(args) -> None:
         f"per evaluation ({args.repeats} interleaved repeats)"
     )
 
-    serial = SerialEvaluator()
-    serial.set_data([data], Costs(), 525_960.0)
-    t0 = time.perf_counter()
-    serial.evaluate(pop[:2])
-    print(f"  serial warm-up (JIT / cache load, 2 genomes): {time.perf_counter() - t0:.2f} s")
-
-    ray_ev = RayEvaluator(num_workers=args.workers, batch_size=args.batch_size)
-    t0 = time.perf_counter()
-    ray_ev.start()
-    t_start = time.perf_counter() - t0
-    ray_ev.set_data([data], Costs(), 525_960.0)
-    t0 = time.perf_counter()
-    ray_ev.evaluate(pop[: 2 * args.workers])  # warm every worker (JIT cache load)
-    t_warm = time.perf_counter() - t0
-    print(
-        f"  ray start-up {t_start:.2f} s, ray.put of the bars {ray_ev.put_seconds * 1e3:.1f} ms, "
-        f"worker warm-up {t_warm:.2f} s (all excluded); batch {ray_ev._chunk(len(pop))} genomes per task"
-    )
-    # Every round evaluates a fresh random population, as a GA generation does. Round 0 is "cold": the
-    # indicator series the population asks for are computed (serially, and by each Ray worker for its
-    # share); later rounds reuse what each process has cached for these bars (a genome can only ask for a
-    # bounded set of series), which is the steady state of an evolution run. Serial and Ray runs are
-    # interleaved so a change in machine load hits both alike.
+    # Cold = the first generation of a run as a user sees it: serial pays its JIT / cache load and the
+    # indicator series; Ray pays loading the bars into its workers, their warm-up (once per worker, in
+    # parallel) and the series. Ray's start-up itself is once per run and reported apart.
+    # Steady = later generations (fresh random populations, as the GA's), serial and Ray interleaved so a
+    # change in machine load hits both alike.
     from qt_pipeline.evolution import series_cache
 
     pops = [pop] + [
         repair(random_population(np.random.default_rng(100 + i), args.population))
         for i in range(args.repeats)
     ]
+    serial = SerialEvaluator()
+    serial.set_data([data], Costs(), 525_960.0)
+    ray_ev = RayEvaluator(num_workers=args.workers, batch_size=args.batch_size)
+    t0 = time.perf_counter()
+    ray_ev.start()
+    t_start = time.perf_counter() - t0
     t_serial, t_ray, same = [], [], True
     try:
-        for p_i in pops:
+        for i, p_i in enumerate(pops):
             t0 = time.perf_counter()
             expected = serial.evaluate(p_i)
             t_serial.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
+            if i == 0:
+                ray_ev.set_data([data], Costs(), 525_960.0)
             got = ray_ev.evaluate(p_i)
             t_ray.append(time.perf_counter() - t0)
             same = same and np.asarray(got).tobytes() == np.asarray(expected).tobytes()
+        rs = ray_ev.stats()
     finally:
         ray_ev.close()
+    print(
+        f"  ray start-up {t_start:.2f} s (once per run, excluded), ray.put of the bars "
+        f"{ray_ev.put_seconds * 1e3:.1f} ms (once per run); {rs['actors_started']} workers, warm-up "
+        f"{max(rs['warmup_seconds'], default=0):.2f} s each (once per worker); "
+        f"batch {ray_ev._chunk(len(pop))} genomes per task"
+    )
     cs = series_cache.stats()
     print(
         f"  serial indicator cache: {cs['computed']} series computed, {cs['reused']} reused, "
         f"{cs['resident_bytes'] / 2**20:.0f} MiB resident"
     )
     print(
-        f"  cold round (first use of each indicator kernel, series computed): serial {t_serial[0]:.2f} s ({work / t_serial[0] / 1e6:.1f} M/s), "
-        f"ray {t_ray[0]:.2f} s ({work / t_ray[0] / 1e6:.1f} M/s), speedup {t_serial[0] / t_ray[0]:.2f}x"
+        f"  cold first generation: serial {t_serial[0]:.2f} s ({work / t_serial[0] / 1e6:.1f} M/s), "
+        f"ray {t_ray[0]:.2f} s ({work / t_ray[0] / 1e6:.1f} M/s), speedup {t_serial[0] / t_ray[0]:.2f}x "
+        "(target >= 1.5x)"
     )
     steady_s, steady_r = t_serial[1:], t_ray[1:]
     for name, ts in (("serial", steady_s), (f"ray {args.workers} workers", steady_r)):
@@ -100,9 +99,12 @@ def bench_throughput(args) -> None:
             f"  {name:15s} best {best:6.2f} s ({work / best / 1e6:6.1f} M strategy-bars/s), "
             f"median {med:6.2f} s ({work / med / 1e6:6.1f} M/s)"
         )
+    overhead = float(np.median([g["overhead"] for g in rs["generations"][1:]]))
     print(
-        f"  speedup ray/serial (steady rounds): best {min(steady_s) / min(steady_r):.2f}x, median "
-        f"{np.median(steady_s) / np.median(steady_r):.2f}x (target >= 1.7x); bit-identical to serial: {same}"
+        f"  speedup ray/serial (steady generations): best {min(steady_s) / min(steady_r):.2f}x, median "
+        f"{np.median(steady_s) / np.median(steady_r):.2f}x (target >= 1.9x on an idle machine); scheduling "
+        f"overhead {overhead:.1%} of a steady generation; bit-identical to serial: {same}; load average "
+        f"{os.getloadavg()[0]:.1f}"
     )
 
 

@@ -83,6 +83,10 @@ def _root(
 ) -> None:
     """qt_pipeline operator commands: run the main job, validate files, migrate, reconcile, outbox, status."""
     _STATE["verbose"] = verbose
+    # a Ray session whose owner was killed together with its driver process (kill -9 of both): stop it
+    from qt_pipeline.evolution.ray_runtime import reap_orphans_quietly
+
+    reap_orphans_quietly()
 
 
 # Modules that define `register(app: typer.Typer) -> None`. A module that is not there yet is skipped,

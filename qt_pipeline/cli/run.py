@@ -266,7 +266,7 @@ def stage_migrate(ctx: RunContext) -> None:
 
         reason = backoff_reason(ctx.settings, "migration")
         if reason:  # central_ohlcv copied nothing on purpose: say why instead of "migrated 0 bar(s)"
-            totals["backed_off"] = reason
+            ctx.results["migrate"] = {**totals, "backed_off": reason}
             ctx.console.print(f"[yellow]{escape(reason)}[/yellow]")
             return
     ctx.console.print(

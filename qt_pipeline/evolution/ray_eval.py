@@ -6,21 +6,27 @@ is a pure, row-independent function.
 
 Ray use:
 
-* Ray is started (or connected to) once per run in :meth:`RayEvaluator.start`, never per generation. With
-  no address it starts a local Ray (``num_cpus=num_workers``, no dashboard); with an address it connects
-  to that cluster after a short TCP probe, so an address that does not answer fails *before any work
-  starts*. If Ray is already initialised in the process (e.g. by the Dagster ``ray_cluster`` resource) it
-  is used as is and left running on :meth:`close`.
-* The bar data (one :class:`~qt_pipeline.evolution.backtest.MarketData` per symbol) goes into the object
-  store once per run (:meth:`set_data`, ``ray.put``); tasks receive object refs.
-* The population is split into chunks of ``batch_size`` genomes (default: one chunk per worker, so genomes of a
-  chunk share their indicator series) so task
-  overhead stays small; tasks are retried on failure (``max_retries``, ``retry_exceptions=True``).
+* Ray is started (or connected to) once per run in :meth:`RayEvaluator.start`, never per generation, in a
+  driver process owned by the evaluator (:mod:`qt_pipeline.evolution.ray_runtime`: a dead raylet ends
+  its driver process, which must not be the run's own process; a killed owner takes its local Ray down).
+  With no address that process starts a local Ray (``num_cpus=num_workers``, no dashboard, its session
+  files in ``/tmp/<session id>``); with an address it connects to that cluster after a short TCP probe
+  here, so an address that does not answer fails *before any work starts*. If Ray is already initialised
+  in this process (a test fixture, a notebook) the work runs here and Ray is left running on :meth:`close`.
+* The bar data (the datasets, e.g. one walk-forward plan) goes into the object store once per run
+  (:meth:`set_data`, ``ray.put``) and is loaded once by each of ``num_workers`` :class:`EvalActor` s (1 CPU
+  each), which warm their kernels once and keep their indicator caches for every generation: a node
+  holds one copy of the data, whatever the number of generations or tasks.
+* A generation is split into chunks of ``batch_size`` genomes (default: one chunk per worker, so genomes
+  of a chunk share their indicator series); a chunk whose actor or node is lost is resent to a live
+  actor (``max_retries``) and the actor replaced. Every wait is bounded: a driver process that dies is
+  noticed within a second, no result for ``stall_timeout_s`` or no worker up within ``start_timeout_s``
+  raises :class:`EvaluatorError` with one line.
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import math
 import socket
 import time
@@ -124,8 +130,228 @@ def probe_ray_address(address: str, timeout_s: float = 3.0) -> None:
         ) from None
 
 
+class EvalActor:
+    """One evaluation worker (a Ray actor, 1 CPU): holds the bar data for the whole run (resolved from
+    the object store once, when the actor starts), compiles and warms its kernels once at start, and keeps
+    its indicator cache from one generation to the next."""
+
+    def __init__(self, costs: Any, periods_per_year: float, *datasets: Any):
+        import ray
+
+        self.datasets, self.costs, self.ppy = datasets, costs, float(periods_per_year)
+        self.node_id = ray.get_runtime_context().get_node_id()
+        t0 = time.perf_counter()
+        from qt_pipeline.evolution import random_population, repair
+
+        # warm-up: one genome through every kernel (numba compile / cache load) before the first generation
+        evaluate_chunk(repair(random_population(np.random.default_rng(0), 1)), costs, self.ppy, *datasets)
+        self.warmup_seconds = time.perf_counter() - t0
+
+    def info(self) -> tuple[str, float]:
+        return self.node_id, self.warmup_seconds
+
+    def evaluate(self, chunk: np.ndarray) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        out = evaluate_chunk(chunk, self.costs, self.ppy, *self.datasets)
+        return out, time.perf_counter() - t0
+
+
+_LOST = ("RayActorError", "WorkerCrashedError", "ObjectLostError", "NodeDiedError")
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line`` (Ray errors span many lines), redacted."""
+    first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    return redact(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+
+
+class RayPool:
+    """The evaluation work on an initialised Ray: ``num_workers`` :class:`EvalActor` s holding the data.
+
+    A generation is cut into chunks (one per worker by default) sent to the actors round-robin and
+    collected with bounded waits: an actor lost with its worker or node is replaced (and its chunk resent
+    to a live actor, up to ``max_retries`` times per chunk); no result for ``stall_timeout_s`` seconds, or
+    no live actor within it, raises :class:`EvaluatorError`. Results are bit-identical to the serial
+    evaluator and in population order."""
+
+    def __init__(
+        self,
+        num_workers: int,
+        batch_size: int | None,
+        max_retries: int = 3,
+        stall_timeout_s: float = 1800.0,
+        start_timeout_s: float = 300.0,
+    ):
+        self.num_workers, self.batch_size = num_workers, batch_size
+        self.max_retries, self.stall_timeout_s = max_retries, stall_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self._started_at = 0.0
+        self._refs: list[Any] = []
+        self._args: tuple[Any, ...] = ()
+        self._actors: list[Any] = []
+        self._ready: dict[Any, Any] = {}  # actor -> its info() ref until it answered once
+        self.puts = 0  # objects put into the object store (the bar data: once per run)
+        self.actors_started = 0
+        self.actor_nodes: dict[str, int] = {}  # node id -> actors that loaded the data there
+        self.warmup_seconds: list[float] = []
+        self.put_seconds = 0.0
+        self.generations: list[dict[str, float]] = []  # wall, slowest worker's compute, overhead share
+
+    def _chunk(self, n: int) -> int:
+        if self.batch_size:
+            return self.batch_size
+        # one chunk per worker: genomes of a chunk share indicator series (computed once per chunk)
+        return max(1, math.ceil(n / self.num_workers))
+
+    def _new_actor(self) -> Any:
+        import ray
+
+        cls: Any = ray.remote(num_cpus=1, max_restarts=0)(EvalActor)
+        actor = cls.remote(*self._args, *self._refs)
+        self._ready[actor] = actor.info.remote()
+        self.actors_started += 1
+        return actor
+
+    def set_data(self, datasets: Sequence[Any], costs: Any, periods_per_year: float) -> None:
+        """Put the data into the object store once and start the actors (they load it and warm up in
+        the background; the first generation waits for them)."""
+        import ray
+
+        t0 = time.perf_counter()
+        self.close()
+        self._refs = [ray.put(d) for d in datasets]
+        self.puts += len(self._refs)
+        self._args = (costs, float(periods_per_year))
+        self._actors = [self._new_actor() for _ in range(self.num_workers)]
+        self._started_at = time.monotonic()
+        self.put_seconds = time.perf_counter() - t0
+
+    def _note_ready(self, actor: Any, ref: Any) -> None:
+        import ray
+
+        node, warm = ray.get(ref)
+        self.actor_nodes[node] = self.actor_nodes.get(node, 0) + 1
+        self.warmup_seconds.append(warm)
+        self._ready.pop(actor, None)
+
+    def _drop(self, actor: Any) -> None:
+        import ray
+
+        if actor in self._actors:
+            self._actors.remove(actor)
+            self._ready.pop(actor, None)
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+            self._actors.append(self._new_actor())  # placed wherever Ray finds a CPU (pending until then)
+
+    def evaluate(self, pop: np.ndarray) -> np.ndarray:
+        import ray
+
+        if not self._refs:
+            raise EvaluatorError("set_data() must be called before evaluate()")
+        pop = np.ascontiguousarray(pop, dtype=np.float64)
+        size = self._chunk(len(pop))
+        chunks = [pop[i : i + size] for i in range(0, len(pop), size)]
+        parts: list[Any] = [None] * len(chunks)
+        tries = [0] * len(chunks)
+        busy: dict[Any, float] = {}  # actor -> compute seconds this generation
+        pending: dict[Any, tuple[int, Any]] = {}
+        t0 = time.perf_counter()
+        turn = 0
+
+        def submit(i: int) -> None:
+            nonlocal turn
+            live = [a for a in self._actors if a not in self._ready] or self._actors
+            actor = live[turn % len(live)]
+            turn += 1
+            pending[actor.evaluate.remote(chunks[i])] = (i, actor)
+
+        for i in range(len(chunks)):
+            submit(i)
+        last_progress = time.monotonic()
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for actor, ref in list(self._ready.items()):  # actors that finished loading / warming up
+                if ray.wait([ref], timeout=0)[0]:
+                    try:
+                        self._note_ready(actor, ref)
+                    except Exception:
+                        self._drop(actor)
+            if not done:
+                if not self.actor_nodes and time.monotonic() - self._started_at > self.start_timeout_s:
+                    raise EvaluatorError(
+                        f"no Ray worker started within {self.start_timeout_s:g} s ({self.num_workers} "
+                        "workers of 1 CPU each requested): does the cluster have free CPUs, or is another "
+                        "run holding them?"
+                    )
+                if time.monotonic() - last_progress > self.stall_timeout_s:
+                    raise EvaluatorError(
+                        f"Ray evaluation stalled: no result for {self.stall_timeout_s:g} s "
+                        f"({len(pending)} of {len(chunks)} batches outstanding, "
+                        f"{len(self._actors) - len(self._ready)} workers ready); is the cluster alive?"
+                    )
+                continue
+            last_progress = time.monotonic()
+            ref = done[0]
+            i, actor = pending.pop(ref)
+            try:
+                out, secs = ray.get(ref, timeout=60)
+            except Exception as exc:
+                if type(exc).__name__ not in _LOST and not isinstance(exc, ray.exceptions.RayActorError):
+                    raise EvaluatorError(
+                        f"Ray evaluation of {len(pop)} genomes failed: {_one_line(exc)}"
+                    ) from None
+                tries[i] += 1
+                if tries[i] > self.max_retries:
+                    raise EvaluatorError(
+                        f"Ray evaluation of {len(pop)} genomes failed: a batch was lost {tries[i]} times "
+                        f"(workers or nodes died); last: {_one_line(exc)}"
+                    ) from None
+                self._drop(actor)
+                submit(i)
+                continue
+            parts[i] = out
+            busy[actor] = busy.get(actor, 0.0) + secs
+        wall = time.perf_counter() - t0
+        slowest = max(busy.values(), default=0.0)
+        self.generations.append(
+            {"wall": wall, "compute": slowest, "overhead": max(0.0, wall - slowest) / wall if wall else 0.0}
+        )
+        return np.concatenate(parts, axis=0)
+
+    def stats(self) -> dict[str, Any]:
+        locations: dict[str, list[str]] = {}
+        with contextlib.suppress(Exception):  # where each data object is held now (node ids)
+            from ray.experimental import get_object_locations
+
+            found = get_object_locations(self._refs, timeout_ms=10_000)
+            locations = {r.hex(): sorted(found[r]["node_ids"]) for r in self._refs}
+        return {
+            "data_locations": locations,
+            "puts": self.puts,
+            "actors_started": self.actors_started,
+            "actor_nodes": dict(self.actor_nodes),
+            "warmup_seconds": list(self.warmup_seconds),
+            "generations": list(self.generations),
+            "data_refs": [r.hex() for r in self._refs],
+        }
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self._actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+        self._actors, self._ready, self._refs = [], {}, []
+
+
 class RayEvaluator:
-    """Evaluates batches of genomes as Ray tasks. See the module docstring."""
+    """Evaluates populations on Ray through a :class:`RayPool`. See the module docstring.
+
+    If Ray is already initialised in this process (a test fixture, a notebook) the pool runs here and Ray
+    is left running on :meth:`close`. Otherwise Ray runs in a driver process owned by this evaluator
+    (:mod:`qt_pipeline.evolution.ray_runtime`): started once in :meth:`start`, reused by every generation,
+    stopped with everything it started in :meth:`close` — and, if this process dies, by itself."""
 
     name = "ray"
 
@@ -137,6 +363,8 @@ class RayEvaluator:
         *,
         max_retries: int = 3,
         probe_timeout_s: float = 3.0,
+        start_timeout_s: float = 300.0,
+        stall_timeout_s: float = 1800.0,
         init_kwargs: dict[str, Any] | None = None,
     ):
         if num_workers < 1:
@@ -148,99 +376,209 @@ class RayEvaluator:
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.probe_timeout_s = probe_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self.stall_timeout_s = stall_timeout_s
         self.init_kwargs = dict(init_kwargs or {})
-        self._owns_ray = False
-        self._refs: list[Any] = []
-        self._costs: Any = None
-        self._ppy = 0.0
-        self._remote: Any = None
+        self._pool: RayPool | None = None  # in-process mode
+        self._proc: Any = None  # driver-process mode
+        self._conn: Any = None
+        self._record: Any = None
+        self._log: Any = None
+        self.session_id: str | None = None
+        self._started = False
         self.startup_seconds = 0.0
         self.put_seconds = 0.0
 
+    def _pool_args(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "batch_size": self.batch_size,
+            "max_retries": self.max_retries,
+            "stall_timeout_s": self.stall_timeout_s,
+            "start_timeout_s": self.start_timeout_s,
+        }
+
     def start(self) -> RayEvaluator:
         """Probe the address, then start/connect Ray (once). Idempotent."""
-        if self._remote is not None:
+        if self._started:
             return self
         t0 = time.perf_counter()
         if self.address:
             probe_ray_address(self.address, self.probe_timeout_s)
-        import ray
+        import sys
 
-        if not ray.is_initialized():
-            try:
-                if self.address:
-                    ray.init(
-                        address=self.address,
-                        ignore_reinit_error=True,
-                        logging_level=logging.WARNING,
-                        **self.init_kwargs,
-                    )
-                else:
-                    ray.init(
-                        num_cpus=self.num_workers,
-                        include_dashboard=False,
-                        ignore_reinit_error=True,
-                        logging_level=logging.WARNING,
-                        **self.init_kwargs,
-                    )
-            except Exception as exc:
-                where = f"the Ray cluster at {redact(self.address)!r}" if self.address else "a local Ray"
-                raise EvaluatorError(f"cannot start/connect {where}: {redact(exc)}") from None
-            self._owns_ray = True
-        self._remote = ray.remote(evaluate_chunk).options(
-            max_retries=self.max_retries, retry_exceptions=True, num_cpus=1
-        )
+        ray = sys.modules.get("ray")  # not imported here: not initialised here (and not worth importing)
+        if ray is not None and ray.is_initialized():
+            self._pool = RayPool(**self._pool_args())
+        else:
+            self._spawn_driver()
+        self._started = True
         self.startup_seconds = time.perf_counter() - t0
         return self
 
-    def set_data(self, datasets: Sequence[Any], costs: Any, periods_per_year: float) -> None:
-        """Put the bar data into the object store (once per run)."""
-        import ray
+    # ---- driver process
+    def _spawn_driver(self) -> None:
+        import os
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
 
+        from qt_pipeline.evolution import ray_runtime as rt
+
+        data_dir = _data_dir()
+        rt.reap_orphans(data_dir)
+        self.session_id = sid = rt.new_session_id()
+        self._record = rt.record_session(sid, data_dir)
+        self._log = data_dir / "ray" / f"{sid}.log"
+        mine, theirs = socket.socketpair()
+        env = {**rt.SLOW_MACHINE_ENV, **os.environ, rt.SESSION_ENV: sid}
+        with open(self._log, "wb") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "qt_pipeline.evolution.ray_runtime", str(theirs.fileno()),
+                 str(os.getpid()), sid],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # terminal signals go to the owner, which closes the driver
+            )  # fmt: skip
+        theirs.close()
+        self._conn = Connection(mine.detach())
+        where = f"the Ray cluster at {redact(self.address)!r}" if self.address else "a local Ray"
+        try:
+            self._call(
+                "start",
+                {
+                    "address": self.address,
+                    "num_cpus": self.num_workers,
+                    "temp_dir": str(rt.session_temp_dir(sid)),
+                    "init_kwargs": self.init_kwargs,
+                    "pool": self._pool_args(),
+                },
+                timeout_s=self.start_timeout_s,
+                doing=f"start/connect {where}",
+            )
+        except EvaluatorError:
+            self._stop_driver()
+            raise
+
+    def _call(self, cmd: str, arg: Any = None, *, timeout_s: float | None = None, doing: str = "") -> Any:
+        """Send one command to the driver process and wait for its answer, checking every second that the
+        process is alive (a dead Ray kills it) — never an unbounded wait on a dead peer."""
+        doing = doing or cmd
+        try:
+            self._conn.send((cmd, arg))
+        except OSError:
+            raise EvaluatorError(self._driver_died(doing)) from None
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                if self._conn.poll(1.0):
+                    status, value = self._conn.recv()
+                    if status == "err":
+                        raise EvaluatorError(f"Ray: cannot {doing}: {value}")
+                    return value
+            except (EOFError, OSError):
+                raise EvaluatorError(self._driver_died(doing)) from None
+            if self._proc.poll() is not None:
+                raise EvaluatorError(self._driver_died(doing))
+            if deadline is not None and time.monotonic() > deadline:
+                raise EvaluatorError(
+                    f"Ray: cannot {doing}: no answer within {timeout_s:g} s (machine overloaded or cluster "
+                    f"unreachable); driver log: {self._log}"
+                )
+
+    def _driver_died(self, doing: str) -> str:
+        with contextlib.suppress(Exception):
+            self._proc.wait(timeout=5)
+        code = self._proc.poll()
+        hint = ""
+        with contextlib.suppress(OSError):
+            text = self._log.read_text(errors="replace")
+            if "Raylet is terminated" in text or "marked dead" in text:
+                hint = "the local Ray node died (raylet killed or out of memory); "
+        self._stop_driver(keep_log=True)
+        return (
+            f"Ray failed while trying to {doing}: {hint}the Ray driver process exited (code {code}); "
+            f"its processes were stopped; Ray's log: {self._log}"
+        )
+
+    def _stop_driver(self, keep_log: bool = False) -> None:
+        from qt_pipeline.evolution import ray_runtime as rt
+
+        if self._proc is not None:
+            if self._proc.poll() is None and self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.send(("close", None))
+                    if self._conn.poll(30):
+                        self._conn.recv()  # the workers are stopped: a cluster's CPUs are free again
+            with contextlib.suppress(Exception):
+                self._proc.wait(timeout=5)  # ray.shutdown(); a local session is reaped below anyway
+            if self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+        if self._conn is not None:
+            self._conn.close()
+        if self.session_id is not None:
+            rt.reap_session(self.session_id)
+        if self._record is not None:
+            rt.forget_session(self._record)
+        if self._log is not None and not keep_log:
+            self._log.unlink(missing_ok=True)
+        self._proc = self._conn = self._record = None
+        self._started = False
+
+    # ---- the evaluator interface
+    def set_data(self, datasets: Sequence[Any], costs: Any, periods_per_year: float) -> None:
+        """Put the bar data into the object store (once per run) and start the workers that hold it."""
         self.start()
-        t0 = time.perf_counter()
-        self._refs = [ray.put(d) for d in datasets]
-        self._costs, self._ppy = costs, float(periods_per_year)
-        self.put_seconds = time.perf_counter() - t0
+        args = (list(datasets), costs, float(periods_per_year))
+        if self._pool is not None:
+            self._pool.set_data(*args)
+            self.put_seconds = self._pool.put_seconds
+        else:
+            self.put_seconds = self._call("set_data", args, doing="put the bar data into the object store")
 
     def _chunk(self, n: int) -> int:
-        if self.batch_size:
-            return self.batch_size
-        # one chunk per worker: genomes of a chunk share indicator series (computed once per chunk),
-        # so fewer, larger chunks do less work in total; Ray's task overhead (~ms) is negligible here
-        return max(1, math.ceil(n / self.num_workers))
+        return RayPool(**self._pool_args())._chunk(n)
 
     def evaluate(self, pop: np.ndarray) -> np.ndarray:
-        import ray
-
-        if not self._refs:
+        if not self._started:
             raise EvaluatorError("set_data() must be called before evaluate()")
         pop = np.ascontiguousarray(pop, dtype=np.float64)
-        size = self._chunk(len(pop))
-        futures = [
-            self._remote.remote(pop[i : i + size], self._costs, self._ppy, *self._refs)
-            for i in range(0, len(pop), size)
-        ]
-        try:
-            parts = ray.get(futures)
-        except Exception as exc:
-            raise EvaluatorError(
-                f"Ray evaluation of {len(pop)} genomes failed after retries: {redact(exc)}"
-            ) from None
-        return np.concatenate(parts, axis=0)
+        if self._pool is not None:
+            return self._pool.evaluate(pop)
+        return self._call("evaluate", pop, doing=f"evaluate {len(pop)} genomes")
+
+    def stats(self) -> dict[str, Any]:
+        """Object puts, actors started and the nodes that loaded the data, warm-up and per-generation
+        timings (wall, slowest worker's compute, overhead share)."""
+        if self._pool is not None:
+            return self._pool.stats()
+        return self._call("stats") if self._started else {}
 
     def describe(self) -> str:
         where = redact(self.address) if self.address else "local"
         return f"ray ({where}, {self.num_workers} workers, batch {self.batch_size or 'auto'})"
 
     def close(self) -> None:
-        self._refs = []
-        if self._owns_ray:
-            import ray
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+            self._started = False
+        else:
+            self._stop_driver()
 
-            ray.shutdown()
-            self._owns_ray = False
-        self._remote = None
+
+def _data_dir() -> Any:
+    from pathlib import Path
+
+    from qt_pipeline.config import get_settings
+
+    path = Path(get_settings().data_dir)
+    (path / "ray").mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def make_evaluator(config: Any) -> Any:

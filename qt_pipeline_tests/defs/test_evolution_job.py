@@ -119,3 +119,74 @@ def test_example_run_config_matches_the_job_schema():
     from qt_pipeline.evolution.config import parse_config
 
     assert parse_config(cfg).symbols == ("BTCUSD", "ETHUSD")  # and the domain model accepts it as well
+
+
+def _my_ray_sessions() -> list:
+    """Processes of Ray sessions started by this test process (session ids embed the owner's pid)."""
+    import os
+
+    import psutil
+
+    from qt_pipeline.evolution.ray_runtime import SESSION_ENV
+
+    prefix = f"qtr{os.getpid()}-"
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get(SESSION_ENV, "").startswith(prefix) and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_raylet_killed_mid_run_fails_the_run_with_a_one_line_cause_and_leaves_no_ray_process(central):
+    """Real fault: kill -9 of the local raylet while the evolution job evaluates. Ray ends its driver
+    process when its raylet dies; the run must still end FAILURE with one line saying so, the evolution
+    run must be marked failed with that cause, and no process of the Ray session may remain."""
+    import threading
+    import time
+
+    import dagster as dg
+    import psutil
+
+    settings = central
+    write_bars(settings, {"BTCUSD": 4320})
+    killed: dict = {}
+
+    def kill_raylet_once_evaluating() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and "pid" not in killed:
+            procs = _my_ray_sessions()
+            names = {p.pid: p.name() for p in procs if p.is_running()}
+            if any(n.startswith("ray::EvalActor") for n in names.values()):
+                time.sleep(1.0)  # a few generations committed
+                for pid, name in names.items():
+                    if name == "raylet":
+                        psutil.Process(pid).kill()
+                        killed["pid"] = pid
+                        return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_raylet_once_evaluating, daemon=True)
+    killer.start()
+    instance = dg.DagsterInstance.ephemeral()
+    result = _job().execute_in_process(
+        run_config=_run_config(population_size=10, generations=5000, use_ray=True, run_id="raylet"),
+        instance=instance,
+        raise_on_error=False,
+    )
+    killer.join(5)
+    assert "pid" in killed, "the raylet of the run's Ray was never found"
+    assert not result.success
+    assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.FAILURE
+    msg = _failure_message(result)
+    assert len(msg.strip().splitlines()) == 1, msg
+    assert "the local Ray node died" in msg and "driver process exited" in msg, msg
+    from qt_pipeline.evolution.state import state_store_from_settings
+
+    with state_store_from_settings(settings) as state:
+        rec = state.get_run("raylet")
+        assert rec.status == "failed" and "the local Ray node died" in (rec.error or ""), rec
+    assert _my_ray_sessions() == []

@@ -19,8 +19,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def ray_local():
+    import os
+
     import ray
 
+    from qt_pipeline.evolution.ray_runtime import SLOW_MACHINE_ENV
+
+    for key, value in SLOW_MACHINE_ENV.items():  # the budgets the evaluator gives its own local Ray
+        os.environ.setdefault(key, value)
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, logging_level="WARNING")
     yield ray
     ray.shutdown()
@@ -42,18 +48,19 @@ def test_ray_result_is_bit_identical_to_serial_and_ordered(ray_local, datasets):
 
     ev = RayEvaluator(num_workers=2, batch_size=5)
     ev.set_data(datasets, Costs(), 525_960.0)
-    refs = list(ev._refs)
     got = ev.evaluate(pop)
     assert got.tobytes() == expected.tobytes()  # bit-identical (NaNs included), order preserved
     # a permuted population gives the permuted rows: results are matched to genomes, not to finish order
     perm = np.random.default_rng(0).permutation(23)
     assert ev.evaluate(pop[perm]).tobytes() == expected[perm].tobytes()
-    assert ev._refs == refs  # the bar data went to the object store once, not per evaluation
+    stats = ev.stats()
+    assert stats["puts"] == 2  # the bar data went to the object store once (per dataset), not per evaluation
+    assert stats["actors_started"] == 2 and sum(stats["actor_nodes"].values()) == 2  # loaded once per worker
+    ev.close()  # its workers hold the 2 CPUs for as long as it is open
     auto = RayEvaluator(num_workers=2)  # automatic batch size: one chunk per worker
     auto.set_data(datasets, Costs(), 525_960.0)
     assert auto._chunk(23) == 12
     assert auto.evaluate(pop).tobytes() == expected.tobytes()
-    ev.close()
     auto.close()
     assert ray_local.is_initialized()  # Ray started outside the evaluator is left running
 
@@ -65,12 +72,11 @@ def test_full_run_on_ray_equals_serial_run(ray_local, settings, tmp_path):
     try:
         base = small_config(generations=3)
         a = run_evolution(parse_config({**base, "run_id": "serial"}), store, state, SerialEvaluator())
-        b = run_evolution(
-            parse_config({**base, "run_id": "ray", "use_ray": True}),
-            store,
-            state,
-            RayEvaluator(num_workers=2, batch_size=4),
-        )
+        ev = RayEvaluator(num_workers=2, batch_size=4)
+        try:
+            b = run_evolution(parse_config({**base, "run_id": "ray", "use_ray": True}), store, state, ev)
+        finally:
+            ev.close()  # run_evolution closes only an evaluator it made itself
     finally:
         state.close()
         store.close()
@@ -82,8 +88,8 @@ def test_full_run_on_ray_equals_serial_run(ray_local, settings, tmp_path):
 
 
 def test_a_worker_killed_mid_task_is_retried_and_the_result_is_unchanged(ray_local):
-    """Real fault: SIGKILL the Ray worker process while it runs an evaluation task; the task is retried
-    (max_retries) and the population result is still bit-identical to the serial one."""
+    """Real fault: SIGKILL the Ray worker (actor) process while it evaluates; its batch is resent to a live
+    worker, the worker is replaced, and the population result is still bit-identical to the serial one."""
     import os
     import signal
     import threading
@@ -106,13 +112,101 @@ def test_a_worker_killed_mid_task_is_retried_and_the_result_is_unchanged(ray_loc
     deadline = time.monotonic() + 60
     while killed is None and worker.is_alive() and time.monotonic() < deadline:
         for proc in psutil.process_iter(["pid", "cmdline"]):
-            if " ".join(proc.info["cmdline"] or []).startswith("ray::evaluate_chunk"):
+            if " ".join(proc.info["cmdline"] or []).startswith("ray::EvalActor.evaluate"):
                 os.kill(proc.info["pid"], signal.SIGKILL)
                 killed = proc.info["pid"]
                 break
         time.sleep(0.005)
     worker.join(180)
+    ev_stats = ev.stats()
     ev.close()
     assert killed is not None, "no running evaluation task was found to kill"
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
     assert out["result"].tobytes() == expected.tobytes()
+    assert ev_stats["actors_started"] == 3  # the lost worker was replaced
+
+
+OWNER_SCRIPT = """
+import sys, numpy as np
+from qt_pipeline.evolution import Costs, MarketData, random_population, repair
+from qt_pipeline.evolution.ray_eval import RayEvaluator
+from qt_pipeline_tests.evolution.evo_helpers import synthetic_bars
+
+ev = RayEvaluator(num_workers=2)
+ev.set_data([MarketData.from_frame(synthetic_bars("BTCUSD", 3000, seed=1))], Costs(), 525_960.0)
+pop = repair(random_population(np.random.default_rng(0), 8))
+ev.evaluate(pop)
+print(ev.session_id, ev._proc.pid, flush=True)
+while True:  # generations until killed
+    ev.evaluate(pop)
+"""
+
+
+def _start_owner(settings, tmp_path):
+    """A real evolution driver (RayEvaluator with its local Ray) in its own process, evaluating in a loop;
+    returns (process, session id, pid of its Ray driver process)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER_SCRIPT)
+    env = {**os.environ, "QT_DATA_DIR": str(settings.data_dir), "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
+    )
+    line = proc.stdout.readline().split()
+    assert len(line) == 2, f"owner did not start (exit {proc.poll()})"
+    return proc, line[0], int(line[1])
+
+
+def _wait_gone(session_id: str, timeout_s: float) -> list:
+    import time
+
+    from qt_pipeline.evolution.ray_runtime import session_processes
+
+    deadline = time.monotonic() + timeout_s
+    left = session_processes(session_id)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = session_processes(session_id)
+    return left
+
+
+def test_kill_9_of_the_owner_leaves_no_ray_process(settings, tmp_path):
+    """Real fault: kill -9 of the process running the evolution (the Dagster step / `qt` process) while
+    it evaluates. Its local Ray (driver process, gcs_server, raylet, agents, workers) must go too — Ray's
+    own agents outlive a killed driver for minutes, so this fails without the session reaper."""
+    import psutil
+
+    from qt_pipeline.evolution.ray_runtime import session_processes
+
+    proc, sid, driver = _start_owner(settings, tmp_path)
+    names = {p.name() for p in session_processes(sid)}
+    assert {"raylet", "gcs_server"} <= names and any(n.startswith("ray::EvalActor") for n in names), names
+    proc.kill()
+    proc.wait()
+    left = _wait_gone(sid, 60)
+    assert left == [], [(p.pid, p.name()) for p in left]
+    assert not psutil.pid_exists(driver) or psutil.Process(driver).status() == psutil.STATUS_ZOMBIE
+
+
+def test_owner_and_driver_killed_together_are_reaped_by_the_next_start(settings, tmp_path):
+    """Both the owner and its Ray driver process die at once (kill -9 of both): Ray's agents linger; the
+    next start (``reap_orphans``, also run by every ``qt`` command) finds the recorded session and stops them."""
+    import os
+    import signal
+
+    from qt_pipeline.evolution.ray_runtime import reap_orphans, session_processes
+
+    proc, sid, driver = _start_owner(settings, tmp_path)
+    os.kill(driver, signal.SIGKILL)
+    proc.kill()
+    proc.wait()
+    record = settings.data_dir / "ray" / "sessions" / f"{sid}.json"
+    assert record.exists()
+    assert session_processes(sid)  # Ray's agents outlive their raylet and driver
+    assert reap_orphans(settings.data_dir) == [sid]
+    assert session_processes(sid) == [] and not record.exists()

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qt_pipeline.evolution.ray_runtime import SLOW_MACHINE_ENV
+
 RAY = str(Path(sys.executable).parent / "ray")
 # Token authentication, as a cluster reachable over a network should run: one token per process (Ray
 # caches it), given to every node and to this process's driver through the environment, so neither
@@ -40,9 +42,9 @@ def free_ports(n: int) -> list[int]:
 
 
 def _startup_priority() -> None:
-    # The raylet waits a hard-coded 15 s for its dashboard agent (a Python process) to write its port file,
-    # then aborts (ray-project/ray#65983). On a loaded shared machine a niced agent misses that deadline, so
-    # a node starts at normal priority and is niced back (``_renice``) as soon as it is up.
+    # The raylet waits agent_register_timeout_ms for its dashboard agent (a Python process) to write its
+    # port file, then aborts (ray-project/ray#65983). Besides the longer budget (SLOW_MACHINE_ENV), a node
+    # starts at normal priority and is niced back (``_renice``) as soon as it is up.
     if os.geteuid() == 0:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, 0)
@@ -60,9 +62,21 @@ class RayNode:
     log: Path
 
     def kill(self) -> None:
-        """``kill -9`` of the node's whole process tree (raylet, object store, its workers)."""
+        """``kill -9`` of the node's whole process tree (raylet, object store, its workers), as when a VM
+        is lost. Ray puts each worker in a process group of its own, and an actor keeps answering calls
+        (they do not go through the raylet) until it notices its raylet is gone: kill the tree, not
+        only the node's process group."""
+        import psutil
+
+        try:
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            tree = []
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=30)
 
@@ -95,7 +109,9 @@ class LocalRayCluster:
             "--block",
         ]
         log = self.temp_dir / f"{name}.log"
-        env = {**os.environ, **AUTH_ENV}
+        # the raylet aborts when its dashboard agent (Python) is slower to start than
+        # agent_register_timeout_ms (ray-project/ray#65983): under load nodes get the evaluator's budgets
+        env = {**SLOW_MACHINE_ENV, **os.environ, **AUTH_ENV}
         proc = subprocess.Popen(
             [RAY, "start", *args, *common],
             stdout=open(log, "wb"),  # noqa: SIM115 - owned by the node process

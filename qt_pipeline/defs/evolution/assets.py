@@ -27,33 +27,20 @@ def _fitness_curve_md(png: bytes) -> str:
 
 
 def _make_evaluator(config: Any, ray_cluster: RayClusterResource, context: Any) -> Any:
-    from qt_pipeline.evolution.ray_eval import RayEvaluator, SerialEvaluator
+    """The run's evaluator (not started; ``run_evolution`` starts it after validating the input). Ray
+    runs in a driver process owned by the evaluator, not in this step process: a Ray that dies (raylet
+    killed, node lost) fails the step with a one-line cause instead of ending the process silently."""
+    from qt_pipeline.evolution.ray_eval import RayEvaluator, make_evaluator
 
-    if not config.use_ray:
-        return SerialEvaluator()
-
-    class _ResourceRayEvaluator(RayEvaluator):
-        def start(self) -> RayEvaluator:
-            import time
-
-            if self._remote is not None:
-                return self
-            t0 = time.perf_counter()
-            ray_cluster.connect_for(context, address=self.address, num_workers=self.num_workers)
-            connect_s = time.perf_counter() - t0
-            super().start()
-            self.startup_seconds += connect_s  # the Ray start itself happens in connect_for
-            return self
-
-    from qt_pipeline.evolution.executor_choice import auto_or_ray
-
-    # serial when the run is too small to pay for Ray's start-up (the choice is in the `evaluator` metadata)
-    return auto_or_ray(
-        config,
-        _ResourceRayEvaluator(
-            config.ray_address or ray_cluster.address, config.num_workers, config.batch_size
-        ),
-    )
+    if config.use_ray and not config.ray_address and ray_cluster.address:
+        # the RayClusterResource names a cluster: connect to it (probed before any work)
+        config = config.model_copy(update={"ray_address": ray_cluster.address})
+    # serial when a local run is too small to pay for Ray's start-up (the choice is in the `evaluator`
+    # metadata); a named cluster always runs on Ray
+    evaluator = make_evaluator(config)
+    if isinstance(evaluator, RayEvaluator):
+        context.log.info(f"evaluator: {evaluator.describe()}")
+    return evaluator
 
 
 def bars_asset_key() -> dg.AssetKey:
@@ -122,12 +109,13 @@ def evolved_strategies(
             "correlation genes stay inert; materialise signals_job for these days first"
         )
     state_store = evolution_state.get_state_store(central_store)
+    evaluator = _make_evaluator(evo_cfg, ray_cluster, context)
     try:
         result = run_evolution(
             evo_cfg,
             bar_store.get_store(),
             state_store,
-            _make_evaluator(evo_cfg, ray_cluster, context),
+            evaluator,
             progress,
             on_start=on_start,
             signals=signals,
@@ -142,6 +130,7 @@ def evolved_strategies(
             metadata={"run_id": evo_cfg.run_id},
         ) from exc
     finally:
+        evaluator.close()  # stops the Ray this run started (driver process, workers, agents)
         state_store.close()
 
     out_dir = get_settings().data_dir / "evolution" / result.run_id

@@ -12,17 +12,19 @@ from qt_pipeline.defs.resources import env_or as _env_or
 
 
 class RayClusterResource(LocalRay):
-    """dagster-ray's :class:`LocalRay`, extended to connect to an existing cluster when ``address`` (or
-    the run config's ``ray_address``, or ``QT_RAY_ADDRESS``) is set — no code change between laptop and
-    cluster.
+    """Where evolution runs on Ray: an existing cluster by ``address`` (or the run config's
+    ``ray_address``, or ``QT_RAY_ADDRESS``), else a local Ray started for the run.
 
-    Configure it with ``lifecycle.connect=False`` (as ``evolution_resources`` does): the evolution asset validates its config first and then calls
-    :meth:`connect_for`, so bad input fails before the 7–14 s Ray start. At step end the resource's
-    cleanup disconnects (a local Ray started here is shut down).
+    The evolution asset does not connect this process to Ray: its evaluator
+    (:class:`qt_pipeline.evolution.ray_eval.RayEvaluator`) runs the Ray driver in a child process it owns,
+    so a dead Ray (raylet killed, node lost) fails the step with a one-line cause instead of ending the step
+    process, and a killed step process takes its local Ray down with it
+    (:mod:`qt_pipeline.evolution.ray_runtime`). Configured with ``lifecycle.connect=False``; with
+    ``connect=True`` dagster-ray's LocalRay initialises Ray in this process and the evaluator uses it as is.
     """
 
     address: str | None = None
-    num_cpus: int | None = None  # local Ray only; default: the run's num_workers
+    num_cpus: int | None = None  # lifecycle.connect=True only (dagster-ray's local ray.init)
 
     @property
     def ray_address(self) -> str | None:  # type: ignore[override]
@@ -31,41 +33,6 @@ class RayClusterResource(LocalRay):
     @property
     def name(self) -> str:
         return f"Ray cluster {self.address}" if self.address else "LocalRay"
-
-    def connect_for(
-        self, context: Any, *, address: str | None = None, num_workers: int | None = None
-    ) -> None:
-        """Start a local Ray / connect to ``address`` (probed first); a no-op if Ray is already up."""
-        import ray
-
-        from qt_pipeline.config import get_settings
-        from qt_pipeline.evolution.ray_eval import probe_ray_address
-        from qt_pipeline.redaction import redact
-
-        if ray.is_initialized():
-            context.log.info("Ray is already initialised in this process; using it")
-            return
-        addr = address or self.address or get_settings().ray_address
-        options = dict(self.ray_init_options)
-        options.setdefault("ignore_reinit_error", True)
-        options.setdefault("logging_level", "WARNING")
-        env = self.get_env_vars_to_inject()
-        if env:
-            options.setdefault("runtime_env", {}).setdefault("env_vars", {}).update(env)
-        if addr:
-            probe_ray_address(addr)
-            context.log.info(f"connecting to the Ray cluster at {redact(addr)}")
-            self._context = ray.init(address=addr, **options)
-        else:
-            options.setdefault("num_cpus", self.num_cpus or num_workers)
-            options.setdefault("include_dashboard", False)
-            context.log.info(f"starting a local Ray (num_cpus={options['num_cpus']})")
-            self._context = ray.init(**options)
-        self.on_connect(context)
-
-    def connect(self, context: Any) -> Any:  # type: ignore[override]  # lifecycle.connect=True path
-        self.connect_for(context)
-        return self._context
 
 
 class EvolutionStateResource(dg.ConfigurableResource):

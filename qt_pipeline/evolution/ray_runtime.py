@@ -1,0 +1,247 @@
+"""The Ray runtime of one evolution run: a driver process that dies with its owner, and a reaper.
+
+Why a separate driver process. A Ray driver is a process with a core worker bound to the local raylet; when
+that raylet dies (killed, out of memory) Ray ends the *whole driver process* (it exits, code 0, after
+printing the raylet's log) — measured on Ray 2.60. Were the driver the Dagster run process, the run would
+vanish without a cause and stay ``running`` for good. So :class:`~qt_pipeline.evolution.ray_eval.RayEvaluator`
+runs Ray in a child process (``python -m qt_pipeline.evolution.ray_runtime``) and talks to it over a
+socket: a dead Ray becomes a dead child, which the owner notices within a second and reports as a
+one-line :class:`~qt_pipeline.evolution.ray_eval.EvaluatorError`.
+
+Why a reaper. ``ray.init`` starts gcs_server, raylet, log monitor and dashboard processes that die with the
+driver, but the raylet's children (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``) outlive a ``kill -9``
+of the driver for minutes (measured). Every process of a session started here carries
+``QT_RAY_SESSION=<id>`` in its environment (inherited from the driver process, and kept by Ray's workers
+and agents even though they rewrite their command line), so :func:`reap_session` finds all of them. Each
+session is recorded in ``QT_DATA_DIR/ray/sessions/<id>.json`` with its owner's pid and start time; it is
+reaped
+
+* by the driver process itself as soon as its owner is gone (it polls its parent every 0.25 s),
+* by the owner when the driver process exits or is closed,
+* by the next :func:`reap_orphans` (every Ray start of an evaluator, every ``qt`` command) when both were
+  killed at once.
+
+A session connected to an existing cluster (an address) starts no local Ray processes, so there is nothing
+to reap on the cluster; only the driver process is owned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+SESSION_ENV = "QT_RAY_SESSION"
+# Ray's start-up deadlines, raised for loaded machines (defaults for what is not already set): the raylet
+# aborts when its dashboard agent has not written its port file within agent_register_timeout_ms (measured:
+# > 15 s at load 6 on 2 cores, ray-project/ray#65983), and drops workers slower than
+# worker_register_timeout_seconds to register.
+SLOW_MACHINE_ENV = {"RAY_agent_register_timeout_ms": "120000", "RAY_worker_register_timeout_seconds": "180"}
+
+
+def _sessions_dir(data_dir: Path | None = None) -> Path:
+    if data_dir is None:
+        from qt_pipeline.config import get_settings
+
+        data_dir = Path(get_settings().data_dir)
+    return Path(data_dir) / "ray" / "sessions"
+
+
+def new_session_id() -> str:
+    return f"qtr{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def session_temp_dir(session_id: str) -> Path:
+    """Ray's session directory for a local Ray of this session. Short and under /tmp on purpose: Ray puts
+    Unix sockets there (108-byte path limit), and the data dir may be anywhere."""
+    return Path("/tmp") / session_id
+
+
+def _create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def _alive(pid: int, create_time: float | None) -> bool:
+    """The process ``pid`` that started at ``create_time`` still runs (not a zombie, not a reused pid)."""
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return create_time is None or abs(p.create_time() - create_time) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def session_processes(session_id: str, *, exclude: tuple[int, ...] = ()) -> list[Any]:
+    """Every live process of this user whose environment says it belongs to ``session_id``."""
+    import psutil
+
+    me = os.getuid()
+    found = []
+    for p in psutil.process_iter(["pid", "uids"]):
+        try:
+            if p.pid in exclude or p.info["uids"] is None or p.info["uids"].real != me:
+                continue
+            if p.environ().get(SESSION_ENV) == session_id and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return found
+
+
+def reap_session(session_id: str, *, exclude: tuple[int, ...] = (), timeout_s: float = 10.0) -> int:
+    """SIGKILL every process of the session (found by its environment) and remove its Ray temp dir.
+    Returns how many processes were killed."""
+    import psutil
+
+    procs = session_processes(session_id, exclude=exclude)
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            p.kill()
+    psutil.wait_procs(procs, timeout=timeout_s)
+    shutil.rmtree(session_temp_dir(session_id), ignore_errors=True)
+    return len(procs)
+
+
+def record_session(session_id: str, data_dir: Path | None = None) -> Path:
+    path = _sessions_dir(data_dir) / f"{session_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"session": session_id, "owner_pid": os.getpid(), "owner_started": _create_time(os.getpid())}
+    path.write_text(json.dumps(record))
+    return path
+
+
+def forget_session(record: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        record.unlink()
+
+
+def reap_orphans(data_dir: Path | None = None) -> list[str]:
+    """Reap every recorded session whose owner process is gone; returns their ids."""
+    reaped = []
+    root = _sessions_dir(data_dir)
+    for path in sorted(root.glob("*.json")) if root.is_dir() else []:
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            forget_session(path)
+            continue
+        if _alive(int(rec["owner_pid"]), rec.get("owner_started")):
+            continue
+        reap_session(str(rec["session"]))
+        forget_session(path)
+        reaped.append(str(rec["session"]))
+    return reaped
+
+
+def reap_orphans_quietly() -> None:
+    """:func:`reap_orphans` for every ``qt`` command: cheap when nothing is recorded, never fails the
+    command (a bad configuration is reported by the command itself)."""
+    try:
+        root = _sessions_dir()
+        if root.is_dir() and any(root.glob("*.json")):
+            reap_orphans(root.parent.parent)
+    except Exception:  # pragma: no cover - best effort
+        pass
+
+
+# ---------------------------------------------------------------- the driver process
+
+
+def _watch_parent(parent: int, session_id: str) -> None:
+    """Runs in the driver process: when the owner is gone (kill -9 included), take the session down."""
+    while True:
+        if os.getppid() != parent:
+            reap_session(session_id, exclude=(os.getpid(),), timeout_s=5.0)
+            os._exit(3)
+        time.sleep(0.25)
+
+
+def _serve(conn: Any) -> None:
+    import logging
+
+    from qt_pipeline.evolution.ray_eval import EvaluatorError, RayPool, _one_line
+
+    pool: RayPool | None = None
+    owns_ray = False
+    while True:
+        try:
+            cmd, arg = conn.recv()
+        except (EOFError, OSError):
+            break  # the owner closed the connection (or died): shut down
+        try:
+            if cmd == "start":
+                import ray
+
+                t0 = time.perf_counter()
+                if arg["address"]:
+                    ray.init(address=arg["address"], logging_level=logging.WARNING, **arg["init_kwargs"])
+                else:
+                    ray.init(
+                        num_cpus=arg["num_cpus"],
+                        include_dashboard=False,
+                        logging_level=logging.WARNING,
+                        _temp_dir=arg["temp_dir"],
+                        **arg["init_kwargs"],
+                    )
+                owns_ray = True
+                pool = RayPool(**arg["pool"])
+                reply: Any = {"startup_seconds": time.perf_counter() - t0}
+            elif cmd == "set_data":
+                assert pool is not None
+                pool.set_data(*arg)
+                reply = pool.put_seconds
+            elif cmd == "evaluate":
+                assert pool is not None
+                reply = pool.evaluate(arg)
+            elif cmd == "stats":
+                reply = pool.stats() if pool is not None else {}
+            elif cmd == "close":
+                if pool is not None:
+                    pool.close()
+                conn.send(("ok", None))
+                break
+            else:  # pragma: no cover - a programming error in the owner
+                raise EvaluatorError(f"unknown driver command {cmd!r}")
+            conn.send(("ok", reply))
+        except Exception as exc:
+            conn.send(("err", _one_line(exc)))
+    if owns_ray:
+        import ray
+
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m qt_pipeline.evolution.ray_runtime FD PARENT_PID SESSION``: serve one RayEvaluator."""
+    from multiprocessing.connection import Connection
+
+    fd, parent, session_id = (argv or sys.argv[1:])[:3]
+    if os.getppid() != int(parent):  # the owner died while we started
+        sys.exit(3)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the owner, which closes us
+    threading.Thread(target=_watch_parent, args=(int(parent), session_id), daemon=True).start()
+    conn = Connection(int(fd))
+    try:
+        _serve(conn)
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    main()
