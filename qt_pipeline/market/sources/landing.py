@@ -101,11 +101,10 @@ class FileInspection:
 @dataclass
 class _Loaded:
     file: LandingFile
-    batch: RawBatch | None  # None: the file is larger than one chunk and is streamed on every fetch
-    symbol: np.ndarray | None  # normalised symbol per row (object; None where unplaced)
-    ts_us: np.ndarray | None  # UTC microseconds per row (int64; meaningless where unplaced)
-    placed: np.ndarray | None  # bool per row
-    home: tuple[str, date] | None
+    # a file of at most one chunk: its chunks with their placement ``(batch, symbol, ts_us, placed)`` kept
+    # for the partition fetches that follow; None: a larger file, streamed again on every fetch
+    leaves: list[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray]] | None
+    home: tuple[str, date] | None  # partition that carries unplaced rows and file-level problems
     partitions: pd.DataFrame = field(repr=False)
     rows: int = 0
     problems: pd.DataFrame = field(default_factory=empty_rejects, repr=False)
@@ -362,6 +361,20 @@ class LandingDirectorySource(MarketDataSource):
             frame = pd.concat([columns[i].rename(c) for i, c in plan.keep], axis=1)
         return frame
 
+    def _no_rows(
+        self, source: str, width: int, plan: _Plan, recs: list[dict], tz: str | None, layout: SourceLayout
+    ) -> RawBatch:
+        """The one batch of a file with a header but no rows (its problems and warnings ride on it)."""
+        return RawBatch(
+            self._frame([pd.Series([], dtype="str")] * width, plan, 0),
+            source,
+            np.array([], dtype=np.int64),
+            _problems_frame(recs),
+            tz,
+            layout=layout,
+            warnings=tuple(plan.warnings),
+        )
+
     def _parquet_chunks(self, path: Path, layout: SourceLayout, tz: str | None) -> Iterator[RawBatch]:
         import pyarrow.parquet as pq
 
@@ -408,15 +421,7 @@ class LandingDirectorySource(MarketDataSource):
                 *plan.problems,
                 _problem(source, None, RejectReason.EMPTY_FILE, "Parquet file has no rows"),
             ]
-            yield RawBatch(
-                self._frame([pd.Series([], dtype="str")] * len(header), plan, 0),
-                source,
-                np.array([], dtype=np.int64),
-                _problems_frame(recs),
-                tz,
-                layout=layout,
-                warnings=tuple(plan.warnings),
-            )
+            yield self._no_rows(source, len(header), plan, recs, tz, layout)
 
     def _csv_header(self, path: Path, layout: SourceLayout) -> tuple[list[str] | None, int, list[dict]]:
         """``(header fields, physical line of the header, problems)`` read with the csv module."""
@@ -630,15 +635,7 @@ class LandingDirectorySource(MarketDataSource):
                 recs.append(
                     _problem(source, None, RejectReason.EMPTY_FILE, "file has a header but no data rows")
                 )
-            yield RawBatch(
-                self._frame([pd.Series([], dtype="str")] * len(header), plan, 0),
-                source,
-                np.array([], dtype=np.int64),
-                _problems_frame(recs),
-                tz,
-                layout=layout,
-                warnings=tuple(plan.warnings),
-            )
+            yield self._no_rows(source, len(header), plan, recs, tz, layout)
             return
         if tail:
             pending = replace(
@@ -709,56 +706,41 @@ class LandingDirectorySource(MarketDataSource):
         )
 
     def _load(self, lf: LandingFile) -> _Loaded:
-        """Placement of every row of a file. A file of at most one chunk is kept (rows and placement) for
-        the partition fetches that follow; a larger one is streamed and only its partition counts, home
-        and file-level problems are kept (fetch streams it again), so memory stays bounded."""
+        """Placement of every row of a file, read chunk by chunk (a small file is one chunk). Only the
+        partition counts, home and file-level problems are kept — plus, for a file of at most one chunk,
+        its rows and placement for the partition fetches that follow (a larger file is streamed again by
+        each fetch), so memory follows the chunk size, not the file size."""
         key = (str(lf.path), lf.fingerprint)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        if lf.size <= self.chunk_bytes:
-            batch = self.read_file(lf.path)
-            if batch.parts:  # several leaves (file-level problems apart): place the combined frame
-                symbol, ts_us, placed = self._place_leaves(batch)
-            else:
-                symbol, ts_us, placed = self._place(batch)
-            parts = self._partition_counts(symbol, ts_us, placed)
-            home = (parts["symbol"].iat[0], parts["day"].iat[0]) if len(parts) else None
-            loaded = _Loaded(lf, batch, symbol, ts_us, placed, home, parts, len(batch.frame), batch.problems)
-        else:
-            counts, problems, rows, unplaced = [], [], 0, 0
-            for chunk in self.iter_chunks(lf.path):
-                symbol, ts_us, placed = self._place(chunk)
-                counts.append(self._partition_counts(symbol, ts_us, placed))
-                if len(chunk.problems):
-                    problems.append(chunk.problems)
-                rows += len(chunk.frame)
-                unplaced += int((~placed).sum())
-            counts = [c for c in counts if len(c)]
-            parts = (
-                pd.concat(counts).groupby(["symbol", "day"], sort=True)["rows"].sum().reset_index()
-                if counts
-                else self._partition_counts(np.array([]), np.array([]), np.zeros(0, dtype=bool))
-            )
-            home = (parts["symbol"].iat[0], parts["day"].iat[0]) if len(parts) else None
-            probs = (
-                to_canonical_rejects(pd.concat(problems, ignore_index=True)) if problems else empty_rejects()
-            )
-            loaded = _Loaded(lf, None, None, None, None, home, parts, rows, probs, unplaced)
+        keep: list[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray]] | None = (
+            [] if lf.size <= self.chunk_bytes else None
+        )
+        counts, problems, rows, unplaced = [], [], 0, 0
+        for chunk in self.iter_chunks(lf.path):
+            symbol, ts_us, placed = self._place(chunk)
+            if keep is not None:
+                keep.append((chunk, symbol, ts_us, placed))
+            counts.append(self._partition_counts(symbol, ts_us, placed))
+            if len(chunk.problems):
+                problems.append(chunk.problems)
+            rows += len(chunk.frame)
+            unplaced += int((~placed).sum())
+        counts = [c for c in counts if len(c)]
+        parts = (
+            pd.concat(counts).groupby(["symbol", "day"], sort=True)["rows"].sum().reset_index()
+            if counts
+            else self._partition_counts(np.array([]), np.array([]), np.zeros(0, dtype=bool))
+        )
+        home = (parts["symbol"].iat[0], parts["day"].iat[0]) if len(parts) else None
+        probs = to_canonical_rejects(pd.concat(problems, ignore_index=True)) if problems else empty_rejects()
+        loaded = _Loaded(lf, keep, home, parts, rows, probs, unplaced)
         self._cache[key] = loaded
         while len(self._cache) > _CACHE_FILES:
             self._cache.popitem(last=False)
         return loaded
-
-    def _place_leaves(self, batch: RawBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        sy, ts, pl = [], [], []
-        for leaf in batch.leaves():
-            a, b, c = self._place(leaf)
-            sy.append(a)
-            ts.append(b)
-            pl.append(c)
-        return np.concatenate(sy), np.concatenate(ts), np.concatenate(pl)
 
     def inspect(self, path: str | Path) -> FileInspection:
         """Partitions and problems of one file (cheap: parses only symbol and timestamp for placement).
@@ -781,7 +763,7 @@ class LandingDirectorySource(MarketDataSource):
             rows=ld.rows,
             partitions=ld.partitions.copy(),
             problems=problems,
-            unplaced_rows=ld.unplaced if ld.placed is None else int((~ld.placed).sum()),
+            unplaced_rows=ld.unplaced,
             home=ld.home,
         )
 
@@ -819,17 +801,16 @@ class LandingDirectorySource(MarketDataSource):
             )
             if not touches and not is_home:
                 continue
-            leaves: Iterable[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]]
-            if ld.batch is not None:
-                assert ld.symbol is not None and ld.ts_us is not None and ld.placed is not None
-                leaves = [(ld.batch, ld.symbol, ld.ts_us, ld.placed, ld.batch.problems)]
-            else:
-                leaves = ((c, *self._place(c), c.problems) for c in self.iter_chunks(lf.path))
-            for b, sym_, ts_, placed_, probs in leaves:
+            leaves: Iterable[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray]] = (
+                ld.leaves
+                if ld.leaves is not None
+                else ((c, *self._place(c)) for c in self.iter_chunks(lf.path))
+            )
+            for b, sym_, ts_, placed_ in leaves:
                 sel = placed_ & (sym_ == symbol) & (ts_ >= lo) & (ts_ < hi)
                 if is_home:
                     sel = sel | ~placed_
-                if not sel.any() and not (is_home and len(probs)):
+                if not sel.any() and not (is_home and len(b.problems)):
                     continue
                 idx = np.flatnonzero(sel)
                 parts.extend(self._select(b, idx, is_home))
