@@ -73,7 +73,9 @@ def check_file(
                     keep = ~dup
                     acc = acc[keep]
                     keys = keys[keep]
-            seen = np.union1d(seen, keys)
+            # merged in place (np.union1d would hold three copies of the set at its peak)
+            seen = np.concatenate([seen, np.unique(keys)])
+            seen.sort()
         report.accepted += len(acc)
         if len(acc):
             lo, hi = acc["timestamp"].min(), acc["timestamp"].max()

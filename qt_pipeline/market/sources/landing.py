@@ -42,6 +42,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -137,6 +138,76 @@ def pacsv_count_newlines(col) -> np.ndarray | None:
     if not pc.any(pc.match_substring(col, "\n")).as_py():
         return None
     return np.asarray(pc.count_substring(col, "\n").to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+class _ReadAhead:
+    """The CSV file as a Python stream for ``pyarrow.csv.open_csv`` that lets pyarrow's background reader
+    run at most ``ahead`` blocks ahead of the batches taken (:meth:`batches`). pyarrow reads up to 32
+    blocks ahead on its I/O thread, so without this a file of up to 32 chunks was held in memory whole
+    while it was parsed (peak memory grew with the file: +373 MB for 144 MiB at 16 MiB chunks). Two blocks
+    are what the reader needs to finish a batch (a row crossing into the next block); should it ever need
+    more, a read goes ahead once the consumer has waited ``stall`` seconds for its batch (never a
+    deadlock; a slow consumer, e.g. validation, never lets the reader run ahead)."""
+
+    def __init__(self, path: Path, *, compressed: bool, ahead: int = 2, stall: float = 0.5):
+        import threading
+
+        self._path, self._gzip, self._ahead, self._stall = path, compressed, ahead, stall
+        self._inner: Any = None  # pyarrow input stream, opened by the first read
+        self._reads = self._taken = 0
+        self._waiting_since: float | None = None  # when the consumer started waiting for a batch
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, nbytes: int = -1) -> bytes:
+        import time
+
+        import pyarrow as pa
+
+        with self._cond:
+            while self._reads >= self._taken + self._ahead and not self.closed:
+                since = self._waiting_since
+                if since is not None and time.monotonic() - since > self._stall:
+                    break  # the reader needs more than ``ahead`` blocks for the batch the consumer awaits
+                self._cond.wait(0.05)
+            if self.closed:
+                return b""
+            self._reads += 1
+            if self._inner is None:
+                self._inner = pa.input_stream(str(self._path), compression="gzip" if self._gzip else None)
+            return self._inner.read(nbytes if nbytes >= 0 else None)
+
+    def batches(self, reader) -> Iterator:
+        """The record batches of ``reader`` (opened on this stream), each one allowing one more read."""
+        import time
+
+        while True:
+            with self._cond:
+                self._waiting_since = time.monotonic()
+                self._cond.notify_all()
+            try:
+                rb = reader.read_next_batch()
+            except StopIteration:
+                return
+            finally:
+                with self._cond:
+                    self._waiting_since = None
+                    self._taken += 1
+                    self._cond.notify_all()
+            yield rb
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+            if self._inner is not None:
+                self._inner.close()
 
 
 @dataclass
@@ -463,6 +534,15 @@ class LandingDirectorySource(MarketDataSource):
         return None, number, [_problem(source, None, RejectReason.EMPTY_FILE, what)]
 
     def _csv_chunks(self, path: Path, layout: SourceLayout, tz: str | None) -> Iterator[RawBatch]:
+        gate = _ReadAhead(path, compressed=path.name.lower().endswith(".gz"))
+        try:
+            yield from self._csv_batches(path, layout, tz, gate)
+        finally:
+            gate.close()
+
+    def _csv_batches(
+        self, path: Path, layout: SourceLayout, tz: str | None, gate: _ReadAhead
+    ) -> Iterator[RawBatch]:
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.csv as pacsv
@@ -502,7 +582,7 @@ class LandingDirectorySource(MarketDataSource):
                 final_newline = f.read(1) in (b"\n", b"\r")
         try:
             reader = pacsv.open_csv(
-                pa.input_stream(str(path), compression="gzip" if gz else None),
+                gate,
                 read_options=pacsv.ReadOptions(
                     block_size=self.chunk_bytes, use_threads=False, skip_rows=header_line, column_names=names
                 ),
@@ -544,7 +624,7 @@ class LandingDirectorySource(MarketDataSource):
             return out
 
         try:
-            for rb in reader:
+            for rb in gate.batches(reader):
                 n = rb.num_rows
                 inv_nums = np.array(sorted(x[0] for x in invalid), dtype=np.int64)
                 # record numbers of the good rows: consecutive after the last one, skipping invalid ones
