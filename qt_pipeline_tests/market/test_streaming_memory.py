@@ -1,8 +1,8 @@
 """Landing files are read in bounded memory: a file 4x larger, read with the same chunk size, needs no more
 memory than the smaller one (plus slack) — memory follows the chunk, not the file.
 
-Each file is validated chunk by chunk (what ``qt validate`` and the benchmark run) in a fresh Python process
-that reports its peak memory: Arrow's allocation peak (the CSV reader's buffers; pyarrow read up to 32
+Each file is validated chunk by chunk (what ``qt validate`` and the benchmark run), placed, and one of its
+partitions ingested (what the ``raw_ohlcv`` asset does per partition) in a fresh Python process that reports its peak memory: Arrow's allocation peak (the CSV reader's buffers; pyarrow read up to 32
 blocks ahead before, i.e. whole files of up to 32 chunks) plus the peak of Python allocations
 (tracemalloc: pandas frames, validation). Not a timing assertion: byte counts."""
 
@@ -33,10 +33,15 @@ pool = pa.default_memory_pool()
 arrow_before = pool.max_memory()
 tracemalloc.start()
 rep = check_file(src, path, interval="1min", now=now)
+# the ingestion path too: placement of every row, then one partition (the file's last day) fetched
+from qt_pipeline.market.sources import ingest_batches
+day = pd.Timestamp(src.partitions()["day"].iloc[-1], tz="UTC")
+last_day = len(ingest_batches(src, "BTCUSD", day, day + pd.Timedelta(days=1), interval="1min", now=now).accepted)
 py_peak = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
 print(json.dumps({"arrow_peak": pool.max_memory(), "arrow_before": arrow_before, "py_peak": py_peak,
-                  "accepted": rep.accepted, "chunks": rep.chunks, "rejected": rep.rejected_rows}))
+                  "accepted": rep.accepted, "chunks": rep.chunks, "rejected": rep.rejected_rows,
+                  "last_day": last_day}))
 """
 
 
@@ -72,7 +77,7 @@ def _measure(path: Path, warm: Path) -> dict:
 
 
 def test_peak_memory_follows_the_chunk_not_the_file(tmp_path):
-    sizes = {"small": 30_000, "large": 120_000}  # ~2.7 MiB and ~11 MiB: ~11 and ~44 chunks of 0.25 MiB
+    sizes = {"small": 20_000, "large": 80_000}  # ~1.8 MiB and ~7.3 MiB: ~7 and ~29 chunks of 0.25 MiB
     paths = {}
     for name, rows in sizes.items():
         d = tmp_path / name
@@ -84,13 +89,14 @@ def test_peak_memory_follows_the_chunk_not_the_file(tmp_path):
     m = {name: _measure(p, warm) for name, p in paths.items()}
     for name, rows in sizes.items():  # every row read and accepted: the measurement covers the whole file
         assert m[name]["accepted"] == rows and m[name]["rejected"] == 0, m
+        assert 0 < m[name]["last_day"] <= 1440, m
     assert m["large"]["chunks"] >= 3 * m["small"]["chunks"], m
     chunk = CHUNK_MB * 2**20
-    large_file = paths["large"].stat().st_size
     peak = {n: max(v["arrow_peak"], v["arrow_before"]) + v["py_peak"] for n, v in m.items()}
-    # 4x the file, 4x the chunks: the peak grows by less than a few chunks, not by the 8 MiB of extra
+    # 4x the file, 4x the chunks: the peak grows by less than two chunks, not by the 5.5 MiB of extra
     # file. The one per-row cost is the duplicate check's key set: 8 bytes per accepted bar, held twice
-    # while a chunk's keys are merged in, plus slack (2.2 MiB for the 90,000 extra rows, against 8 MiB)
+    # while a chunk's keys are merged in, plus slack (1.4 MiB for the 60,000 extra rows)
     keys = 24 * (sizes["large"] - sizes["small"])
     assert peak["large"] - peak["small"] < 2 * chunk + keys, (peak, m)
-    assert peak["large"] < large_file, (peak, large_file, m)
+    # Arrow's buffers alone (where the read-ahead was) do not grow with the file at all
+    assert m["large"]["arrow_peak"] - m["small"]["arrow_peak"] < chunk, m
