@@ -9,7 +9,9 @@ format and zone, calendar, derived vwap/trade_count, bounds); a file no source m
 * Files are **streamed** in chunks of ``chunk_bytes`` (``QT_LANDING_CHUNK_MB``): CSV with
   ``pyarrow.csv.open_csv`` (every value kept as text, so validation sees the raw value and can name an
   unparsable number), Parquet with ``ParquetFile.iter_batches``. A file larger than ``max_file_bytes``
-  (``QT_LANDING_MAX_FILE_MB``) is refused before reading (``file_too_large``).
+  (``QT_LANDING_MAX_FILE_MB``) is refused before reading (``file_too_large``). pyarrow's CSV read-ahead
+  is held to two blocks (:class:`_ReadAhead`), so memory follows the chunk size, not the file size
+  (``benchmarks/bench_landing.py --memory-only``; a Parquet file's unit is still its row group).
 * CSV line numbers are physical file lines (header = line 1 after any blank lines; a quoted field spanning
   lines makes a record start at its first line). Rows with the wrong number of fields and lines that are
   not UTF-8 are ``malformed_file`` records with their line; the good rows still go through. A header that is
