@@ -129,6 +129,13 @@ def _problems_frame(records: list[dict]) -> pd.DataFrame:
     return to_canonical_rejects(pd.DataFrame(records)) if records else empty_rejects()
 
 
+def _problems_only(
+    source: str, recs: list[dict], tz: str | None, layout: SourceLayout | None = None
+) -> RawBatch:
+    """A batch without rows that carries file-level problems (nothing, or nothing more, could be read)."""
+    return RawBatch(_empty_raw_frame(), source, None, _problems_frame(recs), tz, layout=layout)
+
+
 def _empty_raw_frame() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype="str") for c in BAR_COLUMNS})
 
@@ -349,7 +356,7 @@ class LandingDirectorySource(MarketDataSource):
                 f"no source of the landing config ({self.config.origin}) matches this file; add a 'match' "
                 "glob for it",
             )
-            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz)
+            yield _problems_only(source, [rec], tz)
             return
         tz = layout.timestamp.timezone or self.timezone
         size = path.stat().st_size
@@ -361,7 +368,7 @@ class LandingDirectorySource(MarketDataSource):
                 f"file is {size / 2**20:.4g} MiB ({size} bytes), above the limit of {self.max_file_mb:g} MiB "
                 "(QT_LANDING_MAX_FILE_MB); nothing was read",
             )
-            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout)
+            yield _problems_only(source, [rec], tz, layout)
             return
         if name.endswith(".parquet"):
             yield from self._parquet_chunks(path, layout, tz)
@@ -461,7 +468,7 @@ class LandingDirectorySource(MarketDataSource):
             batches = pf.iter_batches(batch_size=max(1024, self.chunk_bytes // row_bytes))
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files
             rec = _problem(source, None, RejectReason.MALFORMED_FILE, f"not a readable Parquet file: {exc}")
-            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout)
+            yield _problems_only(source, [rec], tz, layout)
             return
         plan = self._plan(path, header, layout)
         first = True
@@ -487,7 +494,7 @@ class LandingDirectorySource(MarketDataSource):
             rec = _problem(
                 source, None, RejectReason.MALFORMED_FILE, f"Parquet file unreadable after row {row}: {exc}"
             )
-            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout)
+            yield _problems_only(source, [rec], tz, layout)
             return
         if first:
             recs = [
@@ -552,7 +559,7 @@ class LandingDirectorySource(MarketDataSource):
         source = str(path)
         header, header_line, problems = self._csv_header(path, layout)
         if header is None:
-            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame(problems), tz, layout=layout)
+            yield _problems_only(source, problems, tz, layout)
             return
         if len(header) == 1:
             for delim, shown in _OTHER_DELIMITERS.items():
@@ -564,9 +571,7 @@ class LandingDirectorySource(MarketDataSource):
                         f"file uses {shown} as delimiter; expected {layout.delimiter!r} (header: {header[0]!r}); "
                         f"no rows were read (set delimiter for source '{layout.name}' in QT_LANDING_CONFIG)",
                     )
-                    yield RawBatch(
-                        _empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout
-                    )
+                    yield _problems_only(source, [rec], tz, layout)
                     return
         plan = self._plan(path, header, layout)
         names = [f"c{i}" for i in range(len(header))]
@@ -599,9 +604,7 @@ class LandingDirectorySource(MarketDataSource):
             )
         except (pa.ArrowInvalid, OSError, EOFError) as exc:
             rec = _problem(source, None, RejectReason.MALFORMED_FILE, f"could not read the file: {exc}")
-            yield RawBatch(
-                _empty_raw_frame(), source, None, _problems_frame([*problems, rec]), tz, layout=layout
-            )
+            yield _problems_only(source, [*problems, rec], tz, layout)
             return
         state = {"extra": 0, "invalid_seen": 0, "rows": 0}
         pending: RawBatch | None = None
@@ -708,7 +711,7 @@ class LandingDirectorySource(MarketDataSource):
                 f"could not read the file after line {state['rows'] + header_line + state['extra']}: {exc}; "
                 "the rows before it were read",
             )
-            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout)
+            yield _problems_only(source, [rec], tz, layout)
             return
         tail = take_invalid(None)
         if pending is None:
