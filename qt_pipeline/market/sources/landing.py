@@ -67,7 +67,9 @@ from qt_pipeline.market.validation import (
 
 PATTERNS: tuple[str, ...] = ("*.csv", "*.csv.gz", "*.parquet")
 _OTHER_DELIMITERS = {";": "';'", "\t": "a tab", "|": "'|'"}
-_CACHE_FILES = 32
+_CACHE_FILES = 4096  # placement summaries kept (small: partition counts and problems per file)
+_STAGE_VERSION = "1"  # bump when the staging layout changes: older staged files are then ignored
+STAGING_DIRNAME = "landing_staging"
 DEFAULT_MAX_FILE_MB = 4096.0
 DEFAULT_CHUNK_MB = 16.0
 
@@ -105,13 +107,19 @@ class FileInspection:
 class _Loaded:
     file: LandingFile
     # a file of at most one chunk: its chunks with their placement ``(batch, symbol, ts_us, placed)`` kept
-    # for the partition fetches that follow; None: a larger file, streamed again on every fetch
+    # for the partition fetches that follow (dropped again when the cache's byte budget is exceeded)
     leaves: list[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray]] | None
     home: tuple[str, date] | None  # partition that carries unplaced rows and file-level problems
     partitions: pd.DataFrame = field(repr=False)
     rows: int = 0
     problems: pd.DataFrame = field(default_factory=empty_rejects, repr=False)
     unplaced: int = 0
+    # a larger file: its rows with their placement, written once to a staging Parquet file that the
+    # partition fetches read (None: no staging, the file is streamed again by every fetch)
+    stage: Path | None = None
+    warnings: tuple[str, ...] = ()
+    layout: Any = None
+    timezone: str | None = None
 
 
 def _problem(source: str, line: int | None, reason: str, detail: str, raw: object = None) -> dict:
@@ -229,6 +237,11 @@ class _Plan:
     problems: list[dict]
 
 
+def default_staging_dir(settings) -> Path:
+    """Where the landing source stages large files: ``<QT_DATA_DIR>/landing_staging``."""
+    return Path(settings.data_dir) / STAGING_DIRNAME
+
+
 class LandingDirectorySource(MarketDataSource):
     """CSV/Parquet files dropped into ``directory``; see the module docstring."""
 
@@ -244,6 +257,8 @@ class LandingDirectorySource(MarketDataSource):
         calendar: str | None = None,
         max_file_mb: float | None = None,
         chunk_mb: float | None = None,
+        staging_dir: str | Path | None = None,
+        staging: bool = True,
     ):
         self.directory = Path(directory)
         self.timezone = check_timezone(timezone)
@@ -263,6 +278,23 @@ class LandingDirectorySource(MarketDataSource):
         self.chunk_bytes = max(int((cm if cm is not None else DEFAULT_CHUNK_MB) * 2**20), 4096)
         self._fingerprints: dict[tuple, str] = {}
         self._cache: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
+        # a file larger than one chunk is split once into a staging Parquet file (keyed by its content
+        # and the layout that read it) that every partition fetch reads; ``staging=False`` streams the
+        # whole file again per fetch (the old behaviour, kept for the benchmark's same-run comparison)
+        self.staging = staging
+        self._staging_dir = Path(staging_dir) if staging_dir is not None else None
+        self._staging_tmp: Any = None
+        self.passes = 0  # full reads of landing files (iter_chunks started): one per file when staged
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where staged files live (given, or a temporary directory removed with this source)."""
+        if self._staging_dir is None:
+            import tempfile
+
+            self._staging_tmp = tempfile.TemporaryDirectory(prefix="qt_landing_staging_")
+            self._staging_dir = Path(self._staging_tmp.name)
+        return self._staging_dir
 
     @classmethod
     def from_settings(cls, settings=None, directory: str | Path | None = None) -> LandingDirectorySource:
@@ -278,6 +310,7 @@ class LandingDirectorySource(MarketDataSource):
             calendar=settings.market_calendar,
             max_file_mb=settings.landing_max_file_mb,
             chunk_mb=settings.landing_chunk_mb,
+            staging_dir=default_staging_dir(settings),
         )
 
     def describe(self) -> str:
@@ -344,6 +377,7 @@ class LandingDirectorySource(MarketDataSource):
         path = Path(path)
         name = path.name.lower()
         source = str(path)
+        self.passes += 1
         if not name.endswith((".parquet", ".csv", ".csv.gz")):
             raise ValueError(f"{path}: not a landing file; expected one of {list(PATTERNS)}")
         layout = self.layout_for(path)
@@ -713,6 +747,10 @@ class LandingDirectorySource(MarketDataSource):
             )
             yield _problems_only(source, [rec], tz, layout)
             return
+        finally:
+            # before ``reader`` is destroyed (its destructor joins the I/O thread, which may be waiting
+            # in the gate): a consumer that stops early (break, an exception) would otherwise hang
+            gate.close()
         tail = take_invalid(None)
         if pending is None:
             recs = [*problems, *plan.problems, *tail]
@@ -790,29 +828,87 @@ class LandingDirectorySource(MarketDataSource):
             .reset_index()
         )
 
+    def _stage_path(self, lf: LandingFile) -> Path:
+        """The staging file of ``lf``: keyed by its path, its content and how it is read (layout, zone)."""
+        spec = repr((_STAGE_VERSION, str(lf.path), self.layout_for(lf.path), self.timezone))
+        key = hashlib.sha256(spec.encode()).hexdigest()[:24]
+        folder = hashlib.sha256(str(lf.path).encode()).hexdigest()[:16]
+        return self.staging_dir / folder / f"{lf.fingerprint[:32]}-{key}.parquet"
+
     def _load(self, lf: LandingFile) -> _Loaded:
-        """Placement of every row of a file, read chunk by chunk (a small file is one chunk). Only the
-        partition counts, home and file-level problems are kept — plus, for a file of at most one chunk,
-        its rows and placement for the partition fetches that follow (a larger file is streamed again by
-        each fetch), so memory follows the chunk size, not the file size."""
+        """Placement of every row of a file, read once, chunk by chunk. Kept: the partition counts, home
+        and file-level problems; for a file of at most one chunk its rows and placement (while the cache's
+        byte budget allows); for a larger file its rows and placement are written to a staging Parquet
+        file on the way, so each partition fetch reads only its own rows (row groups pruned by symbol
+        and time) instead of parsing the file again. A staging file written by another process (another
+        partition run) is reused: its summary is stored next to it."""
         key = (str(lf.path), lf.fingerprint)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
+        stage = self._stage_path(lf) if self.staging and lf.size > self.chunk_bytes else None
+        if stage is not None:
+            loaded = self._read_stage(lf, stage)
+            if loaded is None:
+                loaded = self._scan_file(lf, stage)
+        else:
+            loaded = self._scan_file(lf, None)
+        self._remember(key, loaded)
+        return loaded
+
+    def _remember(self, key: tuple[str, str], loaded: _Loaded) -> None:
+        """Cache ``loaded``; rows kept for small files are bounded by bytes (one chunk of input in all),
+        placement summaries by count."""
+        self._cache[key] = loaded
+        kept = 0
+        for k in reversed(self._cache):
+            ld = self._cache[k]
+            if ld.leaves is not None:
+                kept += ld.file.size
+                if kept > self.chunk_bytes and k != key:
+                    ld.leaves = None  # streamed again (one chunk) if a fetch needs it
+        while len(self._cache) > _CACHE_FILES:
+            self._cache.popitem(last=False)
+
+    def _scan_file(self, lf: LandingFile, stage: Path | None) -> _Loaded:
+        """One pass over the file: placement of every row (and, with ``stage``, the staging file)."""
+        import os
+
+        import pyarrow as pa
+
         keep: list[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray]] | None = (
             [] if lf.size <= self.chunk_bytes else None
         )
         counts, problems, rows, unplaced = [], [], 0, 0
-        for chunk in self.iter_chunks(lf.path):
-            symbol, ts_us, placed = self._place(chunk)
-            if keep is not None:
-                keep.append((chunk, symbol, ts_us, placed))
-            counts.append(self._partition_counts(symbol, ts_us, placed))
-            if len(chunk.problems):
-                problems.append(chunk.problems)
-            rows += len(chunk.frame)
-            unplaced += int((~placed).sum())
+        warnings: dict[str, None] = {}
+        layout, tz = None, self.timezone
+        writer: Any = None
+        tmp = stage.with_name(f"{stage.name}.{os.getpid()}.tmp") if stage is not None else None
+        try:
+            for chunk in self.iter_chunks(lf.path):
+                symbol, ts_us, placed = self._place(chunk)
+                layout, tz = chunk.layout, chunk.timezone
+                warnings.update(dict.fromkeys(chunk.warnings))
+                if keep is not None:
+                    keep.append((chunk, symbol, ts_us, placed))
+                if tmp is not None and len(chunk.frame):
+                    writer = self._stage_chunk(writer, tmp, chunk, symbol, ts_us, placed)
+                    if writer is None:
+                        tmp = None  # this file cannot be staged: fetches stream it
+                counts.append(self._partition_counts(symbol, ts_us, placed))
+                if len(chunk.problems):
+                    problems.append(chunk.problems)
+                rows += len(chunk.frame)
+                unplaced += int((~placed).sum())
+                del chunk, symbol, ts_us, placed
+                pa.default_memory_pool().release_unused()
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise
         counts = [c for c in counts if len(c)]
         parts = (
             pd.concat(counts).groupby(["symbol", "day"], sort=True)["rows"].sum().reset_index()
@@ -821,11 +917,108 @@ class LandingDirectorySource(MarketDataSource):
         )
         home = (parts["symbol"].iat[0], parts["day"].iat[0]) if len(parts) else None
         probs = to_canonical_rejects(pd.concat(problems, ignore_index=True)) if problems else empty_rejects()
-        loaded = _Loaded(lf, keep, home, parts, rows, probs, unplaced)
-        self._cache[key] = loaded
-        while len(self._cache) > _CACHE_FILES:
-            self._cache.popitem(last=False)
+        loaded = _Loaded(lf, keep, home, parts, rows, probs, unplaced, None, tuple(warnings), layout, tz)
+        if writer is not None and tmp is not None and stage is not None:
+            writer.close()
+            summary = {k: getattr(loaded, k) for k in ("home", "partitions", "rows", "problems", "unplaced")}
+            summary.update(warnings=loaded.warnings, timezone=tz)
+            os.replace(tmp, stage)
+            meta_tmp = tmp.with_suffix(".meta.tmp")
+            pd.to_pickle(summary, meta_tmp)
+            os.replace(meta_tmp, stage.with_suffix(".meta.pkl"))
+            for old in stage.parent.glob("*"):  # earlier versions of the file
+                if not old.name.startswith(stage.stem) and not old.name.endswith(".tmp"):
+                    old.unlink(missing_ok=True)
+            loaded.stage = stage
+        elif writer is not None:
+            writer.close()
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
         return loaded
+
+    @staticmethod
+    def _stage_chunk(writer, tmp: Path, chunk: RawBatch, symbol, ts_us, placed):
+        """Append ``chunk``'s rows with their placement to the staging file; None if they cannot be
+        staged (two file columns mapped to one name, or types that change between chunks)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        frame = chunk.frame
+        if frame.columns.duplicated().any():
+            if writer is not None:
+                writer.close()
+            tmp.unlink(missing_ok=True)
+            return None
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = (
+            table.append_column("_line", pa.array(chunk.line_numbers, type=pa.int64()))
+            .append_column("_sym", pa.array(symbol, type=pa.string()))
+            .append_column("_ts", pa.array(ts_us, type=pa.int64()))
+            .append_column("_placed", pa.array(placed, type=pa.bool_()))
+        )
+        try:
+            if writer is None:
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            elif table.schema != writer.schema:
+                table = table.cast(writer.schema)
+            writer.write_table(table)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, TypeError):
+            if writer is not None:
+                writer.close()
+            tmp.unlink(missing_ok=True)
+            return None
+        return writer
+
+    def _read_stage(self, lf: LandingFile, stage: Path) -> _Loaded | None:
+        """The summary of a file staged earlier (by this or another process), or None."""
+        meta = stage.with_suffix(".meta.pkl")
+        if not (stage.is_file() and meta.is_file()):
+            return None
+        try:
+            m = pd.read_pickle(meta)
+        except Exception:  # noqa: BLE001 - a torn or foreign file: stage again
+            return None
+        return _Loaded(
+            lf,
+            None,
+            m["home"],
+            m["partitions"],
+            m["rows"],
+            m["problems"],
+            m["unplaced"],
+            stage,
+            tuple(m["warnings"]),
+            self.layout_for(lf.path),
+            m["timezone"],
+        )
+
+    def _fetch_staged(
+        self, ld: _Loaded, symbol: str, lo: int, hi: int, is_home: bool
+    ) -> RawBatch | None:
+        """The rows of ``symbol`` in ``[lo, hi)`` µs (plus, for the home partition, the unplaced rows and
+        the file's problems) from the staging file: only row groups that can hold them are read."""
+        import pyarrow.dataset as ds
+
+        assert ld.stage is not None
+        want = (ds.field("_sym") == symbol) & (ds.field("_ts") >= lo) & (ds.field("_ts") < hi)
+        if is_home:
+            want = want | ~ds.field("_placed")
+        table = ds.dataset(ld.stage, format="parquet").to_table(filter=want, use_threads=False)
+        if not table.num_rows and not is_home:
+            return None
+        table = table.sort_by("_line")
+        lines = table.column("_line").to_numpy()
+        frame = table.drop_columns(["_line", "_sym", "_ts", "_placed"]).to_pandas()
+        return RawBatch(
+            frame,
+            str(ld.file.path),
+            lines,
+            ld.problems if is_home else empty_rejects(),
+            ld.timezone,
+            layout=ld.layout,
+            warnings=ld.warnings if is_home else (),
+        )
 
     def inspect(self, path: str | Path) -> FileInspection:
         """Partitions and problems of one file (cheap: parses only symbol and timestamp for placement).
@@ -885,6 +1078,11 @@ class LandingDirectorySource(MarketDataSource):
                 else False
             )
             if not touches and not is_home:
+                continue
+            if ld.stage is not None and ld.stage.is_file():
+                got = self._fetch_staged(ld, symbol, lo, hi, is_home)
+                if got is not None:
+                    parts.append(got)
                 continue
             leaves: Iterable[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray]] = (
                 ld.leaves
