@@ -253,6 +253,34 @@ def memory_table(minute: Path, small_root: Path, small_rows: int, chunks: str) -
         )
 
 
+def one_pass_table(root: Path, days: int, chunk_mb: float) -> None:
+    """Time to fetch and validate every (symbol, day) partition of one multi-day minute file (what the
+    partition runs of one landing file do between them): the file streamed again for every partition
+    (``staging=False``, the reader before staging) vs split once into the staging file."""
+    landing = root / "multiday"
+    path = landing / "crypto" / "btc.csv"
+    rows = write_minute(path, days * 1440)
+    from qt_pipeline.market.sources import ingest_batches
+
+    print(
+        f"\nall {days} day partitions of one {path.stat().st_size / 2**20:.0f} MiB minute file "
+        f"({rows:,} rows), {chunk_mb:g} MiB chunks:"
+    )
+    for label, staging in (("streamed per partition", False), ("staged once", True)):
+        src = source(landing, chunk_mb)
+        src.staging = staging
+        src._staging_dir = root / f"staging_{staging}"
+        now = pd.Timestamp("2030-01-01", tz="UTC")
+        t0 = time.perf_counter()
+        accepted = 0
+        for sym, day in src.partitions()[["symbol", "day"]].itertuples(index=False):
+            s = pd.Timestamp(day, tz="UTC")
+            res = ingest_batches(src, sym, s, s + pd.Timedelta(days=1), interval="1min", now=now)
+            accepted += len(res.accepted)
+        t = time.perf_counter() - t0
+        print(f"  {label:<24} {t:>7.2f} s  ({src.passes} reads of the file, {accepted:,} bars accepted)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minute-rows", type=int, default=2_000_000)
@@ -260,6 +288,8 @@ def main() -> None:
     ap.add_argument("--per-day-sample", type=int, default=60)
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--memory-only", action="store_true", help="only the memory measurement")
+    ap.add_argument("--one-pass-only", action="store_true", help="only the all-partitions measurement")
+    ap.add_argument("--multi-days", type=int, default=60, help="days of the multi-day minute file")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -273,6 +303,9 @@ def main() -> None:
         fx = landing / "hourly" / "fx" / "EURUSD_Candlestick_1_Hour_BID.csv"
         minute = landing / "minute" / "crypto" / "btc.csv"
         t0 = time.perf_counter()
+        if args.one_pass_only:
+            one_pass_table(work, args.multi_days, 1.0)
+            return
         n_m = write_minute(minute, args.minute_rows)
         write_minute(work / "warmup" / "crypto" / "warmup.csv", 1000)
         if args.memory_only:
@@ -310,6 +343,7 @@ def main() -> None:
                     "Dagster's per-run overhead comes on top of each partition)"
                 )
         memory_table(minute, landing / "minute4", max(1000, n_m // 4), args.chunks)
+        one_pass_table(work, args.multi_days, 1.0)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -731,6 +731,10 @@ class LandingDirectorySource(MarketDataSource):
                     warnings=tuple(plan.warnings) if first else (),
                 )
                 first = False
+                # only ``batch`` (its frame shares the string arrays) outlives this step: the binary
+                # batch and the per-column intermediates go before the consumer gets the previous batch
+                del rb, col, scol, cols, series, blank, keep
+                pa.default_memory_pool().release_unused()
                 if pending is not None:
                     yield pending
                 pending = batch
