@@ -98,3 +98,31 @@ def test_a_changed_file_is_staged_again(tmp_path):
     assert src.passes == 1 and len(res.accepted) == 48 - 20
     staged = [p.name for p in (tmp_path / "stage").rglob("*.parquet")]
     assert len(staged) == 1, staged  # the old version's staging file is gone
+
+
+STOP_EARLY = r"""
+import sys
+from pathlib import Path
+from qt_pipeline.market.sources.landing import LandingDirectorySource
+src = LandingDirectorySource(Path(sys.argv[1]).parent, chunk_mb=4096 / 2**20)
+for _ in range(3):
+    for chunk in src.iter_chunks(Path(sys.argv[1])):
+        break  # a consumer that stops after the first chunk (or fails in it)
+print("done")
+"""
+
+
+def test_a_consumer_that_stops_early_does_not_hang(tmp_path):
+    """pyarrow's reader, destroyed while its I/O thread waited in the read-ahead gate, waited for that
+    thread forever (the gate was closed only after the reader was gone)."""
+    import subprocess
+    import sys
+
+    _write(tmp_path / "bars.csv")
+    out = subprocess.run(
+        [sys.executable, "-c", STOP_EARLY, str(tmp_path / "bars.csv")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr
