@@ -11,7 +11,16 @@ format and zone, calendar, derived vwap/trade_count, bounds); a file no source m
   unparsable number), Parquet with ``ParquetFile.iter_batches``. A file larger than ``max_file_bytes``
   (``QT_LANDING_MAX_FILE_MB``) is refused before reading (``file_too_large``). pyarrow's CSV read-ahead
   is held to two blocks (:class:`_ReadAhead`), so memory follows the chunk size, not the file size
-  (``benchmarks/bench_landing.py --memory-only``; a Parquet file's unit is still its row group).
+  (``benchmarks/bench_landing.py --memory-only``; a Parquet file's unit is still its row group). Each
+  chunk is handed over alone (the reader's intermediates are dropped first) and Arrow's freed buffers are
+  released after it; what a chunk costs is listed in ``benchmarks/README.md`` (not yet ≤ 2× the chunk).
+* **One read per file.** A file larger than one chunk is read once: :meth:`LandingDirectorySource._load`
+  places its rows and writes them with their placement (``_line, _sym, _ts, _placed``) to a staging
+  Parquet file (one row group per chunk) under ``staging_dir`` (``QT_DATA_DIR/landing_staging`` from
+  settings), keyed by the file's path, content and layout, with its summary (partitions, home, problems)
+  beside it. Every partition fetch — in this process or in another partition run — reads only the row
+  groups that can hold its rows. Accept/reject/quarantine are unchanged: the staged rows are the raw rows
+  and are validated by the fetch exactly as streamed ones. ``passes`` counts full reads of landing files.
 * CSV line numbers are physical file lines (header = line 1 after any blank lines; a quoted field spanning
   lines makes a record start at its first line). Rows with the wrong number of fields and lines that are
   not UTF-8 are ``malformed_file`` records with their line; the good rows still go through. A header that is
@@ -997,9 +1006,7 @@ class LandingDirectorySource(MarketDataSource):
             m["timezone"],
         )
 
-    def _fetch_staged(
-        self, ld: _Loaded, symbol: str, lo: int, hi: int, is_home: bool
-    ) -> RawBatch | None:
+    def _fetch_staged(self, ld: _Loaded, symbol: str, lo: int, hi: int, is_home: bool) -> RawBatch | None:
         """The rows of ``symbol`` in ``[lo, hi)`` µs (plus, for the home partition, the unplaced rows and
         the file's problems) from the staging file: only row groups that can hold them are read."""
         import pyarrow.dataset as ds
