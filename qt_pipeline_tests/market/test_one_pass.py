@@ -126,3 +126,25 @@ def test_a_consumer_that_stops_early_does_not_hang(tmp_path):
         timeout=120,
     )
     assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr
+
+
+def test_rows_of_small_files_are_kept_up_to_one_chunk_of_bytes(tmp_path):
+    """Small files' parsed rows stay in memory for their fetches only up to one chunk of input in all
+    (before: the last 32 files whatever their size); a file whose rows were dropped is read again."""
+    head = "symbol,timestamp,open,high,low,close,volume,vwap,trade_count"
+    for i, sym in enumerate(("AAA", "BBB", "CCC")):
+        t = pd.date_range(DAYS[0], periods=60, freq="1min")
+        body = [f"{sym},{ts:%Y-%m-%dT%H:%M:%SZ},1,2,0.5,1,1,1,{i}" for ts in t]
+        (tmp_path / f"{sym}.csv").write_text(head + "\n" + "\n".join(body) + "\n")
+    sizes = [p.stat().st_size for p in sorted(tmp_path.glob("*.csv"))]
+    chunk = 4096
+    assert all(s <= chunk < 2 * s for s in sizes), sizes  # each file one chunk; two exceed the budget
+    src = LandingDirectorySource(tmp_path, chunk_mb=chunk / 2**20)
+    src.partitions()  # one read per file
+    assert src.passes == 3
+    kept = [ld.file.path.name for ld in src._cache.values() if ld.leaves is not None]
+    assert kept == ["CCC.csv"], kept  # the most recent only: rows bounded by bytes
+    for sym in ("AAA", "CCC"):
+        res = ingest_batches(src, sym, DAYS[0], DAYS[1], interval="1min", now=NOW)
+        assert len(res.accepted) == 60
+    assert src.passes == 4  # AAA read again (its rows were dropped), CCC served from memory
