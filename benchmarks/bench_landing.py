@@ -222,12 +222,74 @@ def child_peak(path: str, chunk_mb: float) -> None:
     )
 
 
+def memory_table(minute: Path, small_root: Path, small_rows: int, chunks: str) -> None:
+    """Peak RSS above the post-import RSS (fresh subprocess each) while validating the minute file and one
+    a quarter of its size, at each chunk size: memory should follow the chunk, not the file, so the two
+    peaks should be close (ratio ~1) and the peak a fixed multiple of the chunk."""
+    small = small_root / "crypto" / "btc.csv"
+    write_minute(small, small_rows)
+
+    def peak(path: Path, c: float) -> tuple[int, float]:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(path), str(c)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        m = json.loads(out.stdout.strip().splitlines()[-1])
+        return m["chunks"], m["peak_mb"] - m["base_mb"]
+
+    mb = {p: p.stat().st_size / 2**20 for p in (small, minute)}
+    print(
+        f"\npeak RSS above the post-import RSS, streaming validation of {mb[small]:.0f} MiB vs {mb[minute]:.0f} MiB:"
+    )
+    print(
+        f"  {'chunk MiB':>9} {'chunks':>11} {'small MiB':>10} {'large MiB':>10} {'large/small':>12} {'large/chunk':>12}"
+    )
+    for c in [float(x) for x in chunks.split(",")]:
+        (k_s, d_s), (k_l, d_l) = peak(small, c), peak(minute, c)
+        print(
+            f"  {c:>9g} {f'{k_s}/{k_l}':>11} {d_s:>10.0f} {d_l:>10.0f} {d_l / max(d_s, 1):>12.2f} {d_l / c:>12.1f}"
+        )
+
+
+def one_pass_table(root: Path, days: int, chunk_mb: float) -> None:
+    """Time to fetch and validate every (symbol, day) partition of one multi-day minute file (what the
+    partition runs of one landing file do between them): the file streamed again for every partition
+    (``staging=False``, the reader before staging) vs split once into the staging file."""
+    landing = root / "multiday"
+    path = landing / "crypto" / "btc.csv"
+    rows = write_minute(path, days * 1440)
+    from qt_pipeline.market.sources import ingest_batches
+
+    print(
+        f"\nall {days} day partitions of one {path.stat().st_size / 2**20:.0f} MiB minute file "
+        f"({rows:,} rows), {chunk_mb:g} MiB chunks:"
+    )
+    for label, staging in (("streamed per partition", False), ("staged once", True)):
+        src = source(landing, chunk_mb)
+        src.staging = staging
+        src._staging_dir = root / f"staging_{staging}"
+        now = pd.Timestamp("2030-01-01", tz="UTC")
+        t0 = time.perf_counter()
+        accepted = 0
+        for sym, day in src.partitions()[["symbol", "day"]].itertuples(index=False):
+            s = pd.Timestamp(day, tz="UTC")
+            res = ingest_batches(src, sym, s, s + pd.Timedelta(days=1), interval="1min", now=now)
+            accepted += len(res.accepted)
+        t = time.perf_counter() - t0
+        print(f"  {label:<24} {t:>7.2f} s  ({src.passes} reads of the file, {accepted:,} bars accepted)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minute-rows", type=int, default=2_000_000)
     ap.add_argument("--chunks", default="1,4,16,64", help="chunk sizes (MiB) for the memory measurement")
     ap.add_argument("--per-day-sample", type=int, default=60)
     ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--memory-only", action="store_true", help="only the memory measurement")
+    ap.add_argument("--one-pass-only", action="store_true", help="only the all-partitions measurement")
+    ap.add_argument("--multi-days", type=int, default=60, help="days of the multi-day minute file")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -240,11 +302,17 @@ def main() -> None:
         daily = landing / "daily" / "equities" / "GOOGL.csv"
         fx = landing / "hourly" / "fx" / "EURUSD_Candlestick_1_Hour_BID.csv"
         minute = landing / "minute" / "crypto" / "btc.csv"
-        n_d = write_daily(daily)
-        n_h = write_hourly_fx(fx)
         t0 = time.perf_counter()
+        if args.one_pass_only:
+            one_pass_table(work, args.multi_days, 1.0)
+            return
         n_m = write_minute(minute, args.minute_rows)
         write_minute(work / "warmup" / "crypto" / "warmup.csv", 1000)
+        if args.memory_only:
+            memory_table(minute, landing / "minute4", max(1000, n_m // 4), args.chunks)
+            return
+        n_d = write_daily(daily)
+        n_h = write_hourly_fx(fx)
         from qt_pipeline.market.calendars import get_calendar
 
         get_calendar("XNYS")  # built once per process (~seconds): not part of the file's throughput
@@ -274,24 +342,8 @@ def main() -> None:
                     f"as one range (ratio {r['per-day extrapolated s (all partitions)'] / r['one range s']:.0f}x; "
                     "Dagster's per-run overhead comes on top of each partition)"
                 )
-        print(
-            f"\npeak RSS of the streaming validation of {minute.name} ({minute.stat().st_size / 2**20:.0f} MiB):"
-        )
-        print(
-            f"  {'chunk MiB':>9} {'chunks':>7} {'after imports MiB':>18} {'peak MiB':>9} {'peak - base':>12} {'/chunk':>7}"
-        )
-        for c in [float(x) for x in args.chunks.split(",")]:
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", str(minute), str(c)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            m = json.loads(out.stdout.strip().splitlines()[-1])
-            d = m["peak_mb"] - m["base_mb"]
-            print(
-                f"  {c:>9g} {m['chunks']:>7} {m['base_mb']:>18.0f} {m['peak_mb']:>9.0f} {d:>12.0f} {d / c:>7.1f}"
-            )
+        memory_table(minute, landing / "minute4", max(1000, n_m // 4), args.chunks)
+        one_pass_table(work, args.multi_days, 1.0)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)

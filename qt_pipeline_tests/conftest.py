@@ -39,9 +39,19 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
 @pytest.fixture(scope="session", autouse=True)
 def _no_embedded_server_outlives_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Every embedded PostgreSQL a test started (its QT_DATA_DIR lies under this session's temp root) is
-    stopped and removed when the session ends, even when the test that started it failed midway."""
+    stopped and removed when the session ends, even when the test that started it failed midway. Servers
+    started in this session record it as their owner (QTP_EMBEDDED_OWNER_PID, inherited by the processes
+    tests spawn), so those of an earlier session that was killed (kill -9: no teardown ran, its temp root
+    is still there) are stopped here, at the start of the next one."""
+    from qt_pipeline.storage.postgres.embedded import OWNER_PID_ENV, stop_orphans
+
+    reaped = stop_orphans()
+    if reaped:
+        print(
+            f"\nstopped {len(reaped)} embedded PostgreSQL server(s) of a killed session: {[str(r) for r in reaped]}"
+        )
+    os.environ[OWNER_PID_ENV] = str(os.getpid())
     yield
-    from qt_pipeline.storage.postgres.embedded import stop_orphans
 
     removed = stop_orphans(under=tmp_path_factory.getbasetemp())
     if removed:

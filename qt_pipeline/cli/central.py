@@ -303,7 +303,8 @@ def register(app: typer.Typer) -> None:
         typer.echo("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL was running")
         for real in stop_orphans():
             typer.echo(
-                f"stopped and removed an orphaned embedded PostgreSQL (its data directory is gone): {real}"
+                f"stopped and removed an orphaned embedded PostgreSQL (its data directory is gone, or the "
+                f"process that owned it was killed): {real}"
             )
 
     from qt_pipeline.cli.bootstrap import register_db

@@ -1,11 +1,11 @@
 """``qt run``: the main job with embedded defaults.
 
 Stages run in order over one :class:`RunContext` (:data:`STAGES`): preflight, ingest, report, migrate,
-evolve. A stage is ``fn(ctx) -> None`` and raises :class:`StageError` with a clear message to stop the run
+signals, evolve. A stage is ``fn(ctx) -> None`` and raises :class:`StageError` with a clear message to stop the run
 (exit code 1).
 
-Ingest, migrate and evolve execute the code location's named jobs (``ingestion_job``, ``migration_job``,
-``evolution_job``) on the Dagster instance (``DAGSTER_HOME``, else an ephemeral one), so everything shows
+Ingest, migrate, signals and evolve execute the code location's named jobs (``ingestion_job``,
+``migration_job``, ``signals_job``, ``evolution_job``) on the Dagster instance (``DAGSTER_HOME``, else an ephemeral one), so everything shows
 in the UI under the assets it produced. The partitioned jobs run a whole day range per run (partition key
 range; the assets' single-run backfill policy), not one run per partition.
 """
@@ -300,6 +300,26 @@ def evolution_run_config(ctx: RunContext) -> dict[str, Any]:
     return {"ops": {"evolved_strategies": {"config": cfg}}}
 
 
+def stage_signals(ctx: RunContext) -> None:
+    """Run ``signals_job`` (correlation and regime engines) over the ingested days in one run, so the
+    evolution's regime and correlation genes act on real series as in the Dagster job. The engines need
+    history (e.g. two symbols, days of hours for the regime model): when they cannot run, the cause is
+    printed and the evolution runs with those filters inert (it says so too)."""
+    if ctx.generations < 1:
+        return
+    tags = {
+        "dagster/asset_partition_range_start": ctx.days[0].isoformat(),
+        "dagster/asset_partition_range_end": ctx.days[-1].isoformat(),
+    }
+    run_config = {"ops": {"signal_engines": {"config": {"symbols": list(ctx.symbols)}}}}
+    try:
+        _run_job(ctx, "signals_job", "signals", ranged=False, tags=tags, run_config=run_config)
+    except StageError as exc:
+        ctx.console.print(
+            f"[yellow]signals not computed ({exc}); the evolution's regime/correlation filters stay inert[/yellow]"
+        )
+
+
 def stage_evolve(ctx: RunContext) -> None:
     """Run ``evolution_job`` (GA on local Ray unless --no-ray; state checkpointed in the central store)
     over the ingested days, then print the run and its best strategies (in- and out-of-sample)."""
@@ -367,6 +387,7 @@ STAGES: list[tuple[str, Stage]] = [
     ("quarantine", stage_quarantine),
     ("report", stage_report),
     ("migrate", stage_migrate),
+    ("signals", stage_signals),
     ("evolve", stage_evolve),
 ]
 

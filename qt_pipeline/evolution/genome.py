@@ -33,7 +33,8 @@ stop distance in multiples of ATR(``atr_period``) at the entry bar (0 = off; the
 wins), ``position_size`` in (0, 1] is the fraction of equity exposed.
 
 Filter slots (gate *new entries* only; inactive when the market data carries no such series):
-``regime_mask`` is a bitmask of allowed regime codes 0..3 (bit k allows code k; 0 = off);
+``regime_mask`` is a bitmask of allowed regime codes 0..3 (bit k allows code k, named
+``REGIME_NAMES[k]``: trend_up, trend_down, range, high_vol; 0 = off);
 ``correlation_max`` is the largest allowed |correlation| (decoded 0 = off; gene values <= 0 or >= 1 are
 off).
 """
@@ -47,6 +48,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from qt_pipeline.regime_codes import REGIME_NAMES
+
 PERIODS: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 25, 30, 40, 50, 60, 80, 100, 120, 150, 200,
                             250, 300, 400)  # fmt: skip
 ENTRY_KINDS: tuple[str, ...] = ("sma_cross", "ema_cross", "rsi", "bollinger", "momentum", "breakout")
@@ -54,7 +57,7 @@ EXIT_KINDS: tuple[str, ...] = ("opposite", *ENTRY_KINDS)
 CROSS_KINDS: frozenset[str] = frozenset({"sma_cross", "ema_cross"})
 COMPARISONS: tuple[str, ...] = ("above", "below")
 DIRECTIONS: tuple[str, ...] = ("long", "short", "both")
-N_REGIMES = 4  # regime codes 0..3 understood by the regime filter
+N_REGIMES = len(REGIME_NAMES)  # regime codes 0..3 understood by the regime filter
 
 GeneKind = Literal["float", "int", "choice"]
 
@@ -288,8 +291,8 @@ class Strategy:
         parts.append(", ".join(risk))
         filters = []
         if self.regime_mask and regime_data:
-            codes = [str(k) for k in range(N_REGIMES) if self.regime_mask >> k & 1]
-            filters.append(f"enters only in regime(s) {'/'.join(codes)}")
+            names = [REGIME_NAMES[k] for k in range(N_REGIMES) if self.regime_mask >> k & 1]
+            filters.append(f"enters only in {' / '.join(names)} regime{'s' if len(names) > 1 else ''}")
         if self.correlation_max > 0 and correlation_data:
             filters.append(f"enters only while |correlation| <= {self.correlation_max:.2f}")
         if not filters:

@@ -19,6 +19,14 @@ import pandas as pd
 from qt_pipeline.market.contract import RejectReason
 
 
+def release_arrow_memory() -> None:
+    """Hand Arrow's freed buffers back to the OS (its allocator keeps them for reuse otherwise, so the
+    process's memory would stay at its high-water mark after a chunk)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
 @dataclass
 class FileReport:
     path: str
@@ -73,7 +81,9 @@ def check_file(
                     keep = ~dup
                     acc = acc[keep]
                     keys = keys[keep]
-            seen = np.union1d(seen, keys)
+            # merged in place (np.union1d would hold three copies of the set at its peak)
+            seen = np.concatenate([seen, np.unique(keys)])
+            seen.sort()
         report.accepted += len(acc)
         if len(acc):
             lo, hi = acc["timestamp"].min(), acc["timestamp"].max()
@@ -103,6 +113,9 @@ def check_file(
                 shown[reason] += 1
             else:
                 more[reason] += 1
+        # the chunk and its result go before the reader makes the next one (one chunk alive, not two)
+        del chunk, res, acc, rej
+        release_arrow_memory()
     for reason, n in sorted(more.items()):
         report.messages.append(f"{path}: … {n} more {reason} like the above")
     return report

@@ -86,6 +86,7 @@ def quarantine_file(
         parts.extend(p for p in (res.rejected, outside_partition_rejects(res, partitions_start)) if len(p))
         accepted += len(res.accepted)  # only counted: the rejects are what a quarantine stores
         notes.update(dict.fromkeys(res.warnings))
+        del chunk, res  # before the next chunk is read: one chunk alive at a time
     rejects = to_canonical_rejects(pd.concat(parts, ignore_index=True)) if parts else empty_rejects()
     return QuarantineResult(accepted=accepted, warnings=tuple(notes)), rejects
 

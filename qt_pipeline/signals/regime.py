@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from qt_pipeline.regime_codes import REGIME_NAMES  # codes 0..3 (shared with the evolution)
 from qt_pipeline.signals.rollup import ORIGIN
 
-REGIME_NAMES: tuple[str, ...] = ("trend_up", "trend_down", "range", "high_vol")  # codes 0..3
 VOL_STATES: tuple[str, ...] = ("calm", "normal", "turbulent")
 UNKNOWN = -1
 REGIME_COLUMNS: tuple[str, ...] = (

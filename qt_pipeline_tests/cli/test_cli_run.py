@@ -38,11 +38,15 @@ def test_qt_run_runs_named_jobs_visible_in_the_instance_and_resumes_a_named_evol
         runs = instance.get_run_records()
         # BTCUSD and SOLUSD are not neighbours in QT_SYMBOLS: one ranged run per contiguous block
         assert sorted(r.dagster_run.job_name for r in runs) == [
-            "evolution_job", "ingestion_job", "ingestion_job", "migration_job", "migration_job",
+            "evolution_job", "ingestion_job", "ingestion_job", "migration_job", "migration_job", "signals_job",
         ]  # fmt: skip
         assert not any(r.dagster_run.job_name.startswith("__") for r in runs)  # no ephemeral asset jobs
-        for key in ("raw_ohlcv", "central_ohlcv", "evolved_strategies"):
+        for key in ("raw_ohlcv", "central_ohlcv", "market_regimes", "evolved_strategies"):
             assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
+        # the evolution read the signals qt run materialised (as evolution_job does after signals_job)
+        evo = instance.get_latest_materialization_event(dg.AssetKey("evolved_strategies"))
+        assert evo is not None and evo.asset_materialization is not None
+        assert evo.asset_materialization.metadata["signals"].value == "materialised"
     assert "evolution run nightly" in res.output and "--run-id nightly" in res.output
 
     listed = runner.invoke(app, ["evolution", "runs"])  # the same (central) store as evolution_job's

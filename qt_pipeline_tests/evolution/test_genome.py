@@ -115,13 +115,17 @@ def test_decode_maps_off_ranges_and_degenerate_crosses():
     assert s3.entry.threshold == pytest.approx(20.0)
     assert "RSI(14) is below 30.0" in s3.describe() if s3.direction != "short" else True
     assert s3.stop_loss == 0.02 and s3.correlation_max == 0.4 and s3.regime_mask == 5
-    assert "regime(s) 0/2" in s3.describe() and "|correlation| <= 0.40" in s3.describe()
+    # mask 5 = codes 0 and 2: named, not numbered
+    assert (
+        "enters only in trend_up / range regimes" in s3.describe()
+        and "|correlation| <= 0.40" in s3.describe()
+    )
     # without the series the filters are inactive in the backtester, and the description says so
     bare = s3.describe(regime_data=False, correlation_data=False)
-    assert "regime(s)" not in bare and "|correlation|" not in bare
+    assert "regimes" not in bare and "|correlation|" not in bare
     assert "no regime or correlation filter (the data has no regime or correlation series)" in bare
     only_corr = s3.describe(regime_data=False)
-    assert "regime(s)" not in only_corr and "|correlation| <= 0.40" in only_corr
+    assert "trend_up" not in only_corr and "|correlation| <= 0.40" in only_corr
 
 
 def test_genome_dict_round_trip_is_exact_and_json_friendly():

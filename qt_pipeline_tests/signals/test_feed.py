@@ -104,3 +104,37 @@ def test_filters_are_described_in_words():
     assert describe_filters(0b1001, 0.0) == "enters only in trend_up / high_vol regimes"
     assert "within ±0.45" in describe_filters(0, 0.45)
     assert describe_filters(0, 0.0) == "no regime or correlation filter"
+
+
+def test_the_evolution_report_names_the_regimes_a_strategy_enters_in(stored, tmp_path):
+    """A real (serial) run on the stored signals: every report row whose strategy has a regime filter names
+    the regimes in words (trend_up, range, ...), never as the codes 0..3."""
+    from qt_pipeline.evolution.config import parse_config
+    from qt_pipeline.evolution.genome import decode
+    from qt_pipeline.evolution.ray_eval import SerialEvaluator
+    from qt_pipeline.evolution.runner import run_evolution
+    from qt_pipeline.evolution.state import DuckDBStateStore
+    from qt_pipeline.regime_codes import REGIME_NAMES
+
+    store, sig, _ = stored
+    cfg = parse_config(
+        {"symbols": SYMBOLS[:2], "start": "2024-03-04", "end": "2024-03-09", "folds": 1,
+         "population_size": 24, "generations": 2, "seed": 5, "min_bars": 100, "hall_of_fame_size": 8,
+         "use_ray": False, "fitness": {"min_trades": 1, "min_trades_per_fold": 1}}
+    )  # fmt: skip
+    state = DuckDBStateStore(tmp_path / "evo.duckdb")
+    try:
+        result = run_evolution(
+            cfg, store, state, SerialEvaluator(), signals=SignalFeed.from_store(sig, START, END)
+        )
+    finally:
+        state.close()
+    table = result.report.table
+    masks = [decode(g).regime_mask for g in result.hall_of_fame.genomes]
+    assert len(table) == len(masks) and any(masks)
+    for mask, text in zip(masks, table["description"], strict=True):
+        named = [n for k, n in enumerate(REGIME_NAMES) if mask >> k & 1]
+        if named:
+            assert f"enters only in {' / '.join(named)} regime" in text, text
+        assert "regime(s)" not in text
+        assert not any(f"regime {k}" in text for k in range(len(REGIME_NAMES))), text

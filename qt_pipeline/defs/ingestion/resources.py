@@ -64,7 +64,7 @@ class MarketSourceResource(dg.ConfigurableResource):
     def landing_source(self):
         """The landing-directory source (whatever ``kind`` says): the sensor and quarantine use it."""
         from qt_pipeline.market.layout import config_from_settings
-        from qt_pipeline.market.sources.landing import LandingDirectorySource
+        from qt_pipeline.market.sources.landing import LandingDirectorySource, default_staging_dir
 
         settings = get_settings()
         return LandingDirectorySource(
@@ -75,6 +75,7 @@ class MarketSourceResource(dg.ConfigurableResource):
             calendar=settings.market_calendar,
             max_file_mb=settings.landing_max_file_mb,
             chunk_mb=settings.landing_chunk_mb,
+            staging_dir=default_staging_dir(settings),  # shared by the partition runs of one file
         )
 
     def get_source(self):

@@ -9,7 +9,18 @@ format and zone, calendar, derived vwap/trade_count, bounds); a file no source m
 * Files are **streamed** in chunks of ``chunk_bytes`` (``QT_LANDING_CHUNK_MB``): CSV with
   ``pyarrow.csv.open_csv`` (every value kept as text, so validation sees the raw value and can name an
   unparsable number), Parquet with ``ParquetFile.iter_batches``. A file larger than ``max_file_bytes``
-  (``QT_LANDING_MAX_FILE_MB``) is refused before reading (``file_too_large``).
+  (``QT_LANDING_MAX_FILE_MB``) is refused before reading (``file_too_large``). pyarrow's CSV read-ahead
+  is held to two blocks (:class:`_ReadAhead`), so memory follows the chunk size, not the file size
+  (``benchmarks/bench_landing.py --memory-only``; a Parquet file's unit is still its row group). Each
+  chunk is handed over alone (the reader's intermediates are dropped first) and Arrow's freed buffers are
+  released after it; what a chunk costs is listed in ``benchmarks/README.md`` (not yet ≤ 2× the chunk).
+* **One read per file.** A file larger than one chunk is read once: :meth:`LandingDirectorySource._load`
+  places its rows and writes them with their placement (``_line, _sym, _ts, _placed``) to a staging
+  Parquet file (one row group per chunk) under ``staging_dir`` (``QT_DATA_DIR/landing_staging`` from
+  settings), keyed by the file's path, content and layout, with its summary (partitions, home, problems)
+  beside it. Every partition fetch — in this process or in another partition run — reads only the row
+  groups that can hold its rows. Accept/reject/quarantine are unchanged: the staged rows are the raw rows
+  and are validated by the fetch exactly as streamed ones. ``passes`` counts full reads of landing files.
 * CSV line numbers are physical file lines (header = line 1 after any blank lines; a quoted field spanning
   lines makes a record start at its first line). Rows with the wrong number of fields and lines that are
   not UTF-8 are ``malformed_file`` records with their line; the good rows still go through. A header that is
@@ -42,6 +53,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,7 +76,9 @@ from qt_pipeline.market.validation import (
 
 PATTERNS: tuple[str, ...] = ("*.csv", "*.csv.gz", "*.parquet")
 _OTHER_DELIMITERS = {";": "';'", "\t": "a tab", "|": "'|'"}
-_CACHE_FILES = 32
+_CACHE_FILES = 4096  # placement summaries kept (small: partition counts and problems per file)
+_STAGE_VERSION = "1"  # bump when the staging layout changes: older staged files are then ignored
+STAGING_DIRNAME = "landing_staging"
 DEFAULT_MAX_FILE_MB = 4096.0
 DEFAULT_CHUNK_MB = 16.0
 
@@ -101,15 +115,20 @@ class FileInspection:
 @dataclass
 class _Loaded:
     file: LandingFile
-    batch: RawBatch | None  # None: the file is larger than one chunk and is streamed on every fetch
-    symbol: np.ndarray | None  # normalised symbol per row (object; None where unplaced)
-    ts_us: np.ndarray | None  # UTC microseconds per row (int64; meaningless where unplaced)
-    placed: np.ndarray | None  # bool per row
-    home: tuple[str, date] | None
+    # a file of at most one chunk: its chunks with their placement ``(batch, symbol, ts_us, placed)`` kept
+    # for the partition fetches that follow (dropped again when the cache's byte budget is exceeded)
+    leaves: list[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray]] | None
+    home: tuple[str, date] | None  # partition that carries unplaced rows and file-level problems
     partitions: pd.DataFrame = field(repr=False)
     rows: int = 0
     problems: pd.DataFrame = field(default_factory=empty_rejects, repr=False)
     unplaced: int = 0
+    # a larger file: its rows with their placement, written once to a staging Parquet file that the
+    # partition fetches read (None: no staging, the file is streamed again by every fetch)
+    stage: Path | None = None
+    warnings: tuple[str, ...] = ()
+    layout: Any = None
+    timezone: str | None = None
 
 
 def _problem(source: str, line: int | None, reason: str, detail: str, raw: object = None) -> dict:
@@ -127,6 +146,13 @@ def _problems_frame(records: list[dict]) -> pd.DataFrame:
     return to_canonical_rejects(pd.DataFrame(records)) if records else empty_rejects()
 
 
+def _problems_only(
+    source: str, recs: list[dict], tz: str | None, layout: SourceLayout | None = None
+) -> RawBatch:
+    """A batch without rows that carries file-level problems (nothing, or nothing more, could be read)."""
+    return RawBatch(_empty_raw_frame(), source, None, _problems_frame(recs), tz, layout=layout)
+
+
 def _empty_raw_frame() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype="str") for c in BAR_COLUMNS})
 
@@ -140,6 +166,76 @@ def pacsv_count_newlines(col) -> np.ndarray | None:
     return np.asarray(pc.count_substring(col, "\n").to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+class _ReadAhead:
+    """The CSV file as a Python stream for ``pyarrow.csv.open_csv`` that lets pyarrow's background reader
+    run at most ``ahead`` blocks ahead of the batches taken (:meth:`batches`). pyarrow reads up to 32
+    blocks ahead on its I/O thread, so without this a file of up to 32 chunks was held in memory whole
+    while it was parsed (peak memory grew with the file: +373 MB for 144 MiB at 16 MiB chunks). Two blocks
+    are what the reader needs to finish a batch (a row crossing into the next block); should it ever need
+    more, a read goes ahead once the consumer has waited ``stall`` seconds for its batch (never a
+    deadlock; a slow consumer, e.g. validation, never lets the reader run ahead)."""
+
+    def __init__(self, path: Path, *, compressed: bool, ahead: int = 2, stall: float = 0.5):
+        import threading
+
+        self._path, self._gzip, self._ahead, self._stall = path, compressed, ahead, stall
+        self._inner: Any = None  # pyarrow input stream, opened by the first read
+        self._reads = self._taken = 0
+        self._waiting_since: float | None = None  # when the consumer started waiting for a batch
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, nbytes: int = -1) -> bytes:
+        import time
+
+        import pyarrow as pa
+
+        with self._cond:
+            while self._reads >= self._taken + self._ahead and not self.closed:
+                since = self._waiting_since
+                if since is not None and time.monotonic() - since > self._stall:
+                    break  # the reader needs more than ``ahead`` blocks for the batch the consumer awaits
+                self._cond.wait(0.05)
+            if self.closed:
+                return b""
+            self._reads += 1
+            if self._inner is None:
+                self._inner = pa.input_stream(str(self._path), compression="gzip" if self._gzip else None)
+            return self._inner.read(nbytes if nbytes >= 0 else None)
+
+    def batches(self, reader) -> Iterator:
+        """The record batches of ``reader`` (opened on this stream), each one allowing one more read."""
+        import time
+
+        while True:
+            with self._cond:
+                self._waiting_since = time.monotonic()
+                self._cond.notify_all()
+            try:
+                rb = reader.read_next_batch()
+            except StopIteration:
+                return
+            finally:
+                with self._cond:
+                    self._waiting_since = None
+                    self._taken += 1
+                    self._cond.notify_all()
+            yield rb
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+            if self._inner is not None:
+                self._inner.close()
+
+
 @dataclass
 class _Plan:
     """How one file's columns become canonical ones (decided once per file from its header)."""
@@ -148,6 +244,11 @@ class _Plan:
     constant_symbol: str | None
     warnings: list[str]
     problems: list[dict]
+
+
+def default_staging_dir(settings) -> Path:
+    """Where the landing source stages large files: ``<QT_DATA_DIR>/landing_staging``."""
+    return Path(settings.data_dir) / STAGING_DIRNAME
 
 
 class LandingDirectorySource(MarketDataSource):
@@ -165,6 +266,8 @@ class LandingDirectorySource(MarketDataSource):
         calendar: str | None = None,
         max_file_mb: float | None = None,
         chunk_mb: float | None = None,
+        staging_dir: str | Path | None = None,
+        staging: bool = True,
     ):
         self.directory = Path(directory)
         self.timezone = check_timezone(timezone)
@@ -184,6 +287,23 @@ class LandingDirectorySource(MarketDataSource):
         self.chunk_bytes = max(int((cm if cm is not None else DEFAULT_CHUNK_MB) * 2**20), 4096)
         self._fingerprints: dict[tuple, str] = {}
         self._cache: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
+        # a file larger than one chunk is split once into a staging Parquet file (keyed by its content
+        # and the layout that read it) that every partition fetch reads; ``staging=False`` streams the
+        # whole file again per fetch (the old behaviour, kept for the benchmark's same-run comparison)
+        self.staging = staging
+        self._staging_dir = Path(staging_dir) if staging_dir is not None else None
+        self._staging_tmp: Any = None
+        self.passes = 0  # full reads of landing files (iter_chunks started): one per file when staged
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where staged files live (given, or a temporary directory removed with this source)."""
+        if self._staging_dir is None:
+            import tempfile
+
+            self._staging_tmp = tempfile.TemporaryDirectory(prefix="qt_landing_staging_")
+            self._staging_dir = Path(self._staging_tmp.name)
+        return self._staging_dir
 
     @classmethod
     def from_settings(cls, settings=None, directory: str | Path | None = None) -> LandingDirectorySource:
@@ -199,6 +319,7 @@ class LandingDirectorySource(MarketDataSource):
             calendar=settings.market_calendar,
             max_file_mb=settings.landing_max_file_mb,
             chunk_mb=settings.landing_chunk_mb,
+            staging_dir=default_staging_dir(settings),
         )
 
     def describe(self) -> str:
@@ -265,6 +386,7 @@ class LandingDirectorySource(MarketDataSource):
         path = Path(path)
         name = path.name.lower()
         source = str(path)
+        self.passes += 1
         if not name.endswith((".parquet", ".csv", ".csv.gz")):
             raise ValueError(f"{path}: not a landing file; expected one of {list(PATTERNS)}")
         layout = self.layout_for(path)
@@ -277,7 +399,7 @@ class LandingDirectorySource(MarketDataSource):
                 f"no source of the landing config ({self.config.origin}) matches this file; add a 'match' "
                 "glob for it",
             )
-            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz)
+            yield _problems_only(source, [rec], tz)
             return
         tz = layout.timestamp.timezone or self.timezone
         size = path.stat().st_size
@@ -289,7 +411,7 @@ class LandingDirectorySource(MarketDataSource):
                 f"file is {size / 2**20:.4g} MiB ({size} bytes), above the limit of {self.max_file_mb:g} MiB "
                 "(QT_LANDING_MAX_FILE_MB); nothing was read",
             )
-            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout)
+            yield _problems_only(source, [rec], tz, layout)
             return
         if name.endswith(".parquet"):
             yield from self._parquet_chunks(path, layout, tz)
@@ -362,6 +484,20 @@ class LandingDirectorySource(MarketDataSource):
             frame = pd.concat([columns[i].rename(c) for i, c in plan.keep], axis=1)
         return frame
 
+    def _no_rows(
+        self, source: str, width: int, plan: _Plan, recs: list[dict], tz: str | None, layout: SourceLayout
+    ) -> RawBatch:
+        """The one batch of a file with a header but no rows (its problems and warnings ride on it)."""
+        return RawBatch(
+            self._frame([pd.Series([], dtype="str")] * width, plan, 0),
+            source,
+            np.array([], dtype=np.int64),
+            _problems_frame(recs),
+            tz,
+            layout=layout,
+            warnings=tuple(plan.warnings),
+        )
+
     def _parquet_chunks(self, path: Path, layout: SourceLayout, tz: str | None) -> Iterator[RawBatch]:
         import pyarrow.parquet as pq
 
@@ -375,7 +511,7 @@ class LandingDirectorySource(MarketDataSource):
             batches = pf.iter_batches(batch_size=max(1024, self.chunk_bytes // row_bytes))
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files
             rec = _problem(source, None, RejectReason.MALFORMED_FILE, f"not a readable Parquet file: {exc}")
-            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout)
+            yield _problems_only(source, [rec], tz, layout)
             return
         plan = self._plan(path, header, layout)
         first = True
@@ -401,22 +537,14 @@ class LandingDirectorySource(MarketDataSource):
             rec = _problem(
                 source, None, RejectReason.MALFORMED_FILE, f"Parquet file unreadable after row {row}: {exc}"
             )
-            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout)
+            yield _problems_only(source, [rec], tz, layout)
             return
         if first:
             recs = [
                 *plan.problems,
                 _problem(source, None, RejectReason.EMPTY_FILE, "Parquet file has no rows"),
             ]
-            yield RawBatch(
-                self._frame([pd.Series([], dtype="str")] * len(header), plan, 0),
-                source,
-                np.array([], dtype=np.int64),
-                _problems_frame(recs),
-                tz,
-                layout=layout,
-                warnings=tuple(plan.warnings),
-            )
+            yield self._no_rows(source, len(header), plan, recs, tz, layout)
 
     def _csv_header(self, path: Path, layout: SourceLayout) -> tuple[list[str] | None, int, list[dict]]:
         """``(header fields, physical line of the header, problems)`` read with the csv module."""
@@ -458,6 +586,15 @@ class LandingDirectorySource(MarketDataSource):
         return None, number, [_problem(source, None, RejectReason.EMPTY_FILE, what)]
 
     def _csv_chunks(self, path: Path, layout: SourceLayout, tz: str | None) -> Iterator[RawBatch]:
+        gate = _ReadAhead(path, compressed=path.name.lower().endswith(".gz"))
+        try:
+            yield from self._csv_batches(path, layout, tz, gate)
+        finally:
+            gate.close()
+
+    def _csv_batches(
+        self, path: Path, layout: SourceLayout, tz: str | None, gate: _ReadAhead
+    ) -> Iterator[RawBatch]:
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.csv as pacsv
@@ -465,7 +602,7 @@ class LandingDirectorySource(MarketDataSource):
         source = str(path)
         header, header_line, problems = self._csv_header(path, layout)
         if header is None:
-            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame(problems), tz, layout=layout)
+            yield _problems_only(source, problems, tz, layout)
             return
         if len(header) == 1:
             for delim, shown in _OTHER_DELIMITERS.items():
@@ -477,9 +614,7 @@ class LandingDirectorySource(MarketDataSource):
                         f"file uses {shown} as delimiter; expected {layout.delimiter!r} (header: {header[0]!r}); "
                         f"no rows were read (set delimiter for source '{layout.name}' in QT_LANDING_CONFIG)",
                     )
-                    yield RawBatch(
-                        _empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout
-                    )
+                    yield _problems_only(source, [rec], tz, layout)
                     return
         plan = self._plan(path, header, layout)
         names = [f"c{i}" for i in range(len(header))]
@@ -497,7 +632,7 @@ class LandingDirectorySource(MarketDataSource):
                 final_newline = f.read(1) in (b"\n", b"\r")
         try:
             reader = pacsv.open_csv(
-                pa.input_stream(str(path), compression="gzip" if gz else None),
+                gate,
                 read_options=pacsv.ReadOptions(
                     block_size=self.chunk_bytes, use_threads=False, skip_rows=header_line, column_names=names
                 ),
@@ -512,9 +647,7 @@ class LandingDirectorySource(MarketDataSource):
             )
         except (pa.ArrowInvalid, OSError, EOFError) as exc:
             rec = _problem(source, None, RejectReason.MALFORMED_FILE, f"could not read the file: {exc}")
-            yield RawBatch(
-                _empty_raw_frame(), source, None, _problems_frame([*problems, rec]), tz, layout=layout
-            )
+            yield _problems_only(source, [*problems, rec], tz, layout)
             return
         state = {"extra": 0, "invalid_seen": 0, "rows": 0}
         pending: RawBatch | None = None
@@ -539,7 +672,7 @@ class LandingDirectorySource(MarketDataSource):
             return out
 
         try:
-            for rb in reader:
+            for rb in gate.batches(reader):
                 n = rb.num_rows
                 inv_nums = np.array(sorted(x[0] for x in invalid), dtype=np.int64)
                 # record numbers of the good rows: consecutive after the last one, skipping invalid ones
@@ -607,6 +740,10 @@ class LandingDirectorySource(MarketDataSource):
                     warnings=tuple(plan.warnings) if first else (),
                 )
                 first = False
+                # only ``batch`` (its frame shares the string arrays) outlives this step: the binary
+                # batch and the per-column intermediates go before the consumer gets the previous batch
+                del rb, col, scol, cols, series, blank, keep
+                pa.default_memory_pool().release_unused()
                 if pending is not None:
                     yield pending
                 pending = batch
@@ -621,8 +758,12 @@ class LandingDirectorySource(MarketDataSource):
                 f"could not read the file after line {state['rows'] + header_line + state['extra']}: {exc}; "
                 "the rows before it were read",
             )
-            yield RawBatch(_empty_raw_frame(), source, None, _problems_frame([rec]), tz, layout=layout)
+            yield _problems_only(source, [rec], tz, layout)
             return
+        finally:
+            # before ``reader`` is destroyed (its destructor joins the I/O thread, which may be waiting
+            # in the gate): a consumer that stops early (break, an exception) would otherwise hang
+            gate.close()
         tail = take_invalid(None)
         if pending is None:
             recs = [*problems, *plan.problems, *tail]
@@ -630,15 +771,7 @@ class LandingDirectorySource(MarketDataSource):
                 recs.append(
                     _problem(source, None, RejectReason.EMPTY_FILE, "file has a header but no data rows")
                 )
-            yield RawBatch(
-                self._frame([pd.Series([], dtype="str")] * len(header), plan, 0),
-                source,
-                np.array([], dtype=np.int64),
-                _problems_frame(recs),
-                tz,
-                layout=layout,
-                warnings=tuple(plan.warnings),
-            )
+            yield self._no_rows(source, len(header), plan, recs, tz, layout)
             return
         if tail:
             pending = replace(
@@ -708,57 +841,195 @@ class LandingDirectorySource(MarketDataSource):
             .reset_index()
         )
 
+    def _stage_path(self, lf: LandingFile) -> Path:
+        """The staging file of ``lf``: keyed by its path, its content and how it is read (layout, zone)."""
+        spec = repr((_STAGE_VERSION, str(lf.path), self.layout_for(lf.path), self.timezone))
+        key = hashlib.sha256(spec.encode()).hexdigest()[:24]
+        folder = hashlib.sha256(str(lf.path).encode()).hexdigest()[:16]
+        return self.staging_dir / folder / f"{lf.fingerprint[:32]}-{key}.parquet"
+
     def _load(self, lf: LandingFile) -> _Loaded:
-        """Placement of every row of a file. A file of at most one chunk is kept (rows and placement) for
-        the partition fetches that follow; a larger one is streamed and only its partition counts, home
-        and file-level problems are kept (fetch streams it again), so memory stays bounded."""
+        """Placement of every row of a file, read once, chunk by chunk. Kept: the partition counts, home
+        and file-level problems; for a file of at most one chunk its rows and placement (while the cache's
+        byte budget allows); for a larger file its rows and placement are written to a staging Parquet
+        file on the way, so each partition fetch reads only its own rows (row groups pruned by symbol
+        and time) instead of parsing the file again. A staging file written by another process (another
+        partition run) is reused: its summary is stored next to it."""
         key = (str(lf.path), lf.fingerprint)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        if lf.size <= self.chunk_bytes:
-            batch = self.read_file(lf.path)
-            if batch.parts:  # several leaves (file-level problems apart): place the combined frame
-                symbol, ts_us, placed = self._place_leaves(batch)
-            else:
-                symbol, ts_us, placed = self._place(batch)
-            parts = self._partition_counts(symbol, ts_us, placed)
-            home = (parts["symbol"].iat[0], parts["day"].iat[0]) if len(parts) else None
-            loaded = _Loaded(lf, batch, symbol, ts_us, placed, home, parts, len(batch.frame), batch.problems)
+        stage = self._stage_path(lf) if self.staging and lf.size > self.chunk_bytes else None
+        if stage is not None:
+            loaded = self._read_stage(lf, stage)
+            if loaded is None:
+                loaded = self._scan_file(lf, stage)
         else:
-            counts, problems, rows, unplaced = [], [], 0, 0
+            loaded = self._scan_file(lf, None)
+        self._remember(key, loaded)
+        return loaded
+
+    def _remember(self, key: tuple[str, str], loaded: _Loaded) -> None:
+        """Cache ``loaded``; rows kept for small files are bounded by bytes (one chunk of input in all),
+        placement summaries by count."""
+        self._cache[key] = loaded
+        kept = 0
+        for k in reversed(self._cache):
+            ld = self._cache[k]
+            if ld.leaves is not None:
+                kept += ld.file.size
+                if kept > self.chunk_bytes and k != key:
+                    ld.leaves = None  # streamed again (one chunk) if a fetch needs it
+        while len(self._cache) > _CACHE_FILES:
+            self._cache.popitem(last=False)
+
+    def _scan_file(self, lf: LandingFile, stage: Path | None) -> _Loaded:
+        """One pass over the file: placement of every row (and, with ``stage``, the staging file)."""
+        import os
+
+        import pyarrow as pa
+
+        keep: list[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray]] | None = (
+            [] if lf.size <= self.chunk_bytes else None
+        )
+        counts, problems, rows, unplaced = [], [], 0, 0
+        warnings: dict[str, None] = {}
+        layout, tz = None, self.timezone
+        writer: Any = None
+        tmp = stage.with_name(f"{stage.name}.{os.getpid()}.tmp") if stage is not None else None
+        try:
             for chunk in self.iter_chunks(lf.path):
                 symbol, ts_us, placed = self._place(chunk)
+                layout, tz = chunk.layout, chunk.timezone
+                warnings.update(dict.fromkeys(chunk.warnings))
+                if keep is not None:
+                    keep.append((chunk, symbol, ts_us, placed))
+                if tmp is not None and len(chunk.frame):
+                    writer = self._stage_chunk(writer, tmp, chunk, symbol, ts_us, placed)
+                    if writer is None:
+                        tmp = None  # this file cannot be staged: fetches stream it
                 counts.append(self._partition_counts(symbol, ts_us, placed))
                 if len(chunk.problems):
                     problems.append(chunk.problems)
                 rows += len(chunk.frame)
                 unplaced += int((~placed).sum())
-            counts = [c for c in counts if len(c)]
-            parts = (
-                pd.concat(counts).groupby(["symbol", "day"], sort=True)["rows"].sum().reset_index()
-                if counts
-                else self._partition_counts(np.array([]), np.array([]), np.zeros(0, dtype=bool))
-            )
-            home = (parts["symbol"].iat[0], parts["day"].iat[0]) if len(parts) else None
-            probs = (
-                to_canonical_rejects(pd.concat(problems, ignore_index=True)) if problems else empty_rejects()
-            )
-            loaded = _Loaded(lf, None, None, None, None, home, parts, rows, probs, unplaced)
-        self._cache[key] = loaded
-        while len(self._cache) > _CACHE_FILES:
-            self._cache.popitem(last=False)
+                del chunk, symbol, ts_us, placed
+                pa.default_memory_pool().release_unused()
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise
+        counts = [c for c in counts if len(c)]
+        parts = (
+            pd.concat(counts).groupby(["symbol", "day"], sort=True)["rows"].sum().reset_index()
+            if counts
+            else self._partition_counts(np.array([]), np.array([]), np.zeros(0, dtype=bool))
+        )
+        home = (parts["symbol"].iat[0], parts["day"].iat[0]) if len(parts) else None
+        probs = to_canonical_rejects(pd.concat(problems, ignore_index=True)) if problems else empty_rejects()
+        loaded = _Loaded(lf, keep, home, parts, rows, probs, unplaced, None, tuple(warnings), layout, tz)
+        if writer is not None and tmp is not None and stage is not None:
+            writer.close()
+            summary = {k: getattr(loaded, k) for k in ("home", "partitions", "rows", "problems", "unplaced")}
+            summary.update(warnings=loaded.warnings, timezone=tz)
+            os.replace(tmp, stage)
+            meta_tmp = tmp.with_suffix(".meta.tmp")
+            pd.to_pickle(summary, meta_tmp)
+            os.replace(meta_tmp, stage.with_suffix(".meta.pkl"))
+            for old in stage.parent.glob("*"):  # earlier versions of the file
+                if not old.name.startswith(stage.stem) and not old.name.endswith(".tmp"):
+                    old.unlink(missing_ok=True)
+            loaded.stage = stage
+        elif writer is not None:
+            writer.close()
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
         return loaded
 
-    def _place_leaves(self, batch: RawBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        sy, ts, pl = [], [], []
-        for leaf in batch.leaves():
-            a, b, c = self._place(leaf)
-            sy.append(a)
-            ts.append(b)
-            pl.append(c)
-        return np.concatenate(sy), np.concatenate(ts), np.concatenate(pl)
+    @staticmethod
+    def _stage_chunk(writer, tmp: Path, chunk: RawBatch, symbol, ts_us, placed):
+        """Append ``chunk``'s rows with their placement to the staging file; None if they cannot be
+        staged (two file columns mapped to one name, or types that change between chunks)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        frame = chunk.frame
+        if frame.columns.duplicated().any():
+            if writer is not None:
+                writer.close()
+            tmp.unlink(missing_ok=True)
+            return None
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = (
+            table.append_column("_line", pa.array(chunk.line_numbers, type=pa.int64()))
+            .append_column("_sym", pa.array(symbol, type=pa.string()))
+            .append_column("_ts", pa.array(ts_us, type=pa.int64()))
+            .append_column("_placed", pa.array(placed, type=pa.bool_()))
+        )
+        try:
+            if writer is None:
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            elif table.schema != writer.schema:
+                table = table.cast(writer.schema)
+            writer.write_table(table)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, TypeError):
+            if writer is not None:
+                writer.close()
+            tmp.unlink(missing_ok=True)
+            return None
+        return writer
+
+    def _read_stage(self, lf: LandingFile, stage: Path) -> _Loaded | None:
+        """The summary of a file staged earlier (by this or another process), or None."""
+        meta = stage.with_suffix(".meta.pkl")
+        if not (stage.is_file() and meta.is_file()):
+            return None
+        try:
+            m = pd.read_pickle(meta)
+        except Exception:  # noqa: BLE001 - a torn or foreign file: stage again
+            return None
+        return _Loaded(
+            lf,
+            None,
+            m["home"],
+            m["partitions"],
+            m["rows"],
+            m["problems"],
+            m["unplaced"],
+            stage,
+            tuple(m["warnings"]),
+            self.layout_for(lf.path),
+            m["timezone"],
+        )
+
+    def _fetch_staged(self, ld: _Loaded, symbol: str, lo: int, hi: int, is_home: bool) -> RawBatch | None:
+        """The rows of ``symbol`` in ``[lo, hi)`` µs (plus, for the home partition, the unplaced rows and
+        the file's problems) from the staging file: only row groups that can hold them are read."""
+        import pyarrow.dataset as ds
+
+        assert ld.stage is not None
+        want = (ds.field("_sym") == symbol) & (ds.field("_ts") >= lo) & (ds.field("_ts") < hi)
+        if is_home:
+            want = want | ~ds.field("_placed")
+        table = ds.dataset(ld.stage, format="parquet").to_table(filter=want, use_threads=False)
+        if not table.num_rows and not is_home:
+            return None
+        table = table.sort_by("_line")
+        lines = table.column("_line").to_numpy()
+        frame = table.drop_columns(["_line", "_sym", "_ts", "_placed"]).to_pandas()
+        return RawBatch(
+            frame,
+            str(ld.file.path),
+            lines,
+            ld.problems if is_home else empty_rejects(),
+            ld.timezone,
+            layout=ld.layout,
+            warnings=ld.warnings if is_home else (),
+        )
 
     def inspect(self, path: str | Path) -> FileInspection:
         """Partitions and problems of one file (cheap: parses only symbol and timestamp for placement).
@@ -781,7 +1052,7 @@ class LandingDirectorySource(MarketDataSource):
             rows=ld.rows,
             partitions=ld.partitions.copy(),
             problems=problems,
-            unplaced_rows=ld.unplaced if ld.placed is None else int((~ld.placed).sum()),
+            unplaced_rows=ld.unplaced,
             home=ld.home,
         )
 
@@ -819,17 +1090,21 @@ class LandingDirectorySource(MarketDataSource):
             )
             if not touches and not is_home:
                 continue
-            leaves: Iterable[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]]
-            if ld.batch is not None:
-                assert ld.symbol is not None and ld.ts_us is not None and ld.placed is not None
-                leaves = [(ld.batch, ld.symbol, ld.ts_us, ld.placed, ld.batch.problems)]
-            else:
-                leaves = ((c, *self._place(c), c.problems) for c in self.iter_chunks(lf.path))
-            for b, sym_, ts_, placed_, probs in leaves:
+            if ld.stage is not None and ld.stage.is_file():
+                got = self._fetch_staged(ld, symbol, lo, hi, is_home)
+                if got is not None:
+                    parts.append(got)
+                continue
+            leaves: Iterable[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray]] = (
+                ld.leaves
+                if ld.leaves is not None
+                else ((c, *self._place(c)) for c in self.iter_chunks(lf.path))
+            )
+            for b, sym_, ts_, placed_ in leaves:
                 sel = placed_ & (sym_ == symbol) & (ts_ >= lo) & (ts_ < hi)
                 if is_home:
                     sel = sel | ~placed_
-                if not sel.any() and not (is_home and len(probs)):
+                if not sel.any() and not (is_home and len(b.problems)):
                     continue
                 idx = np.flatnonzero(sel)
                 parts.extend(self._select(b, idx, is_home))

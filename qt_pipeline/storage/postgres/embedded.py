@@ -21,6 +21,12 @@ root) and falls back to the ``pgserver`` wheel (PostgreSQL 16) when no server bi
   ``qt db stop`` stop and remove orphans (:func:`stop_orphans`), so no server outlives its data
   directory. (Without root the cluster lives inside ``QT_DATA_DIR``; PostgreSQL shuts itself down when its
   lock file disappears.)
+* a process that starts servers it must not leave behind (the test session) sets
+  ``QTP_EMBEDDED_OWNER_PID`` to its pid; every server started under it records that owner (pid and start
+  time, file ``qt_owner_pid``) and is listed in ``$TMPDIR/qt-embedded-owned/``. Once the owner is gone
+  (even killed with SIGKILL, its temp directories still there), the server is *abandoned*: the next start
+  of an embedded server, ``qt db stop`` and the next test session stop and remove it
+  (:func:`stop_orphans`). Servers started without the variable (a user's) outlive their process by design.
 """
 
 from __future__ import annotations
@@ -74,6 +80,9 @@ def _free_port() -> int:
 
 OWNER_FILE = "qt_owner"
 CLUSTER_PREFIX = "qt-embedded-pg-"
+OWNER_PID_ENV = "QTP_EMBEDDED_OWNER_PID"  # not QT_*: the test settings fixture clears those
+OWNER_PID_FILE = "qt_owner_pid"
+OWNED_REGISTRY = "qt-embedded-owned"
 
 
 def _port_file(settings: Settings) -> Path:
@@ -106,6 +115,64 @@ def _record_owner(pgdata: Path, base: Path) -> None:
         (pgdata / OWNER_FILE).write_text(str(base) + "\n")
 
 
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (``/proc/<pid>/stat`` field 22; tells a reused pid apart), ""
+    where ``/proc`` is not available but the process exists, None when there is no such process."""
+    try:
+        stat_text = Path(f"/proc/{pid}/stat").read_text()
+        return stat_text.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        if Path("/proc/self/stat").exists():
+            return None
+    return "" if _pid_exists(pid) else None
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    return True
+
+
+def _record_owner_process(pgdata: Path) -> None:
+    """With ``QTP_EMBEDDED_OWNER_PID`` set: record that process as the server's owner (see the module
+    docstring) and list the cluster in the registry the reaper scans."""
+    raw = os.environ.get(OWNER_PID_ENV, "").strip()
+    if not raw.isdigit():
+        return
+    start = _process_start(int(raw)) or ""
+    registry = Path(tempfile.gettempdir()) / OWNED_REGISTRY
+    with contextlib.suppress(OSError):
+        (pgdata / OWNER_PID_FILE).write_text(f"{raw} {start}\n")
+        registry.mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):
+            registry.chmod(0o1777)  # shared by every user's test sessions (sticky, like /tmp)
+        key = hashlib.sha1(str(pgdata).encode()).hexdigest()[:16]
+        (registry / key).write_text(f"{pgdata}\n")
+
+
+def find_abandoned(tmpdir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Clusters listed in ``$TMPDIR/qt-embedded-owned`` whose recorded owner process is gone (see the
+    module docstring). Entries whose cluster or owner record no longer exists are dropped."""
+    registry = Path(tmpdir or tempfile.gettempdir()) / OWNED_REGISTRY
+    out = []
+    for entry in sorted(registry.glob("*")) if registry.is_dir() else []:
+        try:
+            pgdata = Path(entry.read_text().strip())
+            pid, _, start = (pgdata / OWNER_PID_FILE).read_text().strip().partition(" ")
+        except OSError:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+            continue
+        now = _process_start(int(pid)) if pid.isdigit() else None
+        if now is None or (start and now and now != start):
+            out.append(pgdata)
+    return out
+
+
 def find_orphans(tmpdir: str | os.PathLike[str] | None = None) -> list[Path]:
     """Clusters in ``$TMPDIR`` whose recorded ``QT_DATA_DIR`` no longer points at them (deleted, or reset
     to another cluster). Clusters without an owner record are left alone (not ours to judge)."""
@@ -127,11 +194,12 @@ def find_orphans(tmpdir: str | os.PathLike[str] | None = None) -> list[Path]:
 
 
 def stop_orphans(tmpdir: str | os.PathLike[str] | None = None, *, under: Path | None = None) -> list[Path]:
-    """Stop (immediate) and remove every orphaned cluster (see :func:`find_orphans`); with ``under``, also
+    """Stop (immediate) and remove every orphaned cluster (see :func:`find_orphans`) and every abandoned one
+    (its owner process is gone, :func:`find_abandoned`); with ``under``, also
     every cluster whose ``QT_DATA_DIR`` lies below that directory (a test session's temp root). Returns
     the clusters removed."""
     root = Path(tmpdir or tempfile.gettempdir())
-    victims = set(find_orphans(root))
+    victims = set(find_orphans(root)) | set(find_abandoned(root))
     if under is not None:
         under = under.resolve()
         for real in root.glob(CLUSTER_PREFIX + "*"):
@@ -146,6 +214,8 @@ def stop_orphans(tmpdir: str | os.PathLike[str] | None = None, *, under: Path | 
             if bindir is not None:
                 _discard_orphan(real, bindir)
             removed.append(real)
+            with contextlib.suppress(OSError):
+                (root / OWNED_REGISTRY / hashlib.sha1(str(real).encode()).hexdigest()[:16]).unlink()
         except EmbeddedPostgresError as exc:
             log.warning("%s", exc)
     return removed
@@ -196,7 +266,7 @@ def _discard_orphan(real: Path, bindir: Path) -> None:
     reset the data directory, so the cluster that belonged to it goes too (stopped first if running)."""
     log.warning(
         "stopping and removing the embedded PostgreSQL cluster %s (its data directory was deleted, or the "
-        "test session that owned it is ending)",
+        "process or test session that owned it is gone or ending)",
         real,
     )
     if _postmaster_alive(real):
@@ -238,13 +308,7 @@ def _postmaster_alive(pgdata: Path) -> bool:
         pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _pid_exists(pid)
 
 
 def crashed(pgdata: Path) -> bool:
@@ -275,12 +339,8 @@ def _running_port(pgdata: Path) -> int | None:
         pid, port = int(lines[0]), int(lines[3])
     except (FileNotFoundError, ValueError, IndexError, PermissionError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _pid_exists(pid):
         return None
-    except PermissionError:
-        pass
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         return port
     return None
@@ -303,8 +363,7 @@ def ensure_embedded_postgres(settings: Settings) -> str:
 
     _, secret_file, lock_file = _paths(settings)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        stop_orphans()  # servers whose data directory was deleted never outlive it
+    stop_orphans()  # servers whose data directory was deleted, or whose owner process is gone, go
     with FileLock(str(lock_file), timeout=120):
         link = settings.data_dir.expanduser().resolve() / "postgres"
         bindir = _pg_bin_dir()
@@ -328,6 +387,7 @@ def ensure_embedded_postgres(settings: Settings) -> str:
         base = settings.data_dir.expanduser().resolve()
         if existing:
             _record_owner(pgdata, base)
+            _record_owner_process(pgdata)
         port = _running_port(pgdata)
         if port is not None:
             _port_file(settings).write_text(f"{port}\n")
@@ -374,6 +434,7 @@ def ensure_embedded_postgres(settings: Settings) -> str:
                 pwfile.unlink(missing_ok=True)
             if out.returncode == 0:
                 _record_owner(pgdata, base)
+                _record_owner_process(pgdata)
             if out.returncode != 0:
                 raise EmbeddedPostgresError(
                     f"initdb for the embedded PostgreSQL in {pgdata} failed: {out.stderr.strip()[-1500:]}. "
