@@ -11,8 +11,10 @@ Both sides do the same work per (day, symbol) partition, each in its own data di
 fetch synthetic bars + validate + write to DuckDB; the Great Expectations bar-quality suite on the stored
 partition; copy to PostgreSQL + ledger; the per-partition consistency proof (rows + checksum on both
 sides). The Dagster side runs the code location's ``ingestion_job`` and ``migration_job`` as ranged runs
-(single-run backfill policy: one run per job for the whole range, checks evaluated per partition inside
-the step). Target: Dagster end to end >= 0.5x the bare path's throughput.
+(single-run backfill policy: one run per job for each block of days, checks evaluated per partition
+inside the step). The sides alternate in ``--blocks`` blocks of days, so a change of machine load during
+the run weighs on both alike. ``--instance postgres`` keeps Dagster's runs and events in PostgreSQL as
+in production (infra/dagster.prod.yaml); the default is SQLite, as ``./dev.sh``. Target: Dagster end to end >= 0.5x the bare path's throughput.
 
 ``--per-partition N`` also times N partitions the old way (one Dagster run per partition and job) to
 show what per-partition orchestration costs.
@@ -96,6 +98,18 @@ def bare_path(days: list[date], checks: bool) -> float:
     return time.perf_counter() - t0
 
 
+def _blocks(days: list[date], n: int) -> list[list[date]]:
+    """``days`` in ``n`` consecutive blocks of (nearly) equal length."""
+    n = max(1, min(n, len(days)))
+    size, extra = divmod(len(days), n)
+    out, i = [], 0
+    for b in range(n):
+        j = i + size + (1 if b < extra else 0)
+        out.append(days[i:j])
+        i = j
+    return out
+
+
 def _psycopg2_url(url: str) -> str:
     # SQLAlchemy 2.1 maps "postgresql://" to psycopg (3); the project ships psycopg2 (as infra/dagster.prod.yaml)
     return "postgresql+psycopg2://" + url.split("://", 1)[1]
@@ -165,6 +179,12 @@ def main() -> None:
     ap.add_argument("--no-checks", dest="checks", action="store_false", help="skip GX and consistency checks")
     ap.add_argument("--per-partition", type=int, default=3, help="partitions timed one run each (0: skip)")
     ap.add_argument(
+        "--blocks",
+        type=int,
+        default=3,
+        help="alternate bare and Dagster in this many blocks of days (fair under changing load)",
+    )
+    ap.add_argument(
         "--instance",
         choices=("sqlite", "postgres"),
         default="sqlite",
@@ -191,13 +211,19 @@ def main() -> None:
             warm = ingest_batches(SyntheticMarket(1, symbols=SYMBOLS), "BTCUSD", t, t + pd.Timedelta(hours=2))
             run_bar_quality(warm.accepted)
 
-        _settings_env(work / "bare", url, "bare")
-        bare_s = bare_path(days, args.checks)
-
-        _settings_env(work / "dagster", url, "dagster")
+        # The two sides alternate in blocks of days (bare, Dagster, bare, Dagster, ...) so that a change of
+        # machine load during the run weighs on both alike; each block is one ranged backfill per job.
+        blocks = _blocks(days, args.blocks)
         (work / "dagster_home").mkdir()
+        bare_s = dag_s = 0.0
+        runs = 0
         with _instance(args.instance, work / "dagster_home", url) as instance:
-            dag_s, runs = dagster_path(days, args.checks, instance)
+            for block in blocks:
+                _settings_env(work / "bare", url, "bare")
+                bare_s += bare_path(block, args.checks)
+                _settings_env(work / "dagster", url, "dagster")
+                secs, n = dagster_path(block, args.checks, instance)
+                dag_s, runs = dag_s + secs, runs + n
             pp = None
             if args.per_partition:
                 _settings_env(work / "pp", url, "pp")
@@ -214,7 +240,7 @@ def main() -> None:
             f"{bare_s / n_part * 1000:7.1f} ms/partition"
         )
         print(
-            f"Dagster ({runs} ranged runs): {dag_s:8.2f} s  {rows / dag_s:10,.0f} bars/s  "
+            f"Dagster ({runs} ranged runs, {args.blocks} blocks): {dag_s:8.2f} s  {rows / dag_s:10,.0f} bars/s  "
             f"{dag_s / n_part * 1000:7.1f} ms/partition"
         )
         print(f"ratio Dagster / bare throughput: {bare_s / dag_s:.2f}x  (target >= 0.5x)")
