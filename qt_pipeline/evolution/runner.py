@@ -399,10 +399,19 @@ def print_summary(result: EvolutionResult, console: Any = None, *, top: int = 5)
     n_sym = len(result.config.symbols)
     per = f"; portfolio of {n_sym} symbols" if n_sym > 1 else ""
     table = Table(title=f"best strategies (in-sample | out-of-sample{per})")
-    cols = ("#", "fitness IS", "fitness OOS", "Sharpe IS", "Sharpe OOS", "PSR", "DSR", "return IS", "return OOS",
-            "B&H OOS", "max DD OOS", "trades IS", "trades OOS", "turnover IS", "flags")  # fmt: skip
-    for col in cols:
-        table.add_column(col, justify="right" if col != "flags" else "left")
+    # (heading, report column, format); "#" and "flags" are added around them
+    metrics = (
+        ("fitness IS", "fitness", ".3f"), ("fitness OOS", "oos_fitness", ".3f"),
+        ("Sharpe IS", "is_sharpe", ".2f"), ("Sharpe OOS", "oos_sharpe", ".2f"),
+        ("PSR", "psr", ".2f"), ("DSR", "dsr", ".2f"),
+        ("return IS", "is_total_return", ".2%"), ("return OOS", "oos_total_return", ".2%"),
+        ("B&H OOS", "bh_oos_total_return", ".2%"), ("max DD OOS", "oos_max_drawdown", ".2%"),
+        ("trades IS", "is_n_trades", ".0f"), ("trades OOS", "oos_n_trades", ".0f"),
+        ("turnover IS", "is_turnover", ".1f"),
+    )  # fmt: skip
+    for col in ("#", *(m[0] for m in metrics)):
+        table.add_column(col, justify="right")
+    table.add_column("flags", justify="left")
     t = result.report.table
 
     def num(v: float, spec: str) -> str:
@@ -410,23 +419,9 @@ def print_summary(result: EvolutionResult, console: Any = None, *, top: int = 5)
 
     for r in t.head(top).itertuples(index=False):
         d = r._asdict()
-        table.add_row(
-            str(d["rank"]),
-            num(d["fitness"], ".3f"),
-            num(d["oos_fitness"], ".3f"),
-            num(d["is_sharpe"], ".2f"),
-            num(d["oos_sharpe"], ".2f"),
-            num(d["psr"], ".2f"),
-            num(d["dsr"], ".2f"),
-            num(d["is_total_return"], ".2%"),
-            num(d["oos_total_return"], ".2%"),
-            num(d["bh_oos_total_return"], ".2%"),
-            num(d["oos_max_drawdown"], ".2%"),
-            num(d["is_n_trades"], ".0f"),
-            num(d["oos_n_trades"], ".0f"),
-            num(d["is_turnover"], ".1f") + "x",
-            d["flags"] or "-",
-        )
+        cells = [num(d[key], spec) for _, key, spec in metrics]
+        cells[-1] += "x"  # turnover as a multiple of equity
+        table.add_row(str(d["rank"]), *cells, d["flags"] or "-")
     # piped output (a log, CI): rich would assume 80 columns and elide the numbers; print it full width
     wide = console if console.is_terminal else Console(file=console.file, width=max(console.width, 200))
     wide.print(table)
