@@ -321,12 +321,18 @@ def stage_signals(ctx: RunContext) -> None:
 
 
 def stage_evolve(ctx: RunContext) -> None:
-    """Run ``evolution_job`` (GA on local Ray unless --no-ray; state checkpointed in the central store)
-    over the ingested days, then print the run and its best strategies (in- and out-of-sample)."""
+    """Run ``evolution_job`` (GA on local Ray when the work pays for it, unless --no-ray; state checkpointed
+    in the central store) over the ingested days, then print the run and its best strategies (in- and out-of-sample)."""
     if ctx.generations < 1:
         ctx.console.print("evolution skipped (--generations 0)")
         return
-    where = "local Ray" if ctx.use_ray and not ctx.settings.ray_address else "serial"
+    # the evaluator actually used is printed below (auto: serial when the work is too small for Ray)
+    if not ctx.use_ray:
+        where = "serial"
+    elif ctx.settings.ray_address:
+        where = "Ray cluster"
+    else:
+        where = "local Ray or serial, by work size"
     (result,) = _run_job(
         ctx, "evolution_job", f"evolve ({where})", ranged=False, run_config=evolution_run_config(ctx)
     )
