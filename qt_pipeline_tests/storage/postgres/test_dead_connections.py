@@ -5,7 +5,6 @@ a COPY on a black-holed established connection, through a real TCP proxy."""
 
 from __future__ import annotations
 
-
 import pytest
 import sqlalchemy as sa
 
