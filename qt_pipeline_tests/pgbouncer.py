@@ -72,11 +72,12 @@ class PgBouncer:
         while True:
             if self._proc.poll() is not None:
                 text = self.log_path.read_text(errors="replace")
-                first = next(
-                    (ln for ln in text.splitlines() if ln.startswith("pgbouncer test server:")), None
-                )
+                # the harness's own lines: the last is the error (an earlier one may announce the download)
+                said = [ln for ln in text.splitlines() if ln.startswith("pgbouncer test server:")]
                 pytest.fail(
-                    first or f"PgBouncer exited with status {self._proc.returncode}: {text[-2000:]}",
+                    said[-1]
+                    if said
+                    else f"PgBouncer exited with status {self._proc.returncode}: {text[-2000:]}",
                     pytrace=False,
                 )
             with socket.socket() as s:
