@@ -131,6 +131,15 @@ check_node() {
   fi
 }
 
+check_pgbouncer_tools() {
+  # The PgBouncer tests (-m pgbouncer) unpack the pinned Debian package on first use
+  # (qt_pipeline_tests/pgbouncer_harness: apt-get download + dpkg-deb -x, no root).
+  if [[ ! -f $ROOT/qt_pipeline_tests/pgbouncer_harness/dist/.qt-packages ]] &&
+    { ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1; }; then
+    log "apt-get/dpkg-deb are not on PATH: the PgBouncer tests will fail (they fetch Debian's pgbouncer package, see README 'Prerequisites'; or pass -m 'not pgbouncer')"
+  fi
+}
+
 cmd=${1:-main}
 shift || true
 case $cmd in
@@ -142,6 +151,7 @@ case $cmd in
     ensure_env
     ensure_postgres
     check_node
+    check_pgbouncer_tools
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   ui)

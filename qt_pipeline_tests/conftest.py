@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from sqlalchemy.engine import make_url
 
 from qt_pipeline.config import Settings, get_settings
 
@@ -138,13 +139,24 @@ def _wait_for_timescale(proc: subprocess.Popen, log_path: Path, timeout: float) 
     pytest.fail(f"TimescaleDB test server not ready after {timeout:.0f} s; log: {log_path}", pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def pgbouncer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real PgBouncer (transaction pooling, trust auth) on 127.0.0.1 in front of the machine's PostgreSQL
+    (qt_pipeline_tests/pgbouncer_harness/; the pinned Debian package is fetched with ``apt-get download``
+    on first use), stopped at the end of the session. See :class:`qt_pipeline_tests.pgbouncer.PgBouncer`."""
+    from qt_pipeline_tests.pgbouncer import PgBouncer
+
+    admin = make_url(PG_ADMIN_URL)
+    with PgBouncer(
+        tmp_path_factory.mktemp("pgbouncer"),
+        upstream_host=admin.host or "127.0.0.1",
+        upstream_port=admin.port or 5432,
+        user=admin.username or "postgres",
+    ) as pgb:
+        yield pgb
+
+
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    if proc.stdin:
-        proc.stdin.close()
+    from qt_pipeline_tests.faults import stop_process
+
+    stop_process(proc)

@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 
 PG_BIN = Path(os.environ.get("QT_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
-__all__ = ["PG_BIN", "TcpProxy", "ThrowawayPostgres", "free_port"]
+__all__ = ["PG_BIN", "TcpProxy", "ThrowawayPostgres", "free_port", "stop_process"]
 
 
 def free_port() -> int:
@@ -46,6 +46,19 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Stop a test server started with ``stdin=PIPE``: SIGTERM, SIGKILL after 20 s; close its stdin."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if proc.stdin:
+        proc.stdin.close()
 
 
 def _hard_close(sock: socket.socket) -> None:

@@ -5,9 +5,6 @@ a COPY on a black-holed established connection, through a real TCP proxy."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 import sqlalchemy as sa
 
@@ -18,27 +15,9 @@ from qt_pipeline.storage.postgres.retry import is_transient
 from qt_pipeline.storage.postgres.store import PostgresStore
 from qt_pipeline_tests.faults import TcpProxy
 from qt_pipeline_tests.storage.backends import make_bars
+from qt_pipeline_tests.storage.postgres.helpers import bounded
 
 NEON_POOLED = "postgresql://alice:pw@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/neondb"
-HANG_GUARD_S = 120
-
-
-def _bounded(fn):
-    """Run ``fn`` in a thread: (result or exception, seconds); fails the test when it hangs."""
-    out: dict = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001
-            out["error"] = exc
-
-    t0 = time.perf_counter()
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(HANG_GUARD_S)
-    assert not t.is_alive(), f"the call hung for more than {HANG_GUARD_S} s"
-    return out.get("error", out.get("value")), time.perf_counter() - t0
 
 
 @pytest.mark.parametrize("url", [NEON_POOLED, "postgresql://u:pw@db.example.com:5432/x"])
@@ -77,7 +56,7 @@ def test_blackholed_established_connection_is_dropped_by_the_call_deadline(pg_sc
             store.write_bars(make_bars(["AAA"], "2026-03-02", 100, seed=1))
             assert proxy.live_connections >= 1
             proxy.cut("blackhole-all")  # the pooled connection stays open; nothing comes back
-            err, seconds = _bounded(store.list_symbols)  # pre-ping on the silent pooled connection
+            err, seconds = bounded(store.list_symbols)  # pre-ping on the silent pooled connection
             assert isinstance(err, StorageError), err
             # the silent pooled connection was dropped by the client (the proxy saw it close), and the
             # reconnect the pool then tried hit its connect timeout: the call failed instead of hanging
@@ -104,7 +83,7 @@ def test_a_budget_bounds_a_copy_and_retries_together(pg_schema, make_settings):
                 with call_budget(3.0):
                     return store.write_bars(make_bars(["AAA"], "2026-03-03", 5_000, seed=2))
 
-            err, seconds = _bounded(write)
+            err, seconds = bounded(write)
             assert isinstance(err, StorageError), err
             print(f"\n[deadline] 5 attempts under a 3 s budget gave up after {seconds:.2f} s")
         finally:
