@@ -167,43 +167,104 @@ def trade_key_step(key, t, p, p_prev):  # pragma: no cover - compiled
 # ------------------------------------------------------------------------------------------------------
 # the fused strategy loop
 # ------------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, inline="always")
-def rule_signal(kind, th, cmp_below, xa, xb, c):  # pragma: no cover - compiled
-    """(up, down) of a rule from its two loaded inputs (scalars only: passing arrays into a helper costs
-    atomic reference counting per call). False while any input is NaN; no division.
+FLAG_BLOCK = 1024  # bars whose rule decisions are computed ahead of the sequential loop at a time
 
-    inputs: crosses xa = fast MA, xb = slow MA; rsi xa = RSI; bollinger xa = SMA, xb = std;
-    momentum xa = close[t - p]; breakout xa/xb = Donchian upper/lower at t - 1; c = close[t].
+
+@njit(cache=True, nogil=True)
+def rule_flags(kind, th, cmp_below, ra, rb, lag, close, lo, hi, b0, sig, shift):  # pragma: no cover
+    """The decisions (up, down) of one rule at the closes of bars ``lo <= t < hi``, as bits
+    ``(up | down << 1) << shift`` OR-ed into ``sig[t - b0]``.
+
+    Inputs at bar t: ``xa = ra[t - lag]``, ``xb = rb[t - lag]``, ``c = close[t]``; crosses: xa = fast MA,
+    xb = slow MA; rsi: xa = RSI; bollinger: xa = SMA, xb = std; momentum: xa = close[t - p]; breakout:
+    xa/xb = Donchian upper/lower at t - 1. A comparison with a NaN input is False (no signal while an
+    input warms up); no division. One loop per rule kind and no branch inside, so the compiler
+    vectorises it, and the sequential loop of :func:`run_strategy` only tests bits.
     """
-    up = False
-    dn = False
-    if kind == K_SMA or kind == K_EMA:  # noqa: SIM109 (plain int compares in the kernel)
-        up = xa > xb * (1.0 + th)
-        dn = xa < xb * (1.0 - th)
-    elif kind == K_RSI:
-        v = xa - 50.0
-        up = v > th
-        dn = v < -th
-    elif kind == K_BOLL:
-        d = c - xa
-        w = th * xb
-        if xb > 0.0:
-            up = d > w
-            dn = d < -w
-    elif kind == K_MOM:
-        up = c > xa * (1.0 + th)
-        dn = c < xa * (1.0 - th)
-    elif kind == K_BREAK:
-        half = 0.5 * (xa - xb)
-        if half > 0.0:
-            d = c - 0.5 * (xa + xb)
-            up = d > th * half
-            dn = d < -th * half
-    elif kind == K_ALWAYS:
-        up = True
+    ub = np.uint8(1 << shift)
+    db = np.uint8(2 << shift)
     if cmp_below:
-        return dn, up
-    return up, dn
+        ub, db = db, ub
+    z = np.uint8(0)
+    m = hi - lo
+    if m <= 0:
+        return
+    xa = ra[lo - lag : hi - lag]
+    xb = rb[lo - lag : hi - lag]
+    c = close[lo:hi]
+    out = sig[lo - b0 : hi - b0]
+    if kind == K_SMA or kind == K_EMA:  # noqa: SIM109 (plain int compares in the kernel)
+        up_m = 1.0 + th
+        dn_m = 1.0 - th
+        for k in range(m):
+            out[k] |= (ub if xa[k] > xb[k] * up_m else z) | (db if xa[k] < xb[k] * dn_m else z)
+    elif kind == K_RSI:
+        nth = -th
+        for k in range(m):
+            v = xa[k] - 50.0
+            out[k] |= (ub if v > th else z) | (db if v < nth else z)
+    elif kind == K_BOLL:
+        for k in range(m):
+            d = c[k] - xa[k]
+            w = th * xb[k]
+            pos = xb[k] > 0.0
+            out[k] |= (ub if pos & (d > w) else z) | (db if pos & (d < -w) else z)
+    elif kind == K_MOM:
+        up_m = 1.0 + th
+        dn_m = 1.0 - th
+        for k in range(m):
+            out[k] |= (ub if c[k] > xa[k] * up_m else z) | (db if c[k] < xa[k] * dn_m else z)
+    elif kind == K_BREAK:
+        for k in range(m):
+            half = 0.5 * (xa[k] - xb[k])
+            d = c[k] - 0.5 * (xa[k] + xb[k])
+            pos = half > 0.0
+            out[k] |= (ub if pos & (d > th * half) else z) | (db if pos & (d < -th * half) else z)
+    elif kind == K_ALWAYS:
+        for k in range(m):
+            out[k] |= ub
+
+
+@njit(cache=True, nogil=True, inline="always")
+def port_step(port, do_port, u, last_u, last_eq, weight, eq):  # pragma: no cover - compiled
+    """Put a sleeve's equity ``weight * eq`` of a bar at union column ``u`` of ``port`` (written for the
+    first sleeve, ``do_port == 2``, added for the others), forward-filling the columns since ``last_u``
+    with the previous equity; returns the new (last_u, last_eq)."""
+    if do_port == 2:  # the first sleeve writes (no zero-filled buffer needed), the others add
+        for k in range(last_u + 1, u):
+            port[k] = weight * last_eq
+        port[u] = weight * eq
+    else:
+        for k in range(last_u + 1, u):
+            port[k] += weight * last_eq
+        port[u] += weight * eq
+    return u, eq
+
+
+# action bits: the decision at a bar can change something for a strategy that is flat / long / short
+A_FLAT, A_LONG, A_SHORT = 16, 32, 64
+
+
+@njit(cache=True, nogil=True)
+def action_table(xsh, allow_long, allow_short):  # pragma: no cover - compiled
+    """For each decision byte f (entry up/down in bits 0/1, exit up/down in bits ``xsh``/``xsh + 1``), the
+    action bits saying exactly where :func:`run_strategy`'s decision can change the position: flat: an
+    allowed entry not vetoed by the exit rule; long: the exit rule says down, or a flip to short
+    (direction 'both'); short: the mirror image. Elsewhere the position is kept unchanged."""
+    al = 1 if allow_long else 0
+    ash = 1 if allow_short else 0
+    both = al & ash
+    acts = np.zeros(16, dtype=np.uint8)
+    for f in range(16):
+        eu = f & 1
+        ed = (f >> 1) & 1
+        xu = (f >> xsh) & 1
+        xd = (f >> (xsh + 1)) & 1
+        flat = (eu & al & (xd ^ 1)) | (ed & ash & (xu ^ 1))
+        lng = xd | (ed & (xu ^ 1) & both)
+        sht = xu | (eu & (xd ^ 1) & both)
+        acts[f] = flat * A_FLAT | lng * A_LONG | sht * A_SHORT
+    return acts
 
 
 @njit(cache=True, nogil=True)
@@ -224,6 +285,14 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     ``port`` at the union index
     ``umap[t]`` of every bar (forward-filled over the union bars in ``[ustart, uend)`` this symbol does not have),
     so summing the sleeves of every symbol gives the portfolio equity on the union timeline.
+
+    Speed without changing a bit of the result: bars go in blocks of ``FLAG_BLOCK``; the rules' decisions
+    of a block are computed first by vectorised loops (:func:`rule_flags`), and a table
+    (:func:`action_table`) says at which bars a decision can change the position at all. Runs of flat
+    bars are skipped to the next bar where an entry is possible (they fold nothing: r = 0, equity kept),
+    and runs of held bars with no decision due and no stop/target touched are folded by a short loop;
+    every other bar takes the general step. The 1e-9 naive-loop test and the bit-identity tests between
+    :func:`simulate` (which never takes the held-bar loop) and the population path check this.
     """
     n = close.shape[0]
     ekind = int(prm[P_EKIND])
@@ -251,6 +320,9 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     use_regime = has_regime and rmask != 0
     use_corr = has_corr and cmax > 0.0
     use_atr = atr_mult > 0.0
+    # stop/target levels exist only with a stop loss, a take profit or an ATR stop: otherwise they are
+    # +-inf and the intrabar checks cannot fire (skipping them changes no result)
+    has_levels = sl > 0.0 or tp > 0.0 or use_atr
 
     # accumulators
     s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
@@ -264,118 +336,161 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     opened = False  # pos was opened at the close of bar t-1
     stop_px = 0.0
     tp_px = 0.0
-    for t in range(n):
-        # ---- 1. the bar's return for the position held during it (stops/targets inside the bar) ----
-        gross = 0.0
-        stopped = False
-        if pos != 0.0:
-            gross = bar_ret[t]
-            o = opn[t]
-            if pos > 0.0:
-                if o <= stop_px or o >= tp_px:  # gapped through a level: the order fills at the open
-                    gross = o / close[t - 1] - 1.0
-                    stopped = True
-                elif low[t] <= stop_px:  # stop first: if both could hit in this bar, assume the worse
-                    gross = stop_px / close[t - 1] - 1.0
-                    stopped = True
-                elif high[t] >= tp_px:
-                    gross = tp_px / close[t - 1] - 1.0
-                    stopped = True
-            else:
-                if o >= stop_px or o <= tp_px:
-                    gross = o / close[t - 1] - 1.0
-                    stopped = True
-                elif high[t] >= stop_px:
-                    gross = stop_px / close[t - 1] - 1.0
-                    stopped = True
-                elif low[t] <= tp_px:
-                    gross = tp_px / close[t - 1] - 1.0
-                    stopped = True
-        # ---- 2. the decision at the close of bar t (for bar t+1) ----
-        new_pos = pos
-        if stopped:
-            new_pos = 0.0  # no re-entry at the close of a bar that stopped us out
-        elif t < n - 1 and t >= t_start:
-            c = close[t]
-            eu, ed = rule_signal(ekind, eth, ecmp, bank[ea, t - elag], bank[eb, t - elag], c)
-            if xkind == K_OPPOSITE:
-                xu = eu
-                xd = ed
-            else:
-                xu, xd = rule_signal(xkind, xth, xcmp, bank[xa, t - xlag], bank[xb, t - xlag], c)
-            if (pos > 0.0 and xd) or (pos < 0.0 and xu):
-                new_pos = 0.0
-            # entries (also flips when direction is 'both'), gated by the filters
-            want = 0.0
-            if eu and allow_long and not xd and pos <= 0.0:
-                want = size
-            elif ed and allow_short and not xu and pos >= 0.0:
-                want = -size
-            if want != 0.0 and (pos == 0.0 or (allow_long and allow_short)):
-                ok = True
-                if use_regime:
-                    rg = regime[t]
-                    ok = rg >= 0 and rg < 8 and ((rmask >> rg) & 1) == 1
-                if ok and use_corr:
-                    ok = abs(corr[t]) <= cmax  # NaN -> False
-                if ok and use_atr:
-                    ok = bank[atr_row, t] == bank[atr_row, t]  # ATR warmed up
-                if ok:
-                    new_pos = want
-                    px = close[t]
-                    if want > 0.0:
-                        stop_px = px * (1.0 - sl) if sl > 0.0 else -np.inf
-                        if use_atr:
-                            s_atr = px - atr_mult * bank[atr_row, t]
-                            if s_atr > stop_px:
-                                stop_px = s_atr
-                        tp_px = px * (1.0 + tp) if tp > 0.0 else np.inf
-                    else:
-                        stop_px = px * (1.0 + sl) if sl > 0.0 else np.inf
-                        if use_atr:
-                            s_atr = px + atr_mult * bank[atr_row, t]
-                            if s_atr < stop_px:
-                                stop_px = s_atr
-                        tp_px = px * (1.0 - tp) if tp > 0.0 else -np.inf
-        # ---- 3. net return with costs, metrics ----
-        r = 0.0
-        if pos != 0.0:
-            # x: notional traded at this close per unit of equity at the start of the bar (no division)
-            x = 0.0
-            if new_pos != pos:  # closed (exit, stop/target, or the first half of a flip): all of it
-                x = abs(pos * (1.0 + gross))
-            elif t < n - 1 and pos != 1.0:  # kept: rebalanced back to the target fraction
-                x = abs(pos * (1.0 - pos) * gross)
-            m = 1.0 + pos * gross - x * rate
-            turnover += x
-            if opened:
-                m *= 1.0 - abs(pos) * rate
-                turnover += abs(pos)
-            if pos < 0.0 and borrow > 0.0:
-                m *= 1.0 + pos * borrow
-            r = m - 1.0
-        s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
-            r, pos, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
-        )
-        key = trade_key_step(key, t, pos, p_prev)
-        if do_port:
-            u = umap[t]
-            if do_port == 2:  # the first sleeve writes (no zero-filled buffer needed), the others add
-                for k in range(last_u + 1, u):
-                    port[k] = weight * last_eq
-                port[u] = weight * eq
-            else:
-                for k in range(last_u + 1, u):
-                    port[k] += weight * last_eq
-                port[u] += weight * eq
-            last_u = u
-            last_eq = eq
-        if write:
-            out_pos[t] = pos
-            out_ret[t] = r
-        p_prev = pos
-        opened = new_pos != pos and new_pos != 0.0
-        pos = new_pos
+    sig = np.empty(FLAG_BLOCK, dtype=np.uint8)  # the decisions of the current block of bars
+    xsh = 0 if xkind == K_OPPOSITE else 2  # the exit rule's bits (the entry's for the 'opposite' exit)
+    acts = action_table(xsh, allow_long, allow_short)
+    amask = A_FLAT  # the action bit of the current position (flat / long / short)
+    for b0 in range(0, n, FLAG_BLOCK):
+        b1 = min(b0 + FLAG_BLOCK, n)
+        lo = max(b0, t_start)  # bars [t_start, n - 1) decide; the other bits stay 0
+        hi = min(b1, n - 1)
+        sig[:] = 0
+        rule_flags(ekind, eth, ecmp, bank[ea], bank[eb], elag, close, lo, hi, b0, sig, 0)
+        if xsh:
+            rule_flags(xkind, xth, xcmp, bank[xa], bank[xb], xlag, close, lo, hi, b0, sig, 2)
+        t = b0
+        while t < b1:
+            if pos == 0.0 and p_prev == 0.0:
+                # flat after flat: nothing changes (r = 0, no trade, equity kept) until a bar whose
+                # decision can enter; the skipped bars' portfolio columns are forward-filled below
+                t_flat = t
+                while t < b1 and (acts[sig[t - b0]] & A_FLAT) == 0:
+                    t += 1
+                if write:
+                    out_pos[t_flat:t] = 0.0
+                    out_ret[t_flat:t] = 0.0
+                if t == b1:
+                    break
+            if pos != 0.0 and pos == p_prev and not opened and not write:
+                # holding: fold bars with no decision due (the rules' bits say nothing can change) and no
+                # stop/target touched, up to the last bar; the general step below takes the others
+                hold_end = min(b1, n - 1)
+                while t < hold_end and (acts[sig[t - b0]] & amask) == 0:
+                    if has_levels:
+                        o = opn[t]
+                        if pos > 0.0:
+                            if o <= stop_px or o >= tp_px or low[t] <= stop_px or high[t] >= tp_px:
+                                break
+                        elif o >= stop_px or o <= tp_px or high[t] >= stop_px or low[t] <= tp_px:
+                            break
+                    gross = bar_ret[t]
+                    x = abs(pos * (1.0 - pos) * gross) if pos != 1.0 else 0.0  # rebalanced to the target
+                    m = 1.0 + pos * gross - x * rate
+                    turnover += x
+                    if pos < 0.0 and borrow > 0.0:
+                        m *= 1.0 + pos * borrow
+                    s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
+                        m - 1.0, pos, pos, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
+                    )
+                    if do_port:
+                        last_u, last_eq = port_step(port, do_port, umap[t], last_u, last_eq, weight, eq)
+                    t += 1
+                if t == b1:
+                    break
+            # ---- 1. the bar's return for the position held during it (stops/targets inside the bar) ----
+            gross = 0.0
+            stopped = False
+            if pos != 0.0:
+                gross = bar_ret[t]
+            if pos != 0.0 and has_levels:
+                o = opn[t]
+                if pos > 0.0:
+                    if o <= stop_px or o >= tp_px:  # gapped through a level: the order fills at the open
+                        gross = o / close[t - 1] - 1.0
+                        stopped = True
+                    elif low[t] <= stop_px:  # stop first: if both could hit in this bar, assume the worse
+                        gross = stop_px / close[t - 1] - 1.0
+                        stopped = True
+                    elif high[t] >= tp_px:
+                        gross = tp_px / close[t - 1] - 1.0
+                        stopped = True
+                else:
+                    if o >= stop_px or o <= tp_px:
+                        gross = o / close[t - 1] - 1.0
+                        stopped = True
+                    elif high[t] >= stop_px:
+                        gross = stop_px / close[t - 1] - 1.0
+                        stopped = True
+                    elif low[t] <= tp_px:
+                        gross = tp_px / close[t - 1] - 1.0
+                        stopped = True
+            # ---- 2. the decision at the close of bar t (for bar t+1) ----
+            new_pos = pos
+            if stopped:
+                new_pos = 0.0  # no re-entry at the close of a bar that stopped us out
+            elif (acts[sig[t - b0]] & amask) != 0:
+                f = sig[t - b0]  # (bars outside [t_start, n - 1) have no bits: no decision)
+                eu = (f & 1) != 0
+                ed = (f & 2) != 0
+                xu = ((f >> xsh) & 1) != 0
+                xd = ((f >> xsh) & 2) != 0
+                if (pos > 0.0 and xd) or (pos < 0.0 and xu):
+                    new_pos = 0.0
+                # entries (also flips when direction is 'both'), gated by the filters
+                want = 0.0
+                if eu and allow_long and not xd and pos <= 0.0:
+                    want = size
+                elif ed and allow_short and not xu and pos >= 0.0:
+                    want = -size
+                if want != 0.0 and (pos == 0.0 or (allow_long and allow_short)):
+                    ok = True
+                    if use_regime:
+                        rg = regime[t]
+                        ok = rg >= 0 and rg < 8 and ((rmask >> rg) & 1) == 1
+                    if ok and use_corr:
+                        ok = abs(corr[t]) <= cmax  # NaN -> False
+                    if ok and use_atr:
+                        ok = bank[atr_row, t] == bank[atr_row, t]  # ATR warmed up
+                    if ok:
+                        new_pos = want
+                        px = close[t]
+                        if want > 0.0:
+                            stop_px = px * (1.0 - sl) if sl > 0.0 else -np.inf
+                            if use_atr:
+                                s_atr = px - atr_mult * bank[atr_row, t]
+                                if s_atr > stop_px:
+                                    stop_px = s_atr
+                            tp_px = px * (1.0 + tp) if tp > 0.0 else np.inf
+                        else:
+                            stop_px = px * (1.0 + sl) if sl > 0.0 else np.inf
+                            if use_atr:
+                                s_atr = px + atr_mult * bank[atr_row, t]
+                                if s_atr < stop_px:
+                                    stop_px = s_atr
+                            tp_px = px * (1.0 - tp) if tp > 0.0 else -np.inf
+            # ---- 3. net return with costs, metrics ----
+            r = 0.0
+            if pos != 0.0:
+                # x: notional traded at this close per unit of equity at the start of the bar (no division)
+                x = 0.0
+                if new_pos != pos:  # closed (exit, stop/target, or the first half of a flip): all of it
+                    x = abs(pos * (1.0 + gross))
+                elif t < n - 1 and pos != 1.0:  # kept: rebalanced back to the target fraction
+                    x = abs(pos * (1.0 - pos) * gross)
+                m = 1.0 + pos * gross - x * rate
+                turnover += x
+                if opened:
+                    m *= 1.0 - abs(pos) * rate
+                    turnover += abs(pos)
+                if pos < 0.0 and borrow > 0.0:
+                    m *= 1.0 + pos * borrow
+                r = m - 1.0
+            if pos != 0.0 or p_prev != 0.0:  # a flat bar after a flat bar folds nothing (r = 0, no trade)
+                s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_step(
+                    r, pos, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp
+                )
+                key = trade_key_step(key, t, pos, p_prev)
+            if do_port:
+                last_u, last_eq = port_step(port, do_port, umap[t], last_u, last_eq, weight, eq)
+            if write:
+                out_pos[t] = pos
+                out_ret[t] = r
+            p_prev = pos
+            opened = (new_pos != pos) & (new_pos != 0.0)
+            if new_pos != pos:
+                amask = A_FLAT if new_pos == 0.0 else (A_LONG if new_pos > 0.0 else A_SHORT)
+            pos = new_pos
+            t += 1
     if do_port == 2:
         for k in range(last_u + 1, uend):
             port[k] = weight * last_eq
