@@ -201,6 +201,7 @@ def _serve(conn: Any) -> None:
                     )
                 owns_ray = True
                 pool = RayPool(**arg["pool"])
+                pool.start_actors()  # the workers start and warm up now, once per run
                 reply: Any = {"startup_seconds": time.perf_counter() - t0}
             elif cmd == "set_data":
                 assert pool is not None
