@@ -65,6 +65,7 @@ def bench_throughput(args) -> None:
     ray_ev = RayEvaluator(num_workers=args.workers, batch_size=args.batch_size)
     t0 = time.perf_counter()
     ray_ev.start()
+    ray_ev.wait_ready()
     t_start = time.perf_counter() - t0
     t_serial, t_ray, same = [], [], True
     try:

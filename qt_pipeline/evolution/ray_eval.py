@@ -15,9 +15,9 @@ Ray use:
   in this process (a test fixture, a notebook) the work runs here and Ray is left running on :meth:`close`.
 * The bar data (the datasets, e.g. one walk-forward plan) goes into the object store once per run
   (:meth:`set_data`, ``ray.put``) and is loaded once by each of ``num_workers`` :class:`EvalActor` s (1 CPU
-  each). The actors start with Ray (:meth:`start` waits for them), warm their kernels once then, and keep
-  their indicator caches for every generation: a node holds one copy of the data, whatever the number of
-  generations or tasks, and no generation pays for a worker's start or compilation.
+  each). The actors start with Ray (:meth:`start`), warm their kernels once while the run loads its data,
+  and keep their indicator caches for every generation: a node holds one copy of the data, whatever the
+  number of generations or tasks; :meth:`wait_ready` waits until they are warm.
 * A generation is split into chunks of ``batch_size`` genomes (default: about 4 per worker, genomes that
   share indicator series in the same chunk), each handed to whichever worker is free, so a worker that
   drew cheap genomes does not sit idle; a chunk whose actor or node is lost is resent to a live
@@ -261,31 +261,28 @@ class RayPool:
         self.actors_started += 1
         return actor
 
-    def start_actors(self, wait: bool = True) -> None:
-        """Start the ``num_workers`` actors (each warms its kernels once) and, with ``wait``, wait until
-        they are up, so start-up is paid once per run rather than by the first generation."""
-        import ray
-
+    def start_actors(self) -> None:
+        """Start the ``num_workers`` actors (each warms its kernels once), without waiting: they come up
+        while the run loads its data; the first generation (or :meth:`wait_ready`) waits for them."""
         self._started_at = time.monotonic()
         while len(self._actors) < self.num_workers:
             self._actors.append(self._new_actor())
-        if not wait:
-            return
-        failures = 0
+
+    def wait_ready(self) -> None:
+        """Wait until every actor is up and warm (bounded by ``start_timeout_s``); a worker that dies
+        while starting fails this with its cause in one line."""
+        import ray
+
+        if not self._actors:
+            self.start_actors()
         while self._ready:
             done, _ = ray.wait(list(self._ready.values()), num_returns=1, timeout=1.0)
             for actor, ref in list(self._ready.items()):
                 if ref in done:
                     try:
                         self._note_ready(actor, ref)
-                    except Exception as exc:  # the worker died starting: replaced, but not forever
-                        failures += 1
-                        if failures > self.max_retries:
-                            self.close()
-                            raise EvaluatorError(
-                                f"Ray workers failed to start {failures} times: {_one_line(exc)}"
-                            ) from None
-                        self._drop(actor)
+                    except Exception as exc:
+                        raise EvaluatorError(f"a Ray worker failed to start: {_one_line(exc)}") from None
             if not done and time.monotonic() - self._started_at > self.start_timeout_s:
                 raise EvaluatorError(
                     f"no Ray worker started within {self.start_timeout_s:g} s ({self.num_workers} workers "
@@ -305,7 +302,7 @@ class RayPool:
             for actor in self._actors:
                 actor.load.remote(*self._args, *self._refs)
         else:
-            self.start_actors(wait=False)  # each new actor loads the data first
+            self.start_actors()  # each new actor loads the data first
         self.put_seconds = time.perf_counter() - t0
 
     def _note_ready(self, actor: Any, ref: Any) -> None:
@@ -507,7 +504,7 @@ class RayEvaluator:
         ray = sys.modules.get("ray")  # not imported here: not initialised here (and not worth importing)
         if ray is not None and ray.is_initialized():
             self._pool = RayPool(**self._pool_args())
-            self._pool.start_actors()
+            self._pool.start_actors()  # the workers come up and warm while the run loads its data
         else:
             self._spawn_driver()
         self._started = True
@@ -640,6 +637,15 @@ class RayEvaluator:
 
     def _chunk(self, n: int) -> int:
         return RayPool(**self._pool_args())._chunk(n)
+
+    def wait_ready(self) -> None:
+        """Wait until the workers are up and warm (they start with :meth:`start` and otherwise finish
+        warming during the first generation); e.g. before timing a generation."""
+        self.start()
+        if self._pool is not None:
+            self._pool.wait_ready()
+        else:
+            self._call("wait_ready", timeout_s=self.start_timeout_s, doing="start the Ray workers")
 
     def evaluate(self, pop: np.ndarray) -> np.ndarray:
         if not self._started:

@@ -201,12 +201,16 @@ def _serve(conn: Any) -> None:
                     )
                 owns_ray = True
                 pool = RayPool(**arg["pool"])
-                pool.start_actors()  # the workers start and warm up now, once per run
+                pool.start_actors()  # the workers come up and warm while the run loads its data
                 reply: Any = {"startup_seconds": time.perf_counter() - t0}
             elif cmd == "set_data":
                 assert pool is not None
                 pool.set_data(*arg)
                 reply = pool.put_seconds
+            elif cmd == "wait_ready":
+                assert pool is not None
+                pool.wait_ready()
+                reply = None
             elif cmd == "evaluate":
                 assert pool is not None
                 reply = pool.evaluate(arg)

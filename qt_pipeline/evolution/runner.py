@@ -292,7 +292,6 @@ def run_evolution(
         checkpoint = state_store.load_checkpoint(config.run_id) if existing is not None else None
         costs = config.costs.to_core()
         fit_cfg = config.fitness.to_core()
-        evaluator.set_data([data.is_plan], costs, data.periods_per_year)
 
         def evaluate(pop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return data.score(evaluator.evaluate(pop), fit_cfg)
@@ -317,6 +316,8 @@ def run_evolution(
         ran = 0
         t_evolve = time.perf_counter()
         try:
+            # (inside: a Ray node lost while its workers load the data fails the run record too)
+            evaluator.set_data([data.is_plan], costs, data.periods_per_year)
             if checkpoint is None:
                 state = ga.initial(config.seed)
                 assert state.stats is not None  # the GA always reports a generation's statistics
