@@ -23,11 +23,11 @@ def ray_local():
 
     import ray
 
-    from qt_pipeline.evolution.ray_runtime import SLOW_MACHINE_ENV
+    from qt_pipeline.evolution.ray_runtime import SLOW_MACHINE_ENV, init_local_ray
 
     for key, value in SLOW_MACHINE_ENV.items():  # the budgets the evaluator gives its own local Ray
         os.environ.setdefault(key, value)
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, logging_level="WARNING")
+    init_local_ray(2, ignore_reinit_error=True)  # as the evaluator's driver process starts its local Ray
     yield ray
     ray.shutdown()
 
@@ -37,6 +37,23 @@ def datasets():
     return [
         MarketData.from_frame(synthetic_bars(s, 3000, seed=i)) for i, s in enumerate(("BTCUSD", "ETHUSD"))
     ]
+
+
+def test_a_local_ray_runs_without_the_head_processes_no_run_uses(ray_local):
+    """init_local_ray (what an evaluator's driver process runs) starts Ray's node and its log monitor but no
+    API server ("dashboard") and no autoscaler monitor: on another Ray version this says they are back."""
+    import psutil
+
+    cmdlines = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmdlines.append(" ".join(child.cmdline()))
+        except psutil.Error:
+            continue
+    assert any(c.split(" ", 1)[0].endswith("/raylet") for c in cmdlines), cmdlines
+    assert any("_private/log_monitor.py" in c for c in cmdlines), cmdlines
+    assert not [c for c in cmdlines if "dashboard/dashboard.py" in c or "autoscaler/_private/monitor.py" in c]
+    assert ray_local.get(ray_local.remote(lambda: 42).remote()) == 42  # and it runs work
 
 
 def test_ray_result_is_bit_identical_to_serial_and_ordered(ray_local, datasets):
