@@ -2,6 +2,7 @@
 # qt_pipeline developer entry point. Creates/reuses the virtual environment, installs the project, then:
 #   ./dev.sh main [qt run options]   run the main job on embedded defaults
 #   ./dev.sh test [pytest options]   run the whole test suite
+#   ./dev.sh test-servers            install the TimescaleDB and PgBouncer test servers (else: on first use)
 #   ./dev.sh ui                      open the Dagster UI (dagster dev) on http://127.0.0.1:3000
 #   ./dev.sh qt <command> ...        any operator command of the `qt` CLI
 #   ./dev.sh lock [uv lock options]  re-resolve uv.lock (+ requirements.lock.txt); --check: are they current?
@@ -140,6 +141,18 @@ check_pgbouncer_tools() {
   fi
 }
 
+install_test_servers() {
+  # The test servers of the -m timescale / -m pgbouncer tests install themselves on first use, inside the
+  # suite (npm ci; apt-get download). This installs both up front (CI does, before the suite), and fails
+  # with the harness's one-line reason if one cannot be installed.
+  local harness
+  for harness in timescale_harness pgbouncer_harness; do
+    "$ROOT/qt_pipeline_tests/$harness/start" --install-only ||
+      { log "could not install the $harness test server (its reason is above); see qt_pipeline_tests/$harness/README.md"; exit 1; }
+  done
+  log "test servers installed: TimescaleDB (qt_pipeline_tests/timescale_harness), PgBouncer (qt_pipeline_tests/pgbouncer_harness)"
+}
+
 cmd=${1:-main}
 shift || true
 case $cmd in
@@ -153,6 +166,9 @@ case $cmd in
     check_node
     check_pgbouncer_tools
     exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  test-servers)
+    install_test_servers
     ;;
   ui)
     ensure_env

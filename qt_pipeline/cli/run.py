@@ -481,20 +481,15 @@ def run_command(
             min_bars=min_bars,
             run_id=run_id,
         )
-        import warnings
-
-        import dagster as dg
-
-        warnings.filterwarnings("ignore", category=dg.BetaWarning)  # dagster's own beta parameters
-        from qt_pipeline.definitions import defs
-
-        ctx.defs = defs
-        ctx.instance = _instance()
         console.print(
             f"qt run: {len(ctx.days)} day(s) {ctx.days[0]}..{ctx.days[-1]} x {len(chosen)} symbol(s) "
             f"from source '{settings.market_source}'"
         )
         for name, stage in STAGES:
+            if ctx.defs is None and name != "preflight":
+                # after the preflight: a DuckDB file held by another process fails the run before the
+                # code location is imported (~5 s)
+                _load_code_location(ctx)
             try:
                 stage(ctx)
             except StageError:
@@ -504,6 +499,19 @@ def run_command(
     except StageError as exc:
         console.print(f"[red]qt run failed:[/red] {redact(exc)}")
         raise typer.Exit(code=1) from None
+
+
+def _load_code_location(ctx: RunContext) -> None:
+    """The Dagster definitions and instance the stages' jobs run on."""
+    import warnings
+
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)  # dagster's own beta parameters
+    from qt_pipeline.definitions import defs
+
+    ctx.defs = defs
+    ctx.instance = _instance()
 
 
 def register(app: typer.Typer) -> None:

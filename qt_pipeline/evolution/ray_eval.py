@@ -526,7 +526,7 @@ class RayEvaluator:
         self._record = rt.record_session(sid, data_dir)
         self._log = data_dir / "ray" / f"{sid}.log"
         mine, theirs = socket.socketpair()
-        env = {**rt.SLOW_MACHINE_ENV, **os.environ, rt.SESSION_ENV: sid}
+        env = {**rt.DRIVER_ENV, **os.environ, rt.SESSION_ENV: sid}
         with open(self._log, "wb") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "qt_pipeline.evolution.ray_runtime", str(theirs.fileno()),

@@ -69,6 +69,34 @@ def test_lineage_dbt_models_sit_between_central_bars_and_signals() -> None:
     assert {"dbt_rollups_job", "signals_job"} <= set(defs.get_repository_def().job_names)
 
 
+def test_dbt_version_is_read_from_the_installed_package_without_running_dbt(monkeypatch, tmp_path) -> None:
+    """The venv's own dbt: its version is dbt-core's, no `dbt --version` subprocess (seconds, and a PyPI
+    query, before every dbt invocation); any other dbt executable is still asked."""
+    import importlib.metadata
+
+    import dagster_dbt.core.resource as dbt_core_resource
+    from packaging import version
+
+    from qt_pipeline.defs.signals.dbt import DBT_PROJECT, ProjectDbtCliResource
+
+    asked: list[list[str]] = []
+
+    def fake_check_output(cmd: list[str]) -> bytes:
+        asked.append(cmd)
+        return b"Core:\n  - installed: 1.9.4\n  - latest:    1.12.6"
+
+    monkeypatch.setattr(dbt_core_resource, "check_output", fake_check_output)
+    assert dbt_resource()._cli_version == version.parse(importlib.metadata.version("dbt-core"))
+    assert asked == []
+    elsewhere = tmp_path / "bin" / "dbt"  # another installation's dbt (never run: check_output is faked)
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("#!/bin/sh\nexit 1\n")
+    elsewhere.chmod(0o755)
+    other = ProjectDbtCliResource(project_dir=DBT_PROJECT, dbt_executable=str(elsewhere))  # type: ignore[arg-type]
+    assert other._cli_version == version.parse("1.9.4")
+    assert asked == [[str(elsewhere), "--version"]]
+
+
 def test_dbt_models_on_postgres_incremental_late_bars_and_same_rollup_as_engines(
     settings, pg_schema, monkeypatch
 ):

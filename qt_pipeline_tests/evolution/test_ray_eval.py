@@ -23,11 +23,11 @@ def ray_local():
 
     import ray
 
-    from qt_pipeline.evolution.ray_runtime import SLOW_MACHINE_ENV
+    from qt_pipeline.evolution.ray_runtime import SLOW_MACHINE_ENV, init_local_ray
 
     for key, value in SLOW_MACHINE_ENV.items():  # the budgets the evaluator gives its own local Ray
         os.environ.setdefault(key, value)
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, logging_level="WARNING")
+    init_local_ray(2, ignore_reinit_error=True)  # as the evaluator's driver process starts its local Ray
     yield ray
     ray.shutdown()
 
@@ -37,6 +37,23 @@ def datasets():
     return [
         MarketData.from_frame(synthetic_bars(s, 3000, seed=i)) for i, s in enumerate(("BTCUSD", "ETHUSD"))
     ]
+
+
+def test_a_local_ray_runs_without_the_head_processes_no_run_uses(ray_local):
+    """init_local_ray (what an evaluator's driver process runs) starts Ray's node and its log monitor but no
+    API server ("dashboard") and no autoscaler monitor: on another Ray version this says they are back."""
+    import psutil
+
+    cmdlines = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmdlines.append(" ".join(child.cmdline()))
+        except psutil.Error:
+            continue
+    assert any(c.split(" ", 1)[0].endswith("/raylet") for c in cmdlines), cmdlines
+    assert any("_private/log_monitor.py" in c for c in cmdlines), cmdlines
+    assert not [c for c in cmdlines if "dashboard/dashboard.py" in c or "autoscaler/_private/monitor.py" in c]
+    assert ray_local.get(ray_local.remote(lambda: 42).remote()) == 42  # and it runs work
 
 
 def test_ray_result_is_bit_identical_to_serial_and_ordered(ray_local, datasets):
@@ -142,9 +159,38 @@ while True:  # generations until killed
 """
 
 
-def _start_owner(settings, tmp_path):
-    """A real evolution driver (RayEvaluator with its local Ray) in its own process, evaluating in a loop;
-    returns (process, session id, pid of its Ray driver process)."""
+# one owner process per owner-kill test below: its name -> the test that kills it
+OWNERS = {
+    "kill_owner": "test_kill_9_of_the_owner_leaves_no_ray_process",
+    "kill_both": "test_owner_and_driver_killed_together_are_reaped_by_the_next_start",
+}
+
+
+@pytest.fixture(scope="module")
+def owners(request, tmp_path_factory):
+    """The owners of the owner-kill tests below (those selected), started together: each start (a local Ray
+    and its workers' warm-up, ~20 s) overlaps the other's instead of following it. Each test takes its own
+    ``(process, data dir)``; an owner a test did not kill (it failed first) is killed here, and its Ray
+    reaped, at the end of the module."""
+    from qt_pipeline.evolution.ray_runtime import reap_orphans
+
+    selected = {
+        item.name for item in request.session.items if getattr(item, "module", None) is request.module
+    }
+    wanted = [name for name, test in OWNERS.items() if test in selected]
+    started = {name: _launch_owner(tmp_path_factory.mktemp(name)) for name in wanted}
+    yield started
+    for proc, data_dir in started.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reap_orphans(data_dir)
+
+
+def _launch_owner(tmp_path):
+    """A real evolution driver (RayEvaluator with its local Ray) in its own process, evaluating in a loop
+    (with a fresh data dir under ``tmp_path`` and no QT_ settings of this process); returns
+    (process, data dir). :func:`_owner_ready` waits for it."""
     import os
     import subprocess
     import sys
@@ -153,13 +199,24 @@ def _start_owner(settings, tmp_path):
     root = Path(__file__).resolve().parents[2]
     script = tmp_path / "owner.py"
     script.write_text(OWNER_SCRIPT)
-    env = {**os.environ, "QT_DATA_DIR": str(settings.data_dir), "PYTHONPATH": str(root)}
+    data_dir = tmp_path / "data"
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not (k.startswith("QT_") or k in {"STORAGE_BACKEND", "NEON_DATABASE_URL", "NEON_API_KEY"})
+    }  # as the `settings` fixture leaves the environment
+    env = {**clean, "QT_DATA_DIR": str(data_dir), "PYTHONPATH": str(root)}
     proc = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
     )
+    return proc, data_dir
+
+
+def _owner_ready(proc):
+    """Waits until the owner evaluates; returns (session id, pid of its Ray driver process)."""
     line = proc.stdout.readline().split()
     assert len(line) == 2, f"owner did not start (exit {proc.poll()})"
-    return proc, line[0], int(line[1])
+    return line[0], int(line[1])
 
 
 def _wait_gone(session_id: str, timeout_s: float) -> list:
@@ -175,7 +232,7 @@ def _wait_gone(session_id: str, timeout_s: float) -> list:
     return left
 
 
-def test_kill_9_of_the_owner_leaves_no_ray_process(settings, tmp_path):
+def test_kill_9_of_the_owner_leaves_no_ray_process(owners):
     """Real fault: kill -9 of the process running the evolution (the Dagster step / `qt` process) while
     it evaluates. Its local Ray (driver process, gcs_server, raylet, agents, workers) must go too — Ray's
     own agents outlive a killed driver for minutes, so this fails without the session reaper."""
@@ -183,7 +240,8 @@ def test_kill_9_of_the_owner_leaves_no_ray_process(settings, tmp_path):
 
     from qt_pipeline.evolution.ray_runtime import session_processes
 
-    proc, sid, driver = _start_owner(settings, tmp_path)
+    proc, _ = owners["kill_owner"]
+    sid, driver = _owner_ready(proc)
     names = {p.name() for p in session_processes(sid)}
     assert {"raylet", "gcs_server"} <= names and any(n.startswith("ray::EvalActor") for n in names), names
     proc.kill()
@@ -193,7 +251,7 @@ def test_kill_9_of_the_owner_leaves_no_ray_process(settings, tmp_path):
     assert not psutil.pid_exists(driver) or psutil.Process(driver).status() == psutil.STATUS_ZOMBIE
 
 
-def test_owner_and_driver_killed_together_are_reaped_by_the_next_start(settings, tmp_path):
+def test_owner_and_driver_killed_together_are_reaped_by_the_next_start(owners):
     """Both the owner and its Ray driver process die at once (kill -9 of both): Ray's agents linger; the
     next start (``reap_orphans``, also run by every ``qt`` command) finds the recorded session and stops them."""
     import os
@@ -201,12 +259,13 @@ def test_owner_and_driver_killed_together_are_reaped_by_the_next_start(settings,
 
     from qt_pipeline.evolution.ray_runtime import reap_orphans, session_processes
 
-    proc, sid, driver = _start_owner(settings, tmp_path)
+    proc, data_dir = owners["kill_both"]
+    sid, driver = _owner_ready(proc)
     os.kill(driver, signal.SIGKILL)
     proc.kill()
     proc.wait()
-    record = settings.data_dir / "ray" / "sessions" / f"{sid}.json"
+    record = data_dir / "ray" / "sessions" / f"{sid}.json"
     assert record.exists()
     assert session_processes(sid)  # Ray's agents outlive their raylet and driver
-    assert reap_orphans(settings.data_dir) == [sid]
+    assert reap_orphans(data_dir) == [sid]
     assert session_processes(sid) == [] and not record.exists()

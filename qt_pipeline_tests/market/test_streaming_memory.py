@@ -65,15 +65,30 @@ def _write(path: Path, rows: int) -> None:
     ).to_csv(path, index=False)
 
 
-def _measure(path: Path, warm: Path) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(warm), str(CHUNK_MB)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _measure(paths: dict[str, Path], warm: Path) -> dict[str, dict]:
+    """Each file measured in its own fresh process, all at once (the processes share nothing; each reports
+    its own peaks)."""
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(warm), str(CHUNK_MB)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, path in paths.items()
+    }
+    results = {}
+    try:
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{err[-3000:]}"
+            results[name] = json.loads(out.strip().splitlines()[-1])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
 
 
 def test_peak_memory_follows_the_chunk_not_the_file(tmp_path):
@@ -86,7 +101,7 @@ def test_peak_memory_follows_the_chunk_not_the_file(tmp_path):
         _write(paths[name], rows)
     warm = tmp_path / "small" / "warm.csv"
     _write(warm, 500)
-    m = {name: _measure(p, warm) for name, p in paths.items()}
+    m = _measure(paths, warm)
     for name, rows in sizes.items():  # every row read and accepted: the measurement covers the whole file
         assert m[name]["accepted"] == rows and m[name]["rejected"] == 0, m
         assert 0 < m[name]["last_day"] <= 1440, m

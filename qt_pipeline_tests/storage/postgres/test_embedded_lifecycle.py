@@ -111,7 +111,11 @@ def test_a_running_process_survives_a_crash_restarted_by_another_qt_process(sett
 def test_the_next_connection_restarts_a_crashed_server_but_not_a_stopped_one(settings):
     url = ensure_embedded_postgres(settings)
     pgdata = (settings.data_dir / "postgres").resolve()
-    store = PostgresStore(url, settings)
+    # this directory's small retry backoff (conftest make_settings): the refused reads after the deliberate
+    # stop are retried as often, without waiting out the default 4.4 s between attempts
+    store = PostgresStore(
+        url, settings.model_copy(update={"pg_retry_initial_s": 0.05, "pg_retry_max_s": 0.3})
+    )
     try:
         store.write_bars(make_bars(["AAA"], "2024-01-01", 50, seed=1))
         with store.engine.connect() as c:
