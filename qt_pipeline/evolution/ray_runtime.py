@@ -278,6 +278,13 @@ def _serve(conn: Any) -> None:
         ray.shutdown()
 
 
+def _preload() -> None:
+    """Import what unpickling the run's bar data needs (the backtester, Numba: ~3 s on 2 cores) while Ray
+    starts, which mostly waits on its own processes; otherwise the first ``set_data`` pays it."""
+    with contextlib.suppress(Exception):  # the real import at set_data reports any error
+        import qt_pipeline.evolution.validation  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m qt_pipeline.evolution.ray_runtime FD PARENT_PID SESSION``: serve one RayEvaluator."""
     from multiprocessing.connection import Connection
@@ -287,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(3)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the owner, which closes us
     threading.Thread(target=_watch_parent, args=(int(parent), session_id), daemon=True).start()
+    threading.Thread(target=_preload, daemon=True).start()
     conn = Connection(int(fd))
     try:
         _serve(conn)
