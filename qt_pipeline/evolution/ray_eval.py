@@ -340,12 +340,15 @@ class RayPool:
         t0 = time.perf_counter()
 
         def feed() -> None:
-            """Keep up to IN_FLIGHT chunks queued at every actor (the next one starts without a round trip)."""
-            load = {a: 0 for a in self._actors}
+            """Keep up to IN_FLIGHT chunks queued at every live actor (the next one starts without a round
+            trip). Only actors that are up get work, unless none is yet (the chunks wait in them): a
+            replacement may never find a CPU (its node is gone), and chunks sent to it would stall."""
+            live = [a for a in self._actors if a not in self._ready] or self._actors
+            load = {a: 0 for a in live}
             for _, a in pending.values():
                 if a in load:
                     load[a] += 1
-            for actor in sorted(self._actors, key=lambda a: (a in self._ready, load[a])):
+            for actor in sorted(live, key=lambda a: load[a]):
                 while queue and load[actor] < IN_FLIGHT:
                     i = queue.pop(0)
                     pending[actor.evaluate.remote(pop[chunks[i]])] = (i, actor)
@@ -361,6 +364,7 @@ class RayPool:
                         self._note_ready(actor, ref)
                     except Exception:
                         self._drop(actor)
+                    feed()  # (a replacement that came up takes queued chunks)
             if not done:
                 if not self.actor_nodes and time.monotonic() - self._started_at > self.start_timeout_s:
                     raise EvaluatorError(
