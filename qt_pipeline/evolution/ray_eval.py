@@ -145,7 +145,6 @@ class EvalActor:
         self.ppy = 0.0
         self.node_id = ray.get_runtime_context().get_node_id()
         t0 = time.perf_counter()
-        self.warmup_seconds = 0.0
         warm_up()
         self.warmup_seconds = time.perf_counter() - t0
 
@@ -284,10 +283,13 @@ class RayPool:
                     except Exception as exc:
                         raise EvaluatorError(f"a Ray worker failed to start: {_one_line(exc)}") from None
             if not done and time.monotonic() - self._started_at > self.start_timeout_s:
-                raise EvaluatorError(
-                    f"no Ray worker started within {self.start_timeout_s:g} s ({self.num_workers} workers "
-                    "of 1 CPU each requested): does the cluster have free CPUs, or is another run holding them?"
-                )
+                raise self._no_worker_started()
+
+    def _no_worker_started(self) -> EvaluatorError:
+        return EvaluatorError(
+            f"no Ray worker started within {self.start_timeout_s:g} s ({self.num_workers} workers of 1 CPU "
+            "each requested): does the cluster have free CPUs, or is another run holding them?"
+        )
 
     def set_data(self, datasets: Sequence[Any], costs: Any, periods_per_year: float) -> None:
         """Put the data into the object store once and hand it to the actors (started now if they were
@@ -367,11 +369,7 @@ class RayPool:
                     feed()  # (a replacement that came up takes queued chunks)
             if not done:
                 if not self.actor_nodes and time.monotonic() - self._started_at > self.start_timeout_s:
-                    raise EvaluatorError(
-                        f"no Ray worker started within {self.start_timeout_s:g} s ({self.num_workers} "
-                        "workers of 1 CPU each requested): does the cluster have free CPUs, or is another "
-                        "run holding them?"
-                    )
+                    raise self._no_worker_started()
                 if time.monotonic() - last_progress > self.stall_timeout_s:
                     raise EvaluatorError(
                         f"Ray evaluation stalled: no result for {self.stall_timeout_s:g} s "
