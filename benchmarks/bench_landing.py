@@ -179,9 +179,10 @@ def bench_file(landing: Path, path: Path, symbol: str, rows: int, interval: str,
     return out
 
 
-def child_peak(path: str, chunk_mb: float) -> None:
-    """Validate ``path`` with ``chunk_mb`` chunks; print the RSS before and the peak RSS during it (sampled
-    every 2 ms from /proc/self/statm: ru_maxrss would include the import peak)."""
+def child_peak(path: str, chunk_mb: float, mode: str = "check") -> None:
+    """Validate ``path`` with ``chunk_mb`` chunks (``mode="check"``, what ``qt validate`` does) or place and
+    stage it (``mode="stage"``, the one pass of an ingestion); print the RSS before and the peak RSS during
+    it (sampled every 2 ms from /proc/self/statm: ru_maxrss would include the import peak)."""
     import os
     import threading
 
@@ -194,13 +195,11 @@ def child_peak(path: str, chunk_mb: float) -> None:
             return int(f.read().split()[1]) * page
 
     landing = Path(path).parents[1]
+    warm = Path(path).parents[3] / "warmup"
+    now = pd.Timestamp("2030-01-01", tz="UTC")
+    check_file(source(landing, chunk_mb), warm / "crypto" / "warmup.csv", interval="1min", now=now)
+    source(warm, 0.004).partitions()  # the staging path's first-call costs too (its file is > 1 chunk)
     src = source(landing, chunk_mb)
-    check_file(
-        src,
-        Path(path).parents[3] / "warmup" / "crypto" / "warmup.csv",
-        interval="1min",
-        now=pd.Timestamp("2030-01-01", tz="UTC"),
-    )
     base = rss()
     peak = [base]
     done = threading.Event()
@@ -212,26 +211,27 @@ def child_peak(path: str, chunk_mb: float) -> None:
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
-    rep = check_file(src, Path(path), interval="1min", now=pd.Timestamp("2030-01-01", tz="UTC"))
+    if mode == "stage":
+        rows, chunks = int(src.partitions()["rows"].sum()), -1
+    else:
+        rep = check_file(src, Path(path), interval="1min", now=now)
+        rows, chunks = rep.accepted, rep.chunks
     done.set()
     th.join()
-    print(
-        json.dumps(
-            {"base_mb": base / 2**20, "peak_mb": peak[0] / 2**20, "rows": rep.accepted, "chunks": rep.chunks}
-        )
-    )
+    print(json.dumps({"base_mb": base / 2**20, "peak_mb": peak[0] / 2**20, "rows": rows, "chunks": chunks}))
 
 
 def memory_table(minute: Path, small_root: Path, small_rows: int, chunks: str) -> None:
     """Peak RSS above the post-import RSS (fresh subprocess each) while validating the minute file and one
     a quarter of its size, at each chunk size: memory should follow the chunk, not the file, so the two
-    peaks should be close (ratio ~1) and the peak a fixed multiple of the chunk."""
+    peaks should be close (ratio ~1) and the peak within 2x the chunk; then the same for the staging pass
+    an ingestion makes over the large file."""
     small = small_root / "crypto" / "btc.csv"
     write_minute(small, small_rows)
 
-    def peak(path: Path, c: float) -> tuple[int, float]:
+    def peak(path: Path, c: float, mode: str = "check") -> tuple[int, float]:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", str(path), str(c)],
+            [sys.executable, __file__, "--child", str(path), str(c), mode],
             capture_output=True,
             text=True,
             check=True,
@@ -241,15 +241,19 @@ def memory_table(minute: Path, small_root: Path, small_rows: int, chunks: str) -
 
     mb = {p: p.stat().st_size / 2**20 for p in (small, minute)}
     print(
-        f"\npeak RSS above the post-import RSS, streaming validation of {mb[small]:.0f} MiB vs {mb[minute]:.0f} MiB:"
+        f"\npeak RSS above the post-import RSS, streaming validation of {mb[small]:.0f} MiB vs {mb[minute]:.0f} "
+        "MiB, and the staging pass (placement + staging file) of the large one:"
     )
     print(
-        f"  {'chunk MiB':>9} {'chunks':>11} {'small MiB':>10} {'large MiB':>10} {'large/small':>12} {'large/chunk':>12}"
+        f"  {'chunk MiB':>9} {'blocks':>9} {'small MiB':>10} {'large MiB':>10} {'large/small':>12} "
+        f"{'large/chunk':>12} {'stage MiB':>10} {'stage/chunk':>12}"
     )
     for c in [float(x) for x in chunks.split(",")]:
         (k_s, d_s), (k_l, d_l) = peak(small, c), peak(minute, c)
+        _, d_st = peak(minute, c, "stage")
         print(
-            f"  {c:>9g} {f'{k_s}/{k_l}':>11} {d_s:>10.0f} {d_l:>10.0f} {d_l / max(d_s, 1):>12.2f} {d_l / c:>12.1f}"
+            f"  {c:>9g} {f'{k_s}/{k_l}':>9} {d_s:>10.1f} {d_l:>10.1f} {d_l / max(d_s, 1):>12.2f} "
+            f"{d_l / c:>12.2f} {d_st:>10.1f} {d_st / c:>12.2f}"
         )
 
 
@@ -290,10 +294,10 @@ def main() -> None:
     ap.add_argument("--memory-only", action="store_true", help="only the memory measurement")
     ap.add_argument("--one-pass-only", action="store_true", help="only the all-partitions measurement")
     ap.add_argument("--multi-days", type=int, default=60, help="days of the multi-day minute file")
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child_peak(args.child[0], float(args.child[1]))
+        child_peak(args.child[0], float(args.child[1]), *args.child[2:3])
         return
     work = args.dir or Path(tempfile.mkdtemp(prefix="bench_landing_"))
     landing = work / "landing"

@@ -166,13 +166,24 @@ def day_bounds(day: date | datetime | str) -> tuple[pd.Timestamp, pd.Timestamp]:
     return start, start + pd.Timedelta(days=1)
 
 
+_EMPTY: dict[str, pd.DataFrame] = {}
+
+
+def _empty(kind: str, dtypes: dict) -> pd.DataFrame:
+    # built once, handed out as copies: building one costs ~1.7 ms, a copy ~0.06 ms, and every validated
+    # block asks for several
+    if kind not in _EMPTY:
+        _EMPTY[kind] = pd.DataFrame({c: pd.Series([], dtype=t) for c, t in dtypes.items()})
+    return _EMPTY[kind].copy()
+
+
 def empty_bars() -> pd.DataFrame:
     """A canonical frame with no rows."""
-    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in BAR_DTYPES.items()})
+    return _empty("bars", BAR_DTYPES)
 
 
 def empty_rejects() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in REJECT_DTYPES.items()})
+    return _empty("rejects", REJECT_DTYPES)
 
 
 def select_bar_columns(columns: Sequence[str] | None) -> list[str]:

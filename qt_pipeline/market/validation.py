@@ -124,6 +124,8 @@ class ValidationResult:
     warnings: tuple[str, ...] = ()  # per-file notes that reject nothing (ignored columns, derived values)
 
     def summary(self) -> dict:
+        if self.rejected.empty:  # the common case, per block of a file: no frame work
+            return {"accepted": len(self.accepted), "rejected_rows": 0, "reject_records": 0, "by_reason": {}}
         rows = self.rejected[self.rejected["line"].notna()]
         by_reason = self.rejected["reason"].value_counts().sort_index()
         return {

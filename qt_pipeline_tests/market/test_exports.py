@@ -257,3 +257,83 @@ def test_off_grid_message_shows_the_converted_utc_time():
     res = validate_bars(frame, source="x.csv", interval="1D", source_timezone="America/New_York", now=NOW)
     (detail,) = res.rejected["detail"]
     assert "timestamp '2024-01-02 09:30:00' (UTC 2024-01-02 14:30:00.000000) is not on the 1d grid" in detail
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_block_boundaries_change_nothing(tmp_path, newline):
+    """The reader cuts files into blocks at record ends. Quoted fields spanning lines, rows with the wrong
+    number of fields, blank lines and a last line without a line break are read the same way in 4 KB
+    blocks (dozens of cuts) as in one block: same rows, line numbers and problems."""
+    d = tmp_path / "landing"
+    (d / "crypto").mkdir(parents=True)
+    start = pd.Timestamp("2024-03-01", tz="UTC")
+    rows = ["Timestamp,Symbol,Close,Open,Low,High,Volume,VWAP,Trades"]
+    for i in range(1500):
+        t = start + pd.Timedelta(minutes=i)
+        sym = '"BTC\nUSD"' if i % 97 == 5 else "BTCUSD"  # a quoted value spanning two lines
+        rows.append(f"{t:%Y-%m-%dT%H:%M:%SZ},{sym},100.5,100.0,99.0,101.0,1.5,100.2,{i}")
+        if i % 211 == 7:
+            rows.append("2024-03-01T00:00:00Z,BTCUSD,1,2")  # too few fields
+        if i % 307 == 11:
+            rows.append("")
+    text = newline.join(rows)  # no line break after the last line: it may have been cut
+    (d / "crypto" / "big.csv").write_bytes(text.encode())
+    path = d / "crypto" / "big.csv"
+    whole = source(d).read_file(path)
+    chunked_src = source(d, chunk_mb=0.01)
+    assert chunked_src.block_bytes == 4096
+    chunks = list(chunked_src.iter_chunks(path))
+    assert len(chunks) > 20
+    blocked = chunked_src.read_file(path)
+    pd.testing.assert_frame_equal(whole.frame, blocked.frame)
+    assert list(whole.line_numbers) == list(blocked.line_numbers)
+    cols = ["reason", "line", "detail"]
+    pd.testing.assert_frame_equal(whole.problems[cols], blocked.problems[cols])
+    physical = text.replace("\r\n", "\n").split("\n")
+    n_quoted = sum(1 for i in range(1500) if i % 97 == 5)
+    n_short = sum(1 for i in range(1500) if i % 211 == 7)
+    n_blank = sum(1 for i in range(1500) if i % 307 == 11)
+    assert len(physical) == 1 + 1500 + n_quoted + n_short + n_blank
+    # every accepted row's line number points at its own physical line, and the short rows are named
+    assert len(blocked.frame) == 1500 - 1  # the last (unterminated) line is rejected as possibly cut
+    for ln, ts in zip(blocked.line_numbers, blocked.frame["timestamp"], strict=True):
+        assert physical[ln - 1].startswith(ts), (ln, ts)
+    prob = blocked.problems
+    short = prob[prob["detail"].str.startswith("line has 4 fields")]
+    assert len(short) == n_short
+    assert all(physical[int(ln) - 1] == "2024-03-01T00:00:00Z,BTCUSD,1,2" for ln in short["line"])
+    cut = prob[prob["detail"].str.contains("does not end with a line break")]
+    assert list(cut["line"]) == [len(physical)]
+
+
+def test_seen_keys_hold_runs_not_bars():
+    from qt_pipeline.market.filecheck import SeenKeys
+
+    step = 60 * 10**9
+    seen = SeenKeys("1min")
+    ts = np.arange(100_000, dtype=np.int64) * step
+    for part in np.array_split(ts, 10):  # in order, chunk by chunk: one run in all
+        assert not seen.add(np.full(len(part), "BTC", dtype=object), part).any()
+    assert seen.n_runs == 1
+    again = seen.add(
+        np.array(["BTC", "BTC", "ETH"], dtype=object), np.array([5 * step, 10**6 * step, 5 * step])
+    )
+    assert list(again) == [True, False, False]  # a repeat; a new bar after a gap; another symbol
+    assert seen.n_runs == 3
+    off = seen.add(np.array(["BTC"], dtype=object), np.array([5 * step + 1]))  # another phase: not a repeat
+    assert list(off) == [False]
+    rng = np.random.default_rng(0)
+    ref: set[tuple[str, int]] = set()
+    keys = SeenKeys("1min")
+    for _ in range(40):  # random order, symbols and phases against a plain set
+        n = int(rng.integers(1, 60))
+        batch = {
+            (str(s), int(t))
+            for s, t in zip(
+                rng.choice(["A", "B"], n), rng.integers(0, 50, n) * step + rng.choice([0, 7], n), strict=True
+            )
+        }
+        sy = np.array([k[0] for k in batch], dtype=object)
+        t = np.array([k[1] for k in batch], dtype=np.int64)
+        assert list(keys.add(sy, t)) == [k in ref for k in batch]
+        ref |= batch

@@ -128,18 +128,20 @@ def test_a_consumer_that_stops_early_does_not_hang(tmp_path):
     assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr
 
 
-def test_rows_of_small_files_are_kept_up_to_one_chunk_of_bytes(tmp_path):
-    """Small files' parsed rows stay in memory for their fetches only up to one chunk of input in all
-    (before: the last 32 files whatever their size); a file whose rows were dropped is read again."""
+def test_rows_of_small_files_are_kept_up_to_an_eighth_of_a_chunk_of_bytes(tmp_path):
+    """Small files' parsed rows stay in memory for their fetches only up to 1/8 chunk of input in all
+    (they cost ~4x their size; before: the last 32 files whatever their size); a file whose rows were
+    dropped is read again."""
     head = "symbol,timestamp,open,high,low,close,volume,vwap,trade_count"
     for i, sym in enumerate(("AAA", "BBB", "CCC")):
         t = pd.date_range(DAYS[0], periods=60, freq="1min")
         body = [f"{sym},{ts:%Y-%m-%dT%H:%M:%SZ},1,2,0.5,1,1,1,{i}" for ts in t]
         (tmp_path / f"{sym}.csv").write_text(head + "\n" + "\n".join(body) + "\n")
     sizes = [p.stat().st_size for p in sorted(tmp_path.glob("*.csv"))]
-    chunk = 4096
-    assert all(s <= chunk < 2 * s for s in sizes), sizes  # each file one chunk; two exceed the budget
+    chunk = 8 * 4096
     src = LandingDirectorySource(tmp_path, chunk_mb=chunk / 2**20)
+    assert src.keep_bytes == chunk // 8
+    assert all(s <= src.keep_bytes < 2 * s for s in sizes), sizes  # each file fits; two exceed the budget
     src.partitions()  # one read per file
     assert src.passes == 3
     kept = [ld.file.path.name for ld in src._cache.values() if ld.leaves is not None]

@@ -6,17 +6,21 @@ Each file is read with the first *source layout* of the landing config whose ``m
 (:mod:`qt_pipeline.market.layout`: column names, symbol from a column/constant/file name, timestamp
 format and zone, calendar, derived vwap/trade_count, bounds); a file no source matches is rejected whole.
 
-* Files are **streamed** in chunks of ``chunk_bytes`` (``QT_LANDING_CHUNK_MB``): CSV with
-  ``pyarrow.csv.open_csv`` (every value kept as text, so validation sees the raw value and can name an
-  unparsable number), Parquet with ``ParquetFile.iter_batches``. A file larger than ``max_file_bytes``
-  (``QT_LANDING_MAX_FILE_MB``) is refused before reading (``file_too_large``). pyarrow's CSV read-ahead
-  is held to two blocks (:class:`_ReadAhead`), so memory follows the chunk size, not the file size
-  (``benchmarks/bench_landing.py --memory-only``; a Parquet file's unit is still its row group). Each
-  chunk is handed over alone (the reader's intermediates are dropped first) and Arrow's freed buffers are
-  released after it; what a chunk costs is listed in ``benchmarks/README.md`` (not yet ≤ 2× the chunk).
-* **One read per file.** A file larger than one chunk is read once: :meth:`LandingDirectorySource._load`
+* Files are **streamed** in bounded memory, ``QT_LANDING_CHUNK_MB`` (``chunk_bytes``) being the bound: a
+  CSV file is read, parsed, validated and staged one *block* at a time, 1/16 of the chunk
+  (``block_bytes``; a block costs ~12-16x its size while it is parsed and validated), cut at record ends
+  by :func:`_record_blocks` (outside quotes; nothing is read ahead), parsed with ``pyarrow.csv`` (every
+  value kept as text, so validation sees the raw value and can name an unparsable number). Parquet is
+  read with ``ParquetFile.iter_batches`` (its unit is still its row group). A file larger than
+  ``max_file_bytes`` (``QT_LANDING_MAX_FILE_MB``) is refused before reading (``file_too_large``). Peak
+  memory stays within ~2x the chunk from 16 MiB (the default) up; below that a fixed ~3 MiB (validation)
+  to ~12 MiB (the staging pass: Parquet writer, Arrow's allocator) dominates
+  (``benchmarks/bench_landing.py --memory-only``).
+* **One read per file.** A file larger than 1/8 chunk (``keep_bytes``; smaller ones are kept in memory once
+  read) is read once: :meth:`LandingDirectorySource._load`
   places its rows and writes them with their placement (``_line, _sym, _ts, _placed``) to a staging
-  Parquet file (one row group per chunk) under ``staging_dir`` (``QT_DATA_DIR/landing_staging`` from
+  directory of Parquet parts (row groups of ~1/8 chunk, 64 per part: :class:`_StageWriter`) under
+  ``staging_dir`` (``QT_DATA_DIR/landing_staging`` from
   settings), keyed by the file's path, content and layout, with its summary (partitions, home, problems)
   beside it. Every partition fetch — in this process or in another partition run — reads only the row
   groups that can hold its rows. Accept/reject/quarantine are unchanged: the staged rows are the raw rows
@@ -77,10 +81,14 @@ from qt_pipeline.market.validation import (
 PATTERNS: tuple[str, ...] = ("*.csv", "*.csv.gz", "*.parquet")
 _OTHER_DELIMITERS = {";": "';'", "\t": "a tab", "|": "'|'"}
 _CACHE_FILES = 4096  # placement summaries kept (small: partition counts and problems per file)
-_STAGE_VERSION = "1"  # bump when the staging layout changes: older staged files are then ignored
+_STAGE_VERSION = "2"  # bump when the staging layout changes: older staged files are then ignored
 STAGING_DIRNAME = "landing_staging"
 DEFAULT_MAX_FILE_MB = 4096.0
 DEFAULT_CHUNK_MB = 16.0
+# A CSV file is parsed, validated and staged a block at a time, 1/16 of the chunk: a block costs ~12-16x
+# its size while it is parsed and validated (raw bytes, Arrow strings, numeric columns, masks), so the peak
+# stays within ~2x the chunk (benchmarks/bench_landing.py --memory-only).
+PARSE_BLOCKS_PER_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -166,74 +174,129 @@ def pacsv_count_newlines(col) -> np.ndarray | None:
     return np.asarray(pc.count_substring(col, "\n").to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-class _ReadAhead:
-    """The CSV file as a Python stream for ``pyarrow.csv.open_csv`` that lets pyarrow's background reader
-    run at most ``ahead`` blocks ahead of the batches taken (:meth:`batches`). pyarrow reads up to 32
-    blocks ahead on its I/O thread, so without this a file of up to 32 chunks was held in memory whole
-    while it was parsed (peak memory grew with the file: +373 MB for 144 MiB at 16 MiB chunks). Two blocks
-    are what the reader needs to finish a batch (a row crossing into the next block); should it ever need
-    more, a read goes ahead once the consumer has waited ``stall`` seconds for its batch (never a
-    deadlock; a slow consumer, e.g. validation, never lets the reader run ahead)."""
+def _record_end(buf: bytes | bytearray, quote: bytes = b'"') -> int:
+    """Where the last complete record of ``buf`` ends (just after its line break, outside quotes); 0 when
+    ``buf`` holds no complete record. A line break inside a quoted field ends no record: the quotes
+    before a record-ending break are even in number (``""`` escapes keep the count even)."""
+    nl = b"\n" if b"\n" in buf else b"\r"
+    i = buf.rfind(nl)
+    if i < 0:
+        return 0
+    if quote not in buf:
+        return i + 1
+    q = buf.count(quote, 0, i)
+    while q % 2:
+        j = buf.rfind(nl, 0, i)
+        if j < 0:
+            return 0
+        q -= buf.count(quote, j, i)
+        i = j
+    return i + 1
 
-    def __init__(self, path: Path, *, compressed: bool, ahead: int = 2, stall: float = 0.5):
-        import threading
 
-        self._path, self._gzip, self._ahead, self._stall = path, compressed, ahead, stall
-        self._inner: Any = None  # pyarrow input stream, opened by the first read
-        self._reads = self._taken = 0
-        self._waiting_since: float | None = None  # when the consumer started waiting for a batch
-        self._cond = threading.Condition()
-        self.closed = False
+def _record_blocks(
+    path: Path, compressed: bool, block_bytes: int
+) -> Iterator[tuple[bytes | memoryview, bool]]:
+    """The file's bytes in blocks of about ``block_bytes``, each ending at a record boundary, read one at a
+    time (nothing is read ahead). ``True`` marks the file's unterminated last line (bytes after its last
+    line break), yielded alone; a file that ends with a line break has none. A record longer than a
+    block (or an unterminated quote) grows the block until it ends; past 16 blocks the block is cut at its
+    last line break regardless, and the parser names the broken quote."""
+    import pyarrow as pa
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def read(self, nbytes: int = -1) -> bytes:
-        import time
-
-        import pyarrow as pa
-
-        with self._cond:
-            while self._reads >= self._taken + self._ahead and not self.closed:
-                since = self._waiting_since
-                if since is not None and time.monotonic() - since > self._stall:
-                    break  # the reader needs more than ``ahead`` blocks for the batch the consumer awaits
-                self._cond.wait(0.05)
-            if self.closed:
-                return b""
-            self._reads += 1
-            if self._inner is None:
-                self._inner = pa.input_stream(str(self._path), compression="gzip" if self._gzip else None)
-            return self._inner.read(nbytes if nbytes >= 0 else None)
-
-    def batches(self, reader) -> Iterator:
-        """The record batches of ``reader`` (opened on this stream), each one allowing one more read."""
-        import time
-
+    carry = b""
+    with pa.input_stream(str(path), compression="gzip" if compressed else None) as f:
         while True:
-            with self._cond:
-                self._waiting_since = time.monotonic()
-                self._cond.notify_all()
-            try:
-                rb = reader.read_next_batch()
-            except StopIteration:
+            data = f.read(block_bytes)
+            if not data:
+                if carry:
+                    yield carry, True
                 return
-            finally:
-                with self._cond:
-                    self._waiting_since = None
-                    self._taken += 1
-                    self._cond.notify_all()
-            yield rb
+            buf = carry + data if carry else data
+            del data
+            end = _record_end(buf)
+            if end == 0 and len(buf) > 16 * block_bytes:
+                end = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
+            if end == 0:
+                carry = buf
+                continue
+            carry = buf[end:]
+            block = memoryview(buf)[:end]
+            del buf
+            yield block, False
+            del block
 
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-            if self._inner is not None:
-                self._inner.close()
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class _StageWriter:
+    """The staging copy of one landing file being written to ``tmp``: a directory of Parquet parts, renamed
+    into place by :meth:`finish`. A row group's footer metadata (~6 KB) is held until its part is closed,
+    so a part holds at most ``GROUPS_PER_PART`` row groups: one file of row groups would hold memory in
+    proportion to the landing file."""
+
+    GROUPS_PER_PART = 64
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.writer: Any = None
+        self.schema: Any = None
+        self.groups = 0
+        self.parts = 0
+
+    def write(self, group: list) -> _StageWriter | None:
+        """Append the gathered tables (emptying ``group``) as one row group; None (the staging copy
+        removed) when they cannot be staged (types that change between blocks)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            schema = self.schema if self.schema is not None else group[0].schema
+            table = pa.concat_tables([t if t.schema == schema else t.cast(schema) for t in group])
+            group.clear()
+            if self.writer is None:
+                self.tmp.mkdir(parents=True, exist_ok=True)
+                path = self.tmp / f"part-{self.parts:05d}.parquet"
+                self.writer = pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=["_sym"])
+                self.schema, self.parts = schema, self.parts + 1
+            self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            self.groups += 1
+            if self.groups % self.GROUPS_PER_PART == 0:
+                self.writer.close()
+                self.writer = None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, TypeError):
+            group.clear()
+            self.discard()
+            return None
+        return self
+
+    def finish(self, stage: Path) -> None:
+        """Close the last part and move the copy to ``stage`` (kept as it is if another process got there
+        first: the same path means the same content)."""
+        import os
+
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        try:
+            os.replace(self.tmp, stage)
+        except OSError:
+            if not stage.is_dir():
+                raise
+            _remove(self.tmp)
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        _remove(self.tmp)
 
 
 @dataclass
@@ -285,6 +348,12 @@ class LandingDirectorySource(MarketDataSource):
         self.max_file_bytes = int(self.max_file_mb * 2**20)
         cm = chunk_mb if chunk_mb is not None else self.config.chunk_mb
         self.chunk_bytes = max(int((cm if cm is not None else DEFAULT_CHUNK_MB) * 2**20), 4096)
+        # the unit a CSV file is parsed and handed on in: a fraction of the chunk, so that a block parsed,
+        # validated and staged stays within the chunk's memory (see PARSE_BLOCKS_PER_CHUNK)
+        self.block_bytes = max(self.chunk_bytes // PARSE_BLOCKS_PER_CHUNK, 4096)
+        # files up to this size are kept in memory once read (their rows cost ~4x the file as frames and
+        # placement), larger ones are staged on disk
+        self.keep_bytes = self.chunk_bytes // 8
         self._fingerprints: dict[tuple, str] = {}
         self._cache: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
         # a file larger than one chunk is split once into a staging Parquet file (keyed by its content
@@ -508,7 +577,7 @@ class LandingDirectorySource(MarketDataSource):
             header = [str(c) for c in pf.schema_arrow.names]
             row_bytes = max(1, sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)))
             row_bytes = max(1, row_bytes // max(1, meta.num_rows))
-            batches = pf.iter_batches(batch_size=max(1024, self.chunk_bytes // row_bytes))
+            batches = pf.iter_batches(batch_size=max(1024, self.block_bytes // row_bytes))
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files
             rec = _problem(source, None, RejectReason.MALFORMED_FILE, f"not a readable Parquet file: {exc}")
             yield _problems_only(source, [rec], tz, layout)
@@ -586,15 +655,6 @@ class LandingDirectorySource(MarketDataSource):
         return None, number, [_problem(source, None, RejectReason.EMPTY_FILE, what)]
 
     def _csv_chunks(self, path: Path, layout: SourceLayout, tz: str | None) -> Iterator[RawBatch]:
-        gate = _ReadAhead(path, compressed=path.name.lower().endswith(".gz"))
-        try:
-            yield from self._csv_batches(path, layout, tz, gate)
-        finally:
-            gate.close()
-
-    def _csv_batches(
-        self, path: Path, layout: SourceLayout, tz: str | None, gate: _ReadAhead
-    ) -> Iterator[RawBatch]:
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.csv as pacsv
@@ -618,189 +678,201 @@ class LandingDirectorySource(MarketDataSource):
                     return
         plan = self._plan(path, header, layout)
         names = [f"c{i}" for i in range(len(header))]
+        gz = path.name.lower().endswith(".gz")
+        check_cut = not gz and layout.require_final_newline
+        # invalid records of the block being parsed: (record number in the file, text, fields)
         invalid: list[tuple[int, str, int]] = []
+        offset = [0]  # records before the block being parsed (numbers from pyarrow restart per block)
 
         def on_invalid(row) -> str:
-            invalid.append((int(row.number) if row.number is not None else -1, row.text, row.actual_columns))
+            num = int(row.number) + offset[0] if row.number is not None else -1
+            invalid.append((num, row.text, row.actual_columns))
             return "skip"
 
-        gz = path.name.lower().endswith(".gz")
-        final_newline = True
-        if not gz and layout.require_final_newline:
-            with open(path, "rb") as f:
-                f.seek(-1, 2)
-                final_newline = f.read(1) in (b"\n", b"\r")
-        try:
-            reader = pacsv.open_csv(
-                gate,
-                read_options=pacsv.ReadOptions(
-                    block_size=self.chunk_bytes, use_threads=False, skip_rows=header_line, column_names=names
-                ),
-                parse_options=pacsv.ParseOptions(
-                    delimiter=layout.delimiter, invalid_row_handler=on_invalid, ignore_empty_lines=False
-                ),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=dict.fromkeys(names, pa.binary()),
-                    check_utf8=False,
-                    strings_can_be_null=False,
-                ),
-            )
-        except (pa.ArrowInvalid, OSError, EOFError) as exc:
-            rec = _problem(source, None, RejectReason.MALFORMED_FILE, f"could not read the file: {exc}")
-            yield _problems_only(source, [*problems, rec], tz, layout)
-            return
-        state = {"extra": 0, "invalid_seen": 0, "rows": 0}
-        pending: RawBatch | None = None
+        parse_opts = pacsv.ParseOptions(
+            delimiter=layout.delimiter, invalid_row_handler=on_invalid, ignore_empty_lines=False
+        )
+        convert = pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.binary()), check_utf8=False, strings_can_be_null=False
+        )
+        state = {"extra": 0, "records": header_line, "rows": 0, "data": 0}  # records: the last one consumed
         first = True
 
-        def take_invalid(upto_record: int | None) -> list[dict]:
-            out = []
-            while state["invalid_seen"] < len(invalid):
-                num, text, actual = invalid[state["invalid_seen"]]
-                if upto_record is not None and num > upto_record:
-                    break
-                state["invalid_seen"] += 1
-                out.append(
+        def malformed(num: int, text: str, actual: int, line: int | None = None) -> dict:
+            return _problem(
+                source,
+                line if line is not None else num + state["extra"],
+                RejectReason.MALFORMED_FILE,
+                f"line has {actual} fields; the header (line {header_line}) has {len(header)}",
+                next(csv.reader([text], delimiter=layout.delimiter), [text]),
+            )
+
+        def leaf(rb, block_invalid: list, last_of_block: bool, cut_last: bool) -> RawBatch | None:
+            """One parsed batch as a raw batch (its malformed records and, for the first, the file's
+            problems and warnings riding on it); None when it holds nothing at all."""
+            nonlocal first
+            n = rb.num_rows
+            inv_nums = np.array([x[0] for x in block_invalid], dtype=np.int64)
+            # record numbers of the good rows: consecutive after the last one, skipping invalid ones
+            base = state["records"] + 1 + np.arange(n, dtype=np.int64)
+            shift = np.searchsorted(inv_nums - np.arange(len(inv_nums)), base, side="right")
+            records = base + shift
+            cols: list = []
+            bad_rows: dict = {}
+            extra_nl = np.zeros(n, dtype=np.int64)
+            for j in range(rb.num_columns):
+                col = rb.column(j)
+                try:
+                    scol = col.cast(pa.large_string())  # what pandas keeps: no second copy
+                except pa.ArrowInvalid:
+                    fixed = []
+                    for i, v in enumerate(col.to_pylist()):
+                        try:
+                            fixed.append(v.decode("utf-8"))
+                        except UnicodeDecodeError as exc:
+                            bad_rows.setdefault(
+                                i,
+                                f"byte 0x{v[exc.start]:02x} at position {exc.start + 1} is not UTF-8; "
+                                "save the file as UTF-8",
+                            )
+                            fixed.append(v.decode("utf-8", errors="replace"))
+                    scol = pa.array(fixed, type=pa.large_string())
+                nl = pacsv_count_newlines(scol)
+                if nl is not None:
+                    extra_nl += nl
+                cols.append(scol)
+            upto = None if last_of_block else (int(records[-1]) if n else None)
+            mine = [x for x in block_invalid if upto is None or x[0] <= upto]
+            del block_invalid[: len(mine)]
+            # physical lines: a record's number plus the line breaks inside the quoted values of every
+            # record before it (good or malformed)
+            rec_all = np.concatenate([records, np.array([x[0] for x in mine], dtype=np.int64)])
+            nl_all = np.concatenate([extra_nl, np.array([x[1].count("\n") for x in mine], dtype=np.int64)])
+            order = np.argsort(rec_all, kind="stable")
+            before = np.empty_like(nl_all)
+            before[order] = np.cumsum(nl_all[order]) - nl_all[order]
+            lines = records + state["extra"] + before[:n]
+            inv_lines = rec_all[n:] + state["extra"] + before[n:]
+            blank = np.ones(n, dtype=bool)
+            for c in cols:
+                blank &= np.asarray(pc.equal(pc.binary_length(c), 0).to_numpy(zero_copy_only=False))
+            chunk_problems = [
+                malformed(num, text, actual, int(ln))
+                for (num, text, actual), ln in zip(mine, inv_lines, strict=True)
+            ]
+            keep = ~blank
+            for i, why in bad_rows.items():
+                keep[i] = False
+                chunk_problems.append(
+                    _problem(
+                        source, int(lines[i]), RejectReason.MALFORMED_FILE, why, [c[i].as_py() for c in cols]
+                    )
+                )
+            last_invalid = mine[-1][0] if mine else -1
+            if cut_last and n and keep[n - 1] and int(records[n - 1]) > last_invalid:
+                # the file's last line has no line break: it may have been cut mid-copy
+                cut = int(lines[n - 1])
+                keep[n - 1] = False
+                chunk_problems.append(
                     _problem(
                         source,
-                        num + state["extra"],
+                        cut,
                         RejectReason.MALFORMED_FILE,
-                        f"line has {actual} fields; the header (line {header_line}) has {len(header)}",
-                        next(csv.reader([text], delimiter=layout.delimiter), [text]),
+                        f"line {cut} does not end with a line break: the file may have been cut while it was "
+                        "copied, so its last value may be incomplete; re-export the file (or, if the line is "
+                        f"complete, end it with a newline; require_final_newline: false for source "
+                        f"'{layout.name}')",
+                        [c[n - 1].as_py() for c in cols],
                     )
                 )
-            return out
+            state["records"] = int(records[-1]) if n else state["records"]
+            state["records"] = max(state["records"], last_invalid)
+            state["rows"] += n
+            state["data"] += n - int(blank.sum()) + len(mine)  # records that are not blank lines
+            state["extra"] += int(nl_all.sum())
+            idx = np.flatnonzero(keep)
+            series = [pd.Series(pd.array(c, dtype="str")) for c in cols]
+            if len(idx) != n:
+                series = [s.iloc[idx].reset_index(drop=True) for s in series]
+            recs = ([*problems, *plan.problems] if first else []) + chunk_problems
+            if not len(idx) and not recs and not (first and plan.warnings):
+                return None
+            batch = RawBatch(
+                self._frame(series, plan, len(idx)),
+                source,
+                lines[idx],
+                _problems_frame(recs),
+                tz,
+                layout=layout,
+                warnings=tuple(plan.warnings) if first else (),
+            )
+            first = False
+            return batch
 
+        def parse(block, skip: int):
+            return pacsv.read_csv(
+                pa.py_buffer(block),
+                read_options=pacsv.ReadOptions(
+                    block_size=len(block) + 1, use_threads=False, skip_rows=skip, column_names=names
+                ),
+                parse_options=parse_opts,
+                convert_options=convert,
+            )
+
+        yielded = False
+        first_block = True
         try:
-            for rb in gate.batches(reader):
-                n = rb.num_rows
-                inv_nums = np.array(sorted(x[0] for x in invalid), dtype=np.int64)
-                # record numbers of the good rows: consecutive after the last one, skipping invalid ones
-                base = state["rows"] + header_line + 1 + np.arange(n, dtype=np.int64)
-                shift = np.searchsorted(inv_nums - np.arange(len(inv_nums)), base, side="right")
-                records = base + shift
-                cols: list = []
-                bad_rows: dict = {}
-                extra_nl = np.zeros(n, dtype=np.int64)
-                for j in range(rb.num_columns):
-                    col = rb.column(j)
-                    try:
-                        scol = col.cast(pa.string())
-                    except pa.ArrowInvalid:
-                        values = col.to_pylist()
-                        fixed = []
-                        for i, v in enumerate(values):
-                            try:
-                                fixed.append(v.decode("utf-8"))
-                            except UnicodeDecodeError as exc:
-                                bad_rows.setdefault(
-                                    i,
-                                    f"byte 0x{v[exc.start]:02x} at position {exc.start + 1} is not UTF-8; "
-                                    "save the file as UTF-8",
-                                )
-                                fixed.append(v.decode("utf-8", errors="replace"))
-                        scol = pa.array(fixed, type=pa.string())
-                    nl = pacsv_count_newlines(scol)
-                    if nl is not None:
-                        extra_nl += nl
-                    cols.append(scol)
-                cum_extra = (
-                    state["extra"] + np.concatenate([[0], np.cumsum(extra_nl)[:-1]]) if n else extra_nl
-                )
-                lines = records + cum_extra
-                blank = np.ones(n, dtype=bool)
-                for c in cols:
-                    blank &= np.asarray(pc.equal(pc.binary_length(c), 0).to_numpy(zero_copy_only=False))
-                chunk_problems = take_invalid(int(records[-1]) if n else None)
-                keep = ~blank
-                for i, why in bad_rows.items():
-                    keep[i] = False
-                    chunk_problems.append(
-                        _problem(
-                            source,
-                            int(lines[i]),
-                            RejectReason.MALFORMED_FILE,
-                            why,
-                            [c[i].as_py() for c in cols],
-                        )
-                    )
-                state["rows"] += n
-                state["extra"] += int(extra_nl.sum())
-                idx = np.flatnonzero(keep)
-                series = [pd.Series(pd.array(c, dtype="str")) for c in cols]
-                if len(idx) != n:
-                    series = [s.iloc[idx].reset_index(drop=True) for s in series]
-                batch = RawBatch(
-                    self._frame(series, plan, len(idx)),
-                    source,
-                    lines[idx],
-                    _problems_frame(([*problems, *plan.problems] if first else []) + chunk_problems),
-                    tz,
-                    layout=layout,
-                    warnings=tuple(plan.warnings) if first else (),
-                )
-                first = False
-                # only ``batch`` (its frame shares the string arrays) outlives this step: the binary
-                # batch and the per-column intermediates go before the consumer gets the previous batch
-                del rb, col, scol, cols, series, blank, keep
-                pa.default_memory_pool().release_unused()
-                if pending is not None:
-                    yield pending
-                pending = batch
+            for block, last in _record_blocks(path, gz, self.block_bytes):
+                skip = header_line if first_block else 0  # pyarrow's numbers count skipped rows
+                first_block = False
+                table = parse(block, skip)
+                del block
+                batches = table.to_batches()
+                del table
+                if not batches:  # every record of the block was invalid
+                    batches = [None]
+                for k, rb in enumerate(batches):
+                    end = k == len(batches) - 1
+                    if rb is None:
+                        recs = [*problems, *plan.problems] if first else []
+                        for x in invalid:
+                            recs.append(malformed(*x))
+                            state["extra"] += x[1].count("\n")
+                        state["records"] = max([state["records"], *(x[0] for x in invalid)])
+                        state["data"] += len(invalid)
+                        invalid.clear()
+                        batch = _problems_only(source, recs, tz, layout) if recs else None
+                        if batch is not None and first:
+                            batch = replace(batch, warnings=tuple(plan.warnings))
+                            first = False
+                    else:
+                        batch = leaf(rb, invalid, end, check_cut and last and end)
+                    batches[k] = None
+                    del rb
+                    # only ``batch`` (its frame shares the string arrays) outlives this step
+                    pa.default_memory_pool().release_unused()
+                    if batch is not None:
+                        yielded = True
+                        yield batch
+                    del batch
+                # the next block's record numbers continue after this one's (header rows included)
+                offset[0] = state["records"]
         except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
-            if pending is not None:
-                yield pending
-                pending = None
             rec = _problem(
                 source,
                 None,
                 RejectReason.MALFORMED_FILE,
-                f"could not read the file after line {state['rows'] + header_line + state['extra']}: {exc}; "
+                f"could not read the file after line {state['records'] + state['extra']}: {exc}; "
                 "the rows before it were read",
             )
             yield _problems_only(source, [rec], tz, layout)
             return
-        finally:
-            # before ``reader`` is destroyed (its destructor joins the I/O thread, which may be waiting
-            # in the gate): a consumer that stops early (break, an exception) would otherwise hang
-            gate.close()
-        tail = take_invalid(None)
-        if pending is None:
-            recs = [*problems, *plan.problems, *tail]
-            if not tail:
-                recs.append(
-                    _problem(source, None, RejectReason.EMPTY_FILE, "file has a header but no data rows")
-                )
-            yield self._no_rows(source, len(header), plan, recs, tz, layout)
-            return
-        if tail:
-            pending = replace(
-                pending, problems=_problems_frame([*pending.problems.to_dict("records"), *tail])
-            )
-        last_invalid = max((x[0] for x in invalid), default=-1)
-        if (
-            not final_newline
-            and len(pending.frame)
-            and pending.line_numbers is not None
-            and (pending.line_numbers[-1] - state["extra"] >= last_invalid)
-        ):
-            cut = int(pending.line_numbers[-1])
-            rec = _problem(
-                source,
-                cut,
-                RejectReason.MALFORMED_FILE,
-                f"line {cut} does not end with a line break: the file may have been cut while it was "
-                "copied, so its last value may be incomplete; re-export the file (or, if the line is "
-                f"complete, end it with a newline; require_final_newline: false for source '{layout.name}')",
-                pending.frame.iloc[-1].astype(str).tolist(),
-            )
-            pending = replace(
-                pending,
-                frame=pending.frame.iloc[:-1].reset_index(drop=True),
-                line_numbers=pending.line_numbers[:-1] if pending.line_numbers is not None else None,
-                problems=_problems_frame([*pending.problems.to_dict("records"), rec]),
-            )
-        yield pending
+        if not state["data"]:
+            empty = _problem(source, None, RejectReason.EMPTY_FILE, "file has a header but no data rows")
+            if yielded:  # only notes (warnings) went before
+                yield _problems_only(source, [empty], tz, layout)
+            else:
+                yield self._no_rows(source, len(header), plan, [*problems, *plan.problems, empty], tz, layout)
 
     # --- placement --------------------------------------------------------------------------------------
     def _place(self, batch: RawBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -846,7 +918,7 @@ class LandingDirectorySource(MarketDataSource):
         spec = repr((_STAGE_VERSION, str(lf.path), self.layout_for(lf.path), self.timezone))
         key = hashlib.sha256(spec.encode()).hexdigest()[:24]
         folder = hashlib.sha256(str(lf.path).encode()).hexdigest()[:16]
-        return self.staging_dir / folder / f"{lf.fingerprint[:32]}-{key}.parquet"
+        return self.staging_dir / folder / f"{lf.fingerprint[:32]}-{key}.staged"
 
     def _load(self, lf: LandingFile) -> _Loaded:
         """Placement of every row of a file, read once, chunk by chunk. Kept: the partition counts, home
@@ -860,7 +932,7 @@ class LandingDirectorySource(MarketDataSource):
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        stage = self._stage_path(lf) if self.staging and lf.size > self.chunk_bytes else None
+        stage = self._stage_path(lf) if self.staging and lf.size > self.keep_bytes else None
         if stage is not None:
             loaded = self._read_stage(lf, stage)
             if loaded is None:
@@ -871,7 +943,7 @@ class LandingDirectorySource(MarketDataSource):
         return loaded
 
     def _remember(self, key: tuple[str, str], loaded: _Loaded) -> None:
-        """Cache ``loaded``; rows kept for small files are bounded by bytes (one chunk of input in all),
+        """Cache ``loaded``; rows kept for small files are bounded by bytes (1/8 chunk of input in all),
         placement summaries by count."""
         self._cache[key] = loaded
         kept = 0
@@ -879,7 +951,7 @@ class LandingDirectorySource(MarketDataSource):
             ld = self._cache[k]
             if ld.leaves is not None:
                 kept += ld.file.size
-                if kept > self.chunk_bytes and k != key:
+                if kept > self.keep_bytes and k != key:
                     ld.leaves = None  # streamed again (one chunk) if a fetch needs it
         while len(self._cache) > _CACHE_FILES:
             self._cache.popitem(last=False)
@@ -891,13 +963,15 @@ class LandingDirectorySource(MarketDataSource):
         import pyarrow as pa
 
         keep: list[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray]] | None = (
-            [] if lf.size <= self.chunk_bytes else None
+            [] if lf.size <= self.keep_bytes else None
         )
         counts, problems, rows, unplaced = [], [], 0, 0
         warnings: dict[str, None] = {}
         layout, tz = None, self.timezone
-        writer: Any = None
-        tmp = stage.with_name(f"{stage.name}.{os.getpid()}.tmp") if stage is not None else None
+        group: list = []  # staged blocks not yet written (one row group)
+        writer = (
+            _StageWriter(stage.with_name(f"{stage.name}.{os.getpid()}.tmp")) if stage is not None else None
+        )
         try:
             for chunk in self.iter_chunks(lf.path):
                 symbol, ts_us, placed = self._place(chunk)
@@ -905,11 +979,20 @@ class LandingDirectorySource(MarketDataSource):
                 warnings.update(dict.fromkeys(chunk.warnings))
                 if keep is not None:
                     keep.append((chunk, symbol, ts_us, placed))
-                if tmp is not None and len(chunk.frame):
-                    writer = self._stage_chunk(writer, tmp, chunk, symbol, ts_us, placed)
-                    if writer is None:
-                        tmp = None  # this file cannot be staged: fetches stream it
+                if writer is not None and len(chunk.frame):
+                    table = self._stage_table(chunk, symbol, ts_us, placed)
+                    if table is None:
+                        writer.discard()  # this file cannot be staged: fetches stream it
+                        writer = None
+                    else:
+                        # blocks are gathered into row groups of about an eighth of a chunk
+                        group.append(table)
+                        if sum(t.nbytes for t in group) >= self.chunk_bytes // 8:
+                            writer = writer.write(group)
+                        del table
                 counts.append(self._partition_counts(symbol, ts_us, placed))
+                if len(counts) >= 64:  # folded as it goes: one row per partition, not one frame per block
+                    counts = [self._sum_counts(counts)]
                 if len(chunk.problems):
                     problems.append(chunk.problems)
                 rows += len(chunk.frame)
@@ -918,75 +1001,56 @@ class LandingDirectorySource(MarketDataSource):
                 pa.default_memory_pool().release_unused()
         except BaseException:
             if writer is not None:
-                writer.close()
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+                writer.discard()
             raise
-        counts = [c for c in counts if len(c)]
-        parts = (
-            pd.concat(counts).groupby(["symbol", "day"], sort=True)["rows"].sum().reset_index()
-            if counts
-            else self._partition_counts(np.array([]), np.array([]), np.zeros(0, dtype=bool))
-        )
+        if group and writer is not None:
+            writer = writer.write(group)
+        parts = self._sum_counts(counts)
         home = (parts["symbol"].iat[0], parts["day"].iat[0]) if len(parts) else None
         probs = to_canonical_rejects(pd.concat(problems, ignore_index=True)) if problems else empty_rejects()
         loaded = _Loaded(lf, keep, home, parts, rows, probs, unplaced, None, tuple(warnings), layout, tz)
-        if writer is not None and tmp is not None and stage is not None:
-            writer.close()
+        if writer is not None and writer.parts and stage is not None:
             summary = {k: getattr(loaded, k) for k in ("home", "partitions", "rows", "problems", "unplaced")}
             summary.update(warnings=loaded.warnings, timezone=tz)
-            os.replace(tmp, stage)
-            meta_tmp = tmp.with_suffix(".meta.tmp")
+            writer.finish(stage)
+            meta_tmp = writer.tmp.with_suffix(".meta.tmp")
             pd.to_pickle(summary, meta_tmp)
             os.replace(meta_tmp, stage.with_suffix(".meta.pkl"))
             for old in stage.parent.glob("*"):  # earlier versions of the file
                 if not old.name.startswith(stage.stem) and not old.name.endswith(".tmp"):
-                    old.unlink(missing_ok=True)
+                    _remove(old)
             loaded.stage = stage
         elif writer is not None:
-            writer.close()
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+            writer.discard()
         return loaded
 
+    def _sum_counts(self, counts: list[pd.DataFrame]) -> pd.DataFrame:
+        counts = [c for c in counts if len(c)]
+        if not counts:
+            return self._partition_counts(np.array([]), np.array([]), np.zeros(0, dtype=bool))
+        return pd.concat(counts).groupby(["symbol", "day"], sort=True)["rows"].sum().reset_index()
+
     @staticmethod
-    def _stage_chunk(writer, tmp: Path, chunk: RawBatch, symbol, ts_us, placed):
-        """Append ``chunk``'s rows with their placement to the staging file; None if they cannot be
-        staged (two file columns mapped to one name, or types that change between chunks)."""
+    def _stage_table(chunk: RawBatch, symbol, ts_us, placed):
+        """``chunk``'s rows with their placement as a table to stage; None if they cannot be staged (two
+        file columns mapped to one name)."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         frame = chunk.frame
         if frame.columns.duplicated().any():
-            if writer is not None:
-                writer.close()
-            tmp.unlink(missing_ok=True)
             return None
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        table = (
+        return (
             table.append_column("_line", pa.array(chunk.line_numbers, type=pa.int64()))
             .append_column("_sym", pa.array(symbol, type=pa.string()))
             .append_column("_ts", pa.array(ts_us, type=pa.int64()))
             .append_column("_placed", pa.array(placed, type=pa.bool_()))
         )
-        try:
-            if writer is None:
-                tmp.parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-            elif table.schema != writer.schema:
-                table = table.cast(writer.schema)
-            writer.write_table(table)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, TypeError):
-            if writer is not None:
-                writer.close()
-            tmp.unlink(missing_ok=True)
-            return None
-        return writer
 
     def _read_stage(self, lf: LandingFile, stage: Path) -> _Loaded | None:
         """The summary of a file staged earlier (by this or another process), or None."""
         meta = stage.with_suffix(".meta.pkl")
-        if not (stage.is_file() and meta.is_file()):
+        if not (stage.is_dir() and meta.is_file()):
             return None
         try:
             m = pd.read_pickle(meta)
@@ -1090,7 +1154,7 @@ class LandingDirectorySource(MarketDataSource):
             )
             if not touches and not is_home:
                 continue
-            if ld.stage is not None and ld.stage.is_file():
+            if ld.stage is not None and ld.stage.is_dir():
                 got = self._fetch_staged(ld, symbol, lo, hi, is_home)
                 if got is not None:
                     parts.append(got)
