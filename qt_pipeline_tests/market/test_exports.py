@@ -337,3 +337,18 @@ def test_seen_keys_hold_runs_not_bars():
         t = np.array([k[1] for k in batch], dtype=np.int64)
         assert list(keys.add(sy, t)) == [k in ref for k in batch]
         ref |= batch
+
+
+def test_blocks_of_only_malformed_records_keep_every_line(tmp_path):
+    """Blocks in which no record parses still report each record with its physical line (quoted line
+    breaks counted), and the file is not called empty."""
+    d = tmp_path / "landing"
+    (d / "crypto").mkdir(parents=True)
+    rows = ["Timestamp,Symbol,Close,Open,Low,High,Volume,VWAP,Trades", *['"a\nb",1,2'] * 3000]
+    path = d / "crypto" / "bad.csv"
+    path.write_text("\n".join(rows) + "\n")
+    chunks = list(source(d, chunk_mb=0.01).iter_chunks(path))
+    assert len(chunks) > 5 and sum(len(c.frame) for c in chunks) == 0
+    problems = pd.concat([c.problems for c in chunks], ignore_index=True)
+    assert set(problems["reason"]) == {RejectReason.MALFORMED_FILE}
+    assert list(problems["line"]) == list(range(2, 6001, 2))

@@ -68,6 +68,7 @@ from qt_pipeline.market.contract import (
     empty_rejects,
     to_canonical_rejects,
 )
+from qt_pipeline.market.filecheck import release_arrow_memory
 from qt_pipeline.market.layout import LandingConfig, SourceLayout, default_layout
 from qt_pipeline.market.sources.base import MarketDataSource, RawBatch, utc_timestamp
 from qt_pipeline.market.validation import (
@@ -682,7 +683,7 @@ class LandingDirectorySource(MarketDataSource):
         check_cut = not gz and layout.require_final_newline
         # invalid records of the block being parsed: (record number in the file, text, fields)
         invalid: list[tuple[int, str, int]] = []
-        offset = [0]  # records before the block being parsed (numbers from pyarrow restart per block)
+        offset = [0]  # added to pyarrow's record numbers, which restart with each block
 
         def on_invalid(row) -> str:
             num = int(row.number) + offset[0] if row.number is not None else -1
@@ -695,7 +696,7 @@ class LandingDirectorySource(MarketDataSource):
         convert = pacsv.ConvertOptions(
             column_types=dict.fromkeys(names, pa.binary()), check_utf8=False, strings_can_be_null=False
         )
-        state = {"extra": 0, "records": header_line, "rows": 0, "data": 0}  # records: the last one consumed
+        state = {"extra": 0, "records": header_line, "data": 0}  # records: the last one consumed
         first = True
 
         def malformed(num: int, text: str, actual: int, line: int | None = None) -> dict:
@@ -785,9 +786,7 @@ class LandingDirectorySource(MarketDataSource):
                         [c[n - 1].as_py() for c in cols],
                     )
                 )
-            state["records"] = int(records[-1]) if n else state["records"]
-            state["records"] = max(state["records"], last_invalid)
-            state["rows"] += n
+            state["records"] = max(state["records"], int(records[-1]) if n else -1, last_invalid)
             state["data"] += n - int(blank.sum()) + len(mine)  # records that are not blank lines
             state["extra"] += int(nl_all.sum())
             idx = np.flatnonzero(keep)
@@ -823,40 +822,29 @@ class LandingDirectorySource(MarketDataSource):
         first_block = True
         try:
             for block, last in _record_blocks(path, gz, self.block_bytes):
-                skip = header_line if first_block else 0  # pyarrow's numbers count skipped rows
+                skip = header_line if first_block else 0
                 first_block = False
+                # the block's records follow the last one consumed; pyarrow counts the rows it skips
+                offset[0] = state["records"] - skip
                 table = parse(block, skip)
                 del block
                 batches = table.to_batches()
+                if not batches:  # every record of the block was malformed: an empty batch carries them
+                    batches = [
+                        pa.record_batch([pa.array([], f.type) for f in table.schema], schema=table.schema)
+                    ]
                 del table
-                if not batches:  # every record of the block was invalid
-                    batches = [None]
                 for k, rb in enumerate(batches):
                     end = k == len(batches) - 1
-                    if rb is None:
-                        recs = [*problems, *plan.problems] if first else []
-                        for x in invalid:
-                            recs.append(malformed(*x))
-                            state["extra"] += x[1].count("\n")
-                        state["records"] = max([state["records"], *(x[0] for x in invalid)])
-                        state["data"] += len(invalid)
-                        invalid.clear()
-                        batch = _problems_only(source, recs, tz, layout) if recs else None
-                        if batch is not None and first:
-                            batch = replace(batch, warnings=tuple(plan.warnings))
-                            first = False
-                    else:
-                        batch = leaf(rb, invalid, end, check_cut and last and end)
+                    batch = leaf(rb, invalid, end, check_cut and last and end)
                     batches[k] = None
                     del rb
                     # only ``batch`` (its frame shares the string arrays) outlives this step
-                    pa.default_memory_pool().release_unused()
+                    release_arrow_memory()
                     if batch is not None:
                         yielded = True
                         yield batch
                     del batch
-                # the next block's record numbers continue after this one's (header rows included)
-                offset[0] = state["records"]
         except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
             rec = _problem(
                 source,
@@ -960,8 +948,6 @@ class LandingDirectorySource(MarketDataSource):
         """One pass over the file: placement of every row (and, with ``stage``, the staging file)."""
         import os
 
-        import pyarrow as pa
-
         keep: list[tuple[RawBatch, np.ndarray, np.ndarray, np.ndarray]] | None = (
             [] if lf.size <= self.keep_bytes else None
         )
@@ -998,7 +984,7 @@ class LandingDirectorySource(MarketDataSource):
                 rows += len(chunk.frame)
                 unplaced += int((~placed).sum())
                 del chunk, symbol, ts_us, placed
-                pa.default_memory_pool().release_unused()
+                release_arrow_memory()
         except BaseException:
             if writer is not None:
                 writer.discard()
