@@ -88,7 +88,7 @@ def kernel_split(pop: np.ndarray, data: MarketData, costs: Costs, repeat: int) -
     def run() -> None:
         K.run_population(params, bank, d.open, d.high, d.low, d.close, prep.bar_ret, prep.regime, prep.corr,
                          prep.has_regime, prep.has_corr, prep.rate, prep.ppy, prep.borrow, no_map, 0, 0, no_port,
-                         no_map, 0.0, 0, out)  # fmt: skip
+                         no_map, 0.0, 0, B.span_for(len(keys)), out)  # fmt: skip
 
     t_kern, _ = best_of(run, repeat, "kernel")
     return t_bank, t_kern

@@ -267,32 +267,61 @@ def action_table(xsh, allow_long, allow_short):  # pragma: no cover - compiled
     return acts
 
 
+# per-strategy state carried from one span of bars to the next (:func:`run_span`)
+(
+    S_S1, S_S2, S_S3, S_S4, S_SD, S_EQ, S_PEAK, S_TROUGH, S_MDD, S_NTR, S_NWIN, S_TEQ, S_NEXP,
+    S_PPREV, S_TURN, S_KEY, S_LASTU, S_LASTEQ, S_POS, S_OPENED, S_STOP, S_TP, S_AMASK,
+) = range(23)  # fmt: skip
+N_STATE = 23
+
+
 @njit(cache=True, nogil=True)
-def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr, rate,
-                 ppy, borrow, umap, ustart, uend, port, weight, do_port, out_metrics, out_pos, out_ret,
-                 write):  # fmt: skip  # pragma: no cover
-    """One strategy over all bars in one pass: positions, stops/targets, costs, equity, metrics.
+def state_init(st, ustart):  # pragma: no cover - compiled
+    """The state of a strategy before its first bar (flat, equity 1, empty accumulators)."""
+    s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
+    st[S_S1] = s1
+    st[S_S2] = s2
+    st[S_S3] = s3
+    st[S_S4] = s4
+    st[S_SD] = sd
+    st[S_EQ] = eq
+    st[S_PEAK] = peak
+    st[S_TROUGH] = trough
+    st[S_MDD] = mdd
+    st[S_NTR] = ntr
+    st[S_NWIN] = nwin
+    st[S_TEQ] = teq
+    st[S_NEXP] = nexp
+    st[S_PPREV] = 0.0
+    st[S_TURN] = 0.0
+    st[S_KEY] = 0.0
+    st[S_LASTU] = ustart - 1  # the segment's columns of port are [ustart, uend)
+    st[S_LASTEQ] = 1.0
+    st[S_POS] = 0.0  # held during bar t
+    st[S_OPENED] = 0.0  # pos was opened at the close of bar t-1
+    st[S_STOP] = 0.0
+    st[S_TP] = 0.0
+    st[S_AMASK] = A_FLAT  # the action bit of the current position (flat / long / short)
 
-    The contract is ``docs/execution_model.md``. position[t] is the target fraction of equity held during
-    bar t (decided at the close of bar t-1). returns[t] is the net return of bar t:
-    ``(1 - |pos|*rate if opened at the close of t-1) * (1 - |pos|*borrow if short)
-    * (1 + pos*R_t - x_t*rate) - 1`` where R_t = close[t]/close[t-1] - 1 (or to the stop/target fill
-    price) and x_t the notional traded at the close of t per unit of equity at the start of the bar:
-    |pos*(1+R_t)| when the position is closed, |pos*(1-pos)*R_t| when it is kept (rebalanced back to its
-    target fraction), nothing at the last bar (no decision there). ``turnover`` sums every x_t and entry.
 
-    With ``do_port`` (1: add, 2: write — the first sleeve) the sleeve equity ``weight * equity`` goes to
-    ``port`` at the union index
-    ``umap[t]`` of every bar (forward-filled over the union bars in ``[ustart, uend)`` this symbol does not have),
-    so summing the sleeves of every symbol gives the portfolio equity on the union timeline.
+@njit(cache=True, nogil=True)
+def strategy_actions(prm):  # pragma: no cover - compiled
+    """:func:`action_table` of the strategy ``prm``."""
+    xsh = 0 if int(prm[P_XKIND]) == K_OPPOSITE else 2
+    return action_table(xsh, prm[P_LONG] != 0.0, prm[P_SHORT] != 0.0)
 
-    Speed without changing a bit of the result: bars go in blocks of ``FLAG_BLOCK``; the rules' decisions
-    of a block are computed first by vectorised loops (:func:`rule_flags`), and a table
-    (:func:`action_table`) says at which bars a decision can change the position at all. Runs of flat
-    bars are skipped to the next bar where an entry is possible (they fold nothing: r = 0, equity kept),
-    and runs of held bars with no decision due and no stop/target touched are folded by a short loop;
-    every other bar takes the general step. The 1e-9 naive-loop test and the bit-identity tests between
-    :func:`simulate` (which never takes the held-bar loop) and the population path check this.
+
+@njit(cache=True, nogil=True)
+def run_span(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr, rate, borrow,
+             umap, port, weight, do_port, st, acts, sig, c0, c1, out_pos, out_ret,
+             write):  # fmt: skip  # pragma: no cover
+    """Bars ``c0 <= t < c1`` of one strategy, continuing from (and updating) its state ``st``.
+
+    ``c0`` is a multiple of ``FLAG_BLOCK``; ``acts`` is :func:`strategy_actions` of ``prm``; ``sig`` a scratch
+    buffer of ``FLAG_BLOCK`` bytes. Spans in order from 0 to n give exactly one pass over all bars (the
+    state holds every value a bar leaves to the next), so :func:`run_population` can run the population
+    span by span: a span of every series stays in cache while each strategy reads it, instead of each
+    strategy streaming whole rows of the bank from memory. See :func:`run_strategy` for the model.
     """
     n = close.shape[0]
     ekind = int(prm[P_EKIND])
@@ -323,24 +352,32 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
     # stop/target levels exist only with a stop loss, a take profit or an ATR stop: otherwise they are
     # +-inf and the intrabar checks cannot fire (skipping them changes no result)
     has_levels = sl > 0.0 or tp > 0.0 or use_atr
-
-    # accumulators
-    s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
-    p_prev = 0.0
-    turnover = 0.0
-    key = 0
-    last_u = ustart - 1  # the segment's columns of port are [ustart, uend)
-    last_eq = 1.0
-
-    pos = 0.0  # held during bar t
-    opened = False  # pos was opened at the close of bar t-1
-    stop_px = 0.0
-    tp_px = 0.0
-    sig = np.empty(FLAG_BLOCK, dtype=np.uint8)  # the decisions of the current block of bars
     xsh = 0 if xkind == K_OPPOSITE else 2  # the exit rule's bits (the entry's for the 'opposite' exit)
-    acts = action_table(xsh, allow_long, allow_short)
-    amask = A_FLAT  # the action bit of the current position (flat / long / short)
-    for b0 in range(0, n, FLAG_BLOCK):
+
+    s1 = st[S_S1]
+    s2 = st[S_S2]
+    s3 = st[S_S3]
+    s4 = st[S_S4]
+    sd = st[S_SD]
+    eq = st[S_EQ]
+    peak = st[S_PEAK]
+    trough = st[S_TROUGH]
+    mdd = st[S_MDD]
+    ntr = int(st[S_NTR])
+    nwin = int(st[S_NWIN])
+    teq = st[S_TEQ]
+    nexp = int(st[S_NEXP])
+    p_prev = st[S_PPREV]
+    turnover = st[S_TURN]
+    key = int(st[S_KEY])
+    last_u = int(st[S_LASTU])
+    last_eq = st[S_LASTEQ]
+    pos = st[S_POS]
+    opened = st[S_OPENED] != 0.0
+    stop_px = st[S_STOP]
+    tp_px = st[S_TP]
+    amask = int(st[S_AMASK])
+    for b0 in range(c0, c1, FLAG_BLOCK):
         b1 = min(b0 + FLAG_BLOCK, n)
         lo = max(b0, t_start)  # bars [t_start, n - 1) decide; the other bits stay 0
         hi = min(b1, n - 1)
@@ -491,37 +528,126 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
                 amask = A_FLAT if new_pos == 0.0 else (A_LONG if new_pos > 0.0 else A_SHORT)
             pos = new_pos
             t += 1
+    st[S_S1] = s1
+    st[S_S2] = s2
+    st[S_S3] = s3
+    st[S_S4] = s4
+    st[S_SD] = sd
+    st[S_EQ] = eq
+    st[S_PEAK] = peak
+    st[S_TROUGH] = trough
+    st[S_MDD] = mdd
+    st[S_NTR] = ntr
+    st[S_NWIN] = nwin
+    st[S_TEQ] = teq
+    st[S_NEXP] = nexp
+    st[S_PPREV] = p_prev
+    st[S_TURN] = turnover
+    st[S_KEY] = key  # < 2**52: exact in a float64
+    st[S_LASTU] = last_u
+    st[S_LASTEQ] = last_eq
+    st[S_POS] = pos
+    st[S_OPENED] = 1.0 if opened else 0.0
+    st[S_STOP] = stop_px
+    st[S_TP] = tp_px
+    st[S_AMASK] = amask
+
+
+@njit(cache=True, nogil=True)
+def finish_strategy(n, ppy, st, port, uend, weight, do_port, out_metrics):  # pragma: no cover - compiled
+    """After the last span: forward-fill the sleeve to ``uend`` and write the metric row."""
+    last_u = int(st[S_LASTU])
+    last_eq = st[S_LASTEQ]
     if do_port == 2:
         for k in range(last_u + 1, uend):
             port[k] = weight * last_eq
     elif do_port:
         for k in range(last_u + 1, uend):
             port[k] += weight * last_eq
-    acc_finish(n, ppy, p_prev, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp, turnover,
-               float(key), out_metrics)  # fmt: skip
+    acc_finish(n, ppy, st[S_PPREV], st[S_S1], st[S_S2], st[S_S3], st[S_S4], st[S_SD], st[S_EQ], st[S_PEAK],
+               st[S_TROUGH], st[S_MDD], int(st[S_NTR]), int(st[S_NWIN]), st[S_TEQ], int(st[S_NEXP]), st[S_TURN],
+               st[S_KEY], out_metrics)  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr, rate,
+                 ppy, borrow, umap, ustart, uend, port, weight, do_port, out_metrics, out_pos, out_ret,
+                 write):  # fmt: skip  # pragma: no cover
+    """One strategy over all bars in one pass: positions, stops/targets, costs, equity, metrics.
+
+    The contract is ``docs/execution_model.md``. position[t] is the target fraction of equity held during
+    bar t (decided at the close of bar t-1). returns[t] is the net return of bar t:
+    ``(1 - |pos|*rate if opened at the close of t-1) * (1 - |pos|*borrow if short)
+    * (1 + pos*R_t - x_t*rate) - 1`` where R_t = close[t]/close[t-1] - 1 (or to the stop/target fill
+    price) and x_t the notional traded at the close of t per unit of equity at the start of the bar:
+    |pos*(1+R_t)| when the position is closed, |pos*(1-pos)*R_t| when it is kept (rebalanced back to its
+    target fraction), nothing at the last bar (no decision there). ``turnover`` sums every x_t and entry.
+
+    With ``do_port`` (1: add, 2: write — the first sleeve) the sleeve equity ``weight * equity`` goes to
+    ``port`` at the union index
+    ``umap[t]`` of every bar (forward-filled over the union bars in ``[ustart, uend)`` this symbol does not have),
+    so summing the sleeves of every symbol gives the portfolio equity on the union timeline.
+
+    Speed without changing a bit of the result: bars go in blocks of ``FLAG_BLOCK``; the rules' decisions
+    of a block are computed first by vectorised loops (:func:`rule_flags`), and a table
+    (:func:`action_table`) says at which bars a decision can change the position at all. Runs of flat
+    bars are skipped to the next bar where an entry is possible (they fold nothing: r = 0, equity kept),
+    and runs of held bars with no decision due and no stop/target touched are folded by a short loop;
+    every other bar takes the general step (:func:`run_span`). The 1e-9 naive-loop test and the
+    bit-identity tests between :func:`simulate` (which never takes the held-bar loop) and the population
+    path check this.
+    """
+    st = np.empty(N_STATE)
+    state_init(st, ustart)
+    sig = np.empty(FLAG_BLOCK, dtype=np.uint8)
+    n = close.shape[0]
+    run_span(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr, rate, borrow, umap,
+             port, weight, do_port, st, strategy_actions(prm), sig, 0, n, out_pos, out_ret, write)  # fmt: skip
+    finish_strategy(n, ppy, st, port, uend, weight, do_port, out_metrics)
 
 
 @njit(cache=True, nogil=True)
 def run_population(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                   rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port,
+                   rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port, span,
                    out):  # fmt: skip  # pragma: no cover
-    """Every strategy (row of ``params``); with ``do_port`` strategy i adds its sleeve to ``port[prow[i]]``."""
+    """Every strategy (row of ``params``), span by span: bars ``[0, span)`` of every strategy, then
+    ``[span, 2 span)``, ... (``span`` a multiple of ``FLAG_BLOCK``; the caller sizes it so a span of the
+    series the strategies read fits in cache). With ``do_port`` strategy i adds its sleeve to
+    ``port[prow[i]]``. Bit-identical to :func:`run_strategy` per strategy, whatever ``span``."""
+    ns = params.shape[0]
+    n = close.shape[0]
     dummy = np.empty(0)
-    for i in range(params.shape[0]):
+    st = np.empty((ns, N_STATE))
+    acts = np.empty((ns, 16), dtype=np.uint8)
+    sig = np.empty(FLAG_BLOCK, dtype=np.uint8)
+    for i in range(ns):
+        state_init(st[i], ustart)
+        acts[i] = strategy_actions(params[i])
+    span = max(FLAG_BLOCK, span // FLAG_BLOCK * FLAG_BLOCK)
+    for c0 in range(0, n, span):
+        c1 = min(c0 + span, n)
+        for i in range(ns):
+            row = port[prow[i]] if do_port else port[0]
+            run_span(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr, rate,
+                     borrow, umap, row, weight, do_port, st[i], acts[i], sig, c0, c1, dummy, dummy, False)  # fmt: skip
+    for i in range(ns):
         row = port[prow[i]] if do_port else port[0]
-        run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                     rate, ppy, borrow, umap, ustart, uend, row, weight, do_port, out[i], dummy, dummy, False)  # fmt: skip
+        finish_strategy(n, ppy, st[i], row, uend, weight, do_port, out[i])
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def run_population_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime,
-                            has_corr, rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port,
-                            out):  # fmt: skip  # pragma: no cover
-    dummy = np.empty(0)
-    for i in prange(params.shape[0]):
-        row = port[prow[i]] if do_port else port[0]
-        run_strategy(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                     rate, ppy, borrow, umap, ustart, uend, row, weight, do_port, out[i], dummy, dummy, False)  # fmt: skip
+                            has_corr, rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port, span,
+                            groups, out):  # fmt: skip  # pragma: no cover
+    """:func:`run_population` with the strategies split into ``groups`` groups run on Numba's threads."""
+    ns = params.shape[0]
+    ng = max(1, min(ns, groups))
+    for g in prange(ng):
+        i0 = g * ns // ng
+        i1 = (g + 1) * ns // ng
+        pr = prow[i0:i1] if do_port else prow
+        run_population(params[i0:i1], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                       rate, ppy, borrow, umap, ustart, uend, port, pr, weight, do_port, span, out[i0:i1])  # fmt: skip
 
 
 @njit(cache=True, nogil=True)

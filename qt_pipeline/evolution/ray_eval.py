@@ -208,11 +208,46 @@ def _one_line(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
 
 
+class ChunkQueue:
+    """The chunks of a generation not yet sent, and which actor takes which next.
+
+    Each actor owns a contiguous run of the chunks (in locality order, neighbours share indicator series):
+    a series is then computed by one worker rather than by both, and the same worker gets the same part
+    of the genome space every generation, where its cache already holds the series. An actor whose run
+    is done takes from the far end of the longest other run (work stealing: a genome's cost varies ~10x).
+    Chunks to send again (their actor died) go first to whichever actor asks."""
+
+    def __init__(self, n_chunks: int, actors: Sequence[Any]):
+        k = len(actors)
+        self.runs: dict[Any, list[int]] = {
+            a: list(range(j * n_chunks // k, (j + 1) * n_chunks // k)) for j, a in enumerate(actors)
+        }
+        self.again: list[int] = [] if k else list(range(n_chunks))
+
+    def __len__(self) -> int:
+        return len(self.again) + sum(len(r) for r in self.runs.values())
+
+    def take(self, actor: Any) -> int | None:
+        """The next chunk for ``actor`` (None: nothing left)."""
+        if self.again:
+            return self.again.pop(0)
+        own = self.runs.get(actor)
+        if own:
+            return own.pop(0)
+        longest = max(self.runs.values(), key=len, default=None)
+        return longest.pop() if longest else None
+
+    def resend(self, chunks: Sequence[int], actor: Any) -> None:
+        """``chunks`` were lost with ``actor``: send them again first, and hand its run to the others."""
+        self.again[:0] = sorted(chunks) + self.runs.pop(actor, [])
+
+
 class RayPool:
     """The evaluation work on an initialised Ray: ``num_workers`` :class:`EvalActor` s holding the data.
 
     A generation is cut into chunks (about ``CHUNKS_PER_WORKER`` per worker by default, genomes that share
-    indicator series together) handed to whichever actor is free, ``IN_FLIGHT`` queued at each, and
+    indicator series together), each actor working through its own run of them first (:class:`ChunkQueue`),
+    ``IN_FLIGHT`` queued at each, and
     collected with bounded waits: an actor lost with its worker or node is replaced (and its chunk resent
     to a live actor, up to ``max_retries`` times per chunk); no result for ``stall_timeout_s`` seconds, or
     no live actor within it, raises :class:`EvaluatorError`. Results are bit-identical to the serial
@@ -336,7 +371,7 @@ class RayPool:
         chunks = [order[i : i + size] for i in range(0, len(pop), size)]
         out: np.ndarray | None = None
         tries = [0] * len(chunks)
-        queue = list(range(len(chunks)))  # chunks not yet sent, in order
+        queue = ChunkQueue(len(chunks), self._actors)
         busy: dict[Any, float] = {}  # actor -> compute seconds this generation
         pending: dict[Any, tuple[int, Any]] = {}
         t0 = time.perf_counter()
@@ -351,8 +386,10 @@ class RayPool:
                 if a in load:
                     load[a] += 1
             for actor in sorted(live, key=lambda a: load[a]):
-                while queue and load[actor] < IN_FLIGHT:
-                    i = queue.pop(0)
+                while load[actor] < IN_FLIGHT:
+                    i = queue.take(actor)
+                    if i is None:
+                        return
                     pending[actor.evaluate.remote(pop[chunks[i]])] = (i, actor)
                     load[actor] += 1
 
@@ -399,8 +436,8 @@ class RayPool:
                     if a is actor:
                         del pending[r]
                         lost.append(j)
+                queue.resend(lost, actor)
                 self._drop(actor)
-                queue[:0] = sorted(lost)
                 feed()
                 continue
             if out is None:

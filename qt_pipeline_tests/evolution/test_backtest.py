@@ -298,6 +298,27 @@ def test_evaluate_population_is_deterministic_and_equals_simulate(market):
     assert evaluate_population(np.empty((0, N_GENES)), market, costs, PPY).shape == (0, len(METRIC_NAMES))
 
 
+def test_the_span_the_population_runs_in_changes_no_bit(monkeypatch):
+    """The population kernel runs every strategy over bars [0, span), then [span, 2 span), ... carrying
+    each strategy's state between spans; the span (sized for the cache) must not change a bit."""
+    from qt_pipeline.evolution import _kernels as K
+    from qt_pipeline.evolution import backtest as B
+
+    data = synthetic_market(5 * K.FLAG_BLOCK + 123, seed=8)  # spans end inside positions and flat runs
+    pop = np.vstack([trading_population(24, seed=4), random_population(np.random.default_rng(9), 8)])
+    costs = Costs(fee_bps=2.0, slippage_bps=1.5)
+    want = [simulate(v, data, costs, PPY).metrics.tobytes() for v in pop]
+    got, spans = {}, []
+    for span_bytes in (1, 3 * K.FLAG_BLOCK * 8 * 10, 2**40):  # one block per span, a few, one span
+        monkeypatch.setattr(B, "SPAN_CACHE_BYTES", span_bytes)
+        got[span_bytes] = evaluate_population(pop, data, costs, PPY)
+        spans.append(B.span_for(5))
+        assert [r.tobytes() for r in got[span_bytes]] == want
+        assert evaluate_population(pop, data, costs, PPY, parallel=True).tobytes() == got[span_bytes].tobytes()
+    assert spans[0] == K.FLAG_BLOCK and spans[1] == 3 * K.FLAG_BLOCK and spans[2] > len(data)
+    assert (got[1][:, 6] > 0).sum() > 15  # the strategies trade across span boundaries
+
+
 def test_evaluate_population_is_bit_identical_in_another_process(market):
     pop = trading_population(12, seed=3)
     here = evaluate_population(pop, market, Costs(), PPY)

@@ -56,6 +56,24 @@ def test_a_local_ray_runs_without_the_head_processes_no_run_uses(ray_local):
     assert ray_local.get(ray_local.remote(lambda: 42).remote()) == 42  # and it runs work
 
 
+def test_each_worker_takes_its_own_run_of_chunks_then_steals_from_the_far_end():
+    from qt_pipeline.evolution.ray_eval import ChunkQueue
+
+    q = ChunkQueue(9, ["a", "b"])
+    assert len(q) == 9
+    # a owns chunks 0-3, b owns 4-8: neighbours in locality order (shared series) stay on one worker
+    assert [q.take("a"), q.take("a"), q.take("b"), q.take("a"), q.take("a")] == [0, 1, 4, 2, 3]
+    assert q.take("a") == 8  # a is done: it steals from the far end of b's run
+    assert q.take("b") == 5
+    # b dies holding 5: it is sent again first, and b's unsent run goes to whoever asks
+    q.resend([5], "b")
+    assert [q.take("c"), q.take("a"), q.take("c"), q.take("a")] == [5, 6, 7, None]
+    assert len(q) == 0
+    # no actor yet (all replacements pending): every chunk is up for grabs in order
+    q = ChunkQueue(3, [])
+    assert [q.take("x"), q.take("y"), q.take("x"), q.take("x")] == [0, 1, 2, None]
+
+
 def test_ray_result_is_bit_identical_to_serial_and_ordered(ray_local, datasets):
     pop = repair(random_population(np.random.default_rng(4), 23))
     serial = SerialEvaluator()

@@ -154,3 +154,56 @@ def test_threads_have_their_own_caches():
     for t in threads:
         t.join()
     assert [got[i] for i in range(4)] == [w.tobytes() for w in want]
+
+
+def test_grouping_fits_the_budget_covers_every_strategy_and_shares_few_series():
+    from qt_pipeline.evolution import backtest as B
+    from qt_pipeline.evolution.genome import decode
+
+    pop = _pop(7, 200)
+    needs = [B._strategy_needs(decode(v))[0] for v in pop]
+    distinct = {k for n in needs for k in n}
+    limit = len(distinct) * 2 // 3  # the series do not all fit: the population is cut into chunks
+    chunks = sc.group_by_budget(needs, limit)
+    assert sorted(i for idx, _ in chunks for i in idx) == list(range(len(pop)))
+    for idx, keys in chunks:
+        assert idx and len(keys) <= limit and len(set(keys)) == len(keys)
+        assert {k for i in idx for k in needs[i]} == set(keys)  # exactly the series its strategies read
+    loads = sum(len(keys) for _, keys in chunks)
+
+    # what taking the strategies in sorted order of their series gives (the grouping before)
+    sorted_loads, keys_ = 0, set()
+    for i in sorted(range(len(needs)), key=lambda i: sorted(needs[i])):
+        new = set(needs[i]) - keys_
+        if keys_ and len(keys_) + len(new) > limit:
+            sorted_loads += len(keys_)
+            keys_ = set()
+        keys_ |= set(needs[i])
+    sorted_loads += len(keys_)
+    assert len(distinct) <= loads < sorted_loads
+    # evaluated with that budget the result is the same bits as with room for every series
+    data = synthetic_market(1500, seed=5)
+    want = _fresh(pop, data)
+    assert _fresh(pop, data, bank_budget_bytes=limit * 8 * 1500).tobytes() == want.tobytes()
+
+
+def test_rows_asked_for_again_later_are_evicted_last():
+    cache = sc.SeriesCache(10, 8)
+    computed: list[tuple[str, int]] = []
+
+    def compute(key, row):
+        computed.append(key)
+        row[:] = key[1]
+
+    first = [("sma", p) for p in range(8)]
+    cache.ensure(first, compute, 8)
+    # two new series; ("sma", 0) and ("sma", 1) are least recently used but needed again soon
+    rows = cache.ensure([("ema", 1), ("ema", 2)], compute, 8, later=[("sma", 0), ("sma", 1)])
+    assert set(cache.rows) == {*first[:2], *first[4:], ("ema", 1), ("ema", 2)}
+    assert cache.buf[rows[("ema", 2)]][0] == 2.0
+    computed.clear()
+    cache.ensure(first[:2], compute, 8)
+    assert computed == []  # kept
+    # when every other row is wanted, a 'later' row still makes room rather than failing
+    cache.ensure([*first[4:], ("ema", 1), ("ema", 2), ("rsi", 3)], compute, 8, later=first[:2])
+    assert ("rsi", 3) in cache.rows and len(cache.rows) == 8
