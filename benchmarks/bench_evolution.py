@@ -87,7 +87,7 @@ def bench_throughput(args) -> None:
         f"(both once per run, excluded), ray.put of the bars "
         f"{ray_ev.put_seconds * 1e3:.1f} ms (once per run); {rs['actors_started']} workers, warm-up "
         f"{max(rs['warmup_seconds'], default=0):.2f} s each (once per worker, during start-up); "
-        f"batch {ray_ev._chunk(len(pop))} genomes per task"
+        f"chunks per worker {ray_ev.chunk_sizes(len(pop))[0]} genomes (largest first)"
     )
     cs = series_cache.stats()
     print(
@@ -107,6 +107,12 @@ def bench_throughput(args) -> None:
             f"median {med:6.2f} s ({work / med / 1e6:6.1f} M/s)"
         )
     overhead = float(np.median([g["overhead"] for g in rs["generations"][1:]]))
+    summed = [sum(g["worker_compute"]) for g in rs["generations"]]
+    print(
+        f"  ray workers' compute summed over workers: cold {summed[0]:.2f} s, steady median "
+        f"{np.median(summed[1:]):.2f} s, against serial's {t_serial[0]:.2f} s / {np.median(steady_s):.2f} s (the "
+        "excess is series each worker's own cache computes again, and first-touch pages of its cache)"
+    )
     print(
         f"  speedup ray/serial (steady generations): best {min(steady_s) / min(steady_r):.2f}x, median "
         f"{np.median(steady_s) / np.median(steady_r):.2f}x (target >= 1.9x on an idle machine); scheduling "

@@ -18,9 +18,10 @@ Ray use:
   each). The actors start with Ray (:meth:`start`), warm their kernels once while the run loads its data,
   and keep their indicator caches for every generation: a node holds one copy of the data, whatever the
   number of generations or tasks; :meth:`wait_ready` waits until they are warm.
-* A generation is split into chunks of ``batch_size`` genomes (default: about 4 per worker, genomes that
-  share indicator series in the same chunk), each handed to whichever worker is free, so a worker that
-  drew cheap genomes does not sit idle; a chunk whose actor or node is lost is resent to a live
+* A generation is split into one contiguous run of genomes per worker (genomes that share indicator
+  series together), each cut into chunks of ``batch_size`` genomes or, by default, of halving size (a
+  large first chunk, small last ones); a worker that is done takes the last chunks of the others' runs,
+  so a worker that drew cheap genomes does not sit idle; a chunk whose actor or node is lost is resent to a live
   actor (``max_retries``) and the actor replaced. Every wait is bounded: a driver process that dies is
   noticed within a second, no result for ``stall_timeout_s`` or no worker up within ``start_timeout_s``
   raises :class:`EvaluatorError` with one line.
@@ -186,7 +187,6 @@ def warm_up() -> None:
     )
 
 
-CHUNKS_PER_WORKER = 4  # automatic batch size: about this many chunks per worker and generation
 IN_FLIGHT = 2  # chunks queued at an actor at once
 
 
@@ -208,21 +208,44 @@ def _one_line(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
 
 
+def plan_chunks(n: int, workers: int, batch_size: int | None) -> list[list[tuple[int, int]]]:
+    """Cut positions ``0..n`` (genomes in locality order) into one contiguous run per worker, each run
+    into chunks ``(start, stop)``: of ``batch_size`` genomes when one is given, else *guided*: half of
+    what is left of the run, but at least ``n / (8 * workers)`` (a tail under half that joins the last
+    chunk). A worker starts with a large chunk (the kernel reads a span of the bars once for every genome
+    of a chunk: 8 chunks of 25 cost 26% more than one of 200, measured) and ends with small ones, which
+    the others can take over when it falls behind (a genome's cost varies ~10x)."""
+    k = max(1, workers)
+    runs: list[list[tuple[int, int]]] = []
+    least = max(1, math.ceil(n / (8 * k)))
+    for j in range(k):
+        a, b = j * n // k, (j + 1) * n // k
+        run: list[tuple[int, int]] = []
+        while a < b:
+            size = batch_size or max(least, math.ceil((b - a) / 2))
+            if not batch_size and b - a - size < least // 2 + 1:
+                size = b - a
+            run.append((a, min(b, a + size)))
+            a += size
+        runs.append(run)
+    return runs
+
+
 class ChunkQueue:
     """The chunks of a generation not yet sent, and which actor takes which next.
 
-    Each actor owns a contiguous run of the chunks (in locality order, neighbours share indicator series):
-    a series is then computed by one worker rather than by both, and the same worker gets the same part
-    of the genome space every generation, where its cache already holds the series. An actor whose run
-    is done takes from the far end of the longest other run (work stealing: a genome's cost varies ~10x).
-    Chunks to send again (their actor died) go first to whichever actor asks."""
+    Each actor owns a contiguous run of the chunks (:func:`plan_chunks`; in locality order, neighbours
+    share indicator series): a series is then computed by one worker rather than by both, and the same
+    worker gets the same part of the genome space every generation, where its cache already holds the
+    series. An actor whose run is done takes from the far end of the longest other run (its smallest
+    chunks). Chunks to send again (their actor died) go first to whichever actor asks."""
 
-    def __init__(self, n_chunks: int, actors: Sequence[Any]):
-        k = len(actors)
-        self.runs: dict[Any, list[int]] = {
-            a: list(range(j * n_chunks // k, (j + 1) * n_chunks // k)) for j, a in enumerate(actors)
-        }
-        self.again: list[int] = [] if k else list(range(n_chunks))
+    def __init__(self, runs: Sequence[Sequence[int]], actors: Sequence[Any]):
+        if actors:
+            self.runs: dict[Any, list[int]] = {a: list(r) for a, r in zip(actors, runs, strict=True)}
+            self.again: list[int] = []
+        else:  # no actor yet (replacements pending): every chunk to whichever asks first
+            self.runs, self.again = {}, [c for r in runs for c in r]
 
     def __len__(self) -> int:
         return len(self.again) + sum(len(r) for r in self.runs.values())
@@ -245,8 +268,8 @@ class ChunkQueue:
 class RayPool:
     """The evaluation work on an initialised Ray: ``num_workers`` :class:`EvalActor` s holding the data.
 
-    A generation is cut into chunks (about ``CHUNKS_PER_WORKER`` per worker by default, genomes that share
-    indicator series together), each actor working through its own run of them first (:class:`ChunkQueue`),
+    A generation is cut into chunks (:func:`plan_chunks`, genomes that share indicator series together),
+    each actor working through its own run of them first (:class:`ChunkQueue`),
     ``IN_FLIGHT`` queued at each, and
     collected with bounded waits: an actor lost with its worker or node is replaced (and its chunk resent
     to a live actor, up to ``max_retries`` times per chunk); no result for ``stall_timeout_s`` seconds, or
@@ -274,15 +297,13 @@ class RayPool:
         self.actor_nodes: dict[str, int] = {}  # node id -> actors that loaded the data there
         self.warmup_seconds: list[float] = []
         self.put_seconds = 0.0
-        self.generations: list[dict[str, float]] = []  # wall, slowest worker's compute, overhead share
+        self.generations: list[dict[str, Any]] = []  # wall, slowest worker's compute, overhead share, per worker
 
-    def _chunk(self, n: int) -> int:
-        if self.batch_size:
-            return self.batch_size
-        # a few chunks per worker, handed to whichever worker is free: a genome's cost varies ~10x (its
-        # trades, stops, how long it holds), so one chunk per worker left one worker idle while the other
-        # finished (steady generations 1.3x serial on 2 workers)
-        return max(1, math.ceil(n / (self.num_workers * CHUNKS_PER_WORKER)))
+    def chunk_sizes(self, n: int) -> list[list[int]]:
+        """Genomes per chunk of a generation of ``n``, per worker (:func:`plan_chunks`): a few chunks per
+        worker, not one: a genome's cost varies ~10x (its trades, stops, how long it holds), and one chunk
+        per worker left one worker idle while the other finished (steady generations 1.3x serial)."""
+        return [[b - a for a, b in run] for run in plan_chunks(n, self.num_workers, self.batch_size)]
 
     def _new_actor(self) -> Any:
         import ray
@@ -366,12 +387,13 @@ class RayPool:
         if not self._refs:
             raise EvaluatorError("set_data() must be called before evaluate()")
         pop = np.ascontiguousarray(pop, dtype=np.float64)
-        size = self._chunk(len(pop))
         order = locality_order(pop)  # genomes that share indicator series go to the same chunk
-        chunks = [order[i : i + size] for i in range(0, len(pop), size)]
+        plan = plan_chunks(len(pop), max(1, len(self._actors)), self.batch_size)
+        chunks = [order[a:b] for run in plan for a, b in run]
+        ids = np.cumsum([0] + [len(run) for run in plan])
         out: np.ndarray | None = None
         tries = [0] * len(chunks)
-        queue = ChunkQueue(len(chunks), self._actors)
+        queue = ChunkQueue([range(ids[j], ids[j + 1]) for j in range(len(plan))], self._actors)
         busy: dict[Any, float] = {}  # actor -> compute seconds this generation
         pending: dict[Any, tuple[int, Any]] = {}
         t0 = time.perf_counter()
@@ -448,7 +470,12 @@ class RayPool:
         wall = time.perf_counter() - t0
         slowest = max(busy.values(), default=0.0)
         self.generations.append(
-            {"wall": wall, "compute": slowest, "overhead": max(0.0, wall - slowest) / wall if wall else 0.0}
+            {
+                "wall": wall,
+                "compute": slowest,
+                "overhead": max(0.0, wall - slowest) / wall if wall else 0.0,
+                "worker_compute": sorted(busy.values()),
+            }
         )
         return out if out is not None else np.empty((0,))
 
@@ -674,8 +701,8 @@ class RayEvaluator:
         else:
             self.put_seconds = self._call("set_data", args, doing="put the bar data into the object store")
 
-    def _chunk(self, n: int) -> int:
-        return RayPool(**self._pool_args())._chunk(n)
+    def chunk_sizes(self, n: int) -> list[list[int]]:
+        return RayPool(**self._pool_args()).chunk_sizes(n)
 
     def wait_ready(self) -> None:
         """Wait until the workers are up and warm (they start with :meth:`start` and otherwise finish

@@ -59,7 +59,7 @@ def test_a_local_ray_runs_without_the_head_processes_no_run_uses(ray_local):
 def test_each_worker_takes_its_own_run_of_chunks_then_steals_from_the_far_end():
     from qt_pipeline.evolution.ray_eval import ChunkQueue
 
-    q = ChunkQueue(9, ["a", "b"])
+    q = ChunkQueue([range(0, 4), range(4, 9)], ["a", "b"])
     assert len(q) == 9
     # a owns chunks 0-3, b owns 4-8: neighbours in locality order (shared series) stay on one worker
     assert [q.take("a"), q.take("a"), q.take("b"), q.take("a"), q.take("a")] == [0, 1, 4, 2, 3]
@@ -70,8 +70,26 @@ def test_each_worker_takes_its_own_run_of_chunks_then_steals_from_the_far_end():
     assert [q.take("c"), q.take("a"), q.take("c"), q.take("a")] == [5, 6, 7, None]
     assert len(q) == 0
     # no actor yet (all replacements pending): every chunk is up for grabs in order
-    q = ChunkQueue(3, [])
+    q = ChunkQueue([range(0, 2), range(2, 3)], [])
     assert [q.take("x"), q.take("y"), q.take("x"), q.take("x")] == [0, 1, 2, None]
+
+
+def test_chunks_halve_within_each_workers_run_and_cover_every_genome():
+    from qt_pipeline.evolution.ray_eval import plan_chunks
+
+    for n, workers, batch in ((200, 2, None), (1000, 3, None), (23, 2, None), (200, 2, 30), (3, 4, None)):
+        runs = plan_chunks(n, workers, batch)
+        assert len(runs) == workers
+        flat = [c for run in runs for c in run]
+        assert [i for a, b in flat for i in range(a, b)] == list(range(n))  # contiguous, in order, once
+        for run in runs:
+            sizes = [b - a for a, b in run]
+            if batch:
+                assert all(s == batch for s in sizes[:-1]) and 0 < sizes[-1] <= batch
+            elif sizes:
+                assert sizes == sorted(sizes, reverse=True) and sizes[0] >= sum(sizes) // 2
+                assert min(sizes) >= max(1, -(-n // (8 * workers))) // 2
+    assert [[b - a for a, b in r] for r in plan_chunks(200, 2, None)] == [[50, 25, 13, 12]] * 2
 
 
 def test_ray_result_is_bit_identical_to_serial_and_ordered(ray_local, datasets):
@@ -94,7 +112,7 @@ def test_ray_result_is_bit_identical_to_serial_and_ordered(ray_local, datasets):
     ev.close()  # its workers hold the 2 CPUs for as long as it is open
     auto = RayEvaluator(num_workers=2)  # automatic batch size
     auto.set_data(datasets, Costs(), 525_960.0)
-    assert auto._chunk(23) == 3  # about 4 chunks per worker, handed out as workers free up
+    assert auto.chunk_sizes(23) == [[6, 3, 2], [6, 3, 3]]  # one run per worker, chunks halving in size
     assert auto.evaluate(pop).tobytes() == expected.tobytes()
     auto.close()
     assert ray_local.is_initialized()  # Ray started outside the evaluator is left running

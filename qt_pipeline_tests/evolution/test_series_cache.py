@@ -207,3 +207,24 @@ def test_rows_asked_for_again_later_are_evicted_last():
     # when every other row is wanted, a 'later' row still makes room rather than failing
     cache.ensure([*first[4:], ("ema", 1), ("ema", 2), ("rsi", 3)], compute, 8, later=first[:2])
     assert ("rsi", 3) in cache.rows and len(cache.rows) == 8
+
+
+def test_a_dropped_dataset_hands_its_buffer_to_the_next_one(monkeypatch):
+    """Cycling through more datasets than the workspace holds takes over the buffer of the dataset it
+    drops (its pages are resident: no fresh pages to fault in and zero per dataset), also when the lengths
+    differ by a bar, and never changes a bit or exceeds the workspace."""
+    n = 2000
+    datas = [synthetic_market(n - i % 2, seed=40 + i) for i in range(5)]  # 2000 and 1999 bars
+    pop = _pop(8, 50)
+    want = [_fresh(pop, d) for d in datas]
+    row_bytes = n * 8
+    monkeypatch.setattr(sc, "WORKSPACE_BUDGET_BYTES", 80 * row_bytes)
+    buffers = set()
+    for _ in range(2):
+        for d, w in zip(datas, want, strict=True):
+            assert evaluate_population(pop, d, COSTS, PPY).tobytes() == w.tobytes()
+            cache, _ = sc.cache_for(sc.fingerprint(d.high, d.low, d.close), len(d))
+            buffers.add(cache.buf.__array_interface__["data"][0])
+            assert sc.stats()["resident_bytes"] <= 80 * row_bytes
+    # two datasets fit (half the workspace each): 10 datasets in turn share those two buffers
+    assert len(buffers) <= 3
