@@ -62,13 +62,29 @@ _PRICE_FIELDS = ("open", "high", "low", "close")
 # bytes of bars a span of the population kernel may touch: the population runs span by span (every
 # strategy over bars [0, span), then [span, 2 span), ...) so that the span of each series stays in the
 # core's cache while the strategies that read it pass over it; measured best near half a 1 MiB L2
-SPAN_CACHE_BYTES = int(os.environ.get("QT_EVOLUTION_SPAN_KB", "512")) * 1024
+SPAN_ENV = "QT_EVOLUTION_SPAN_KB"
+SPAN_CACHE_BYTES: int | None = None  # fixed (tests); None: QT_EVOLUTION_SPAN_KB, default 512 KiB
+
+
+def _span_bytes() -> int:
+    if SPAN_CACHE_BYTES is not None:
+        return SPAN_CACHE_BYTES
+    raw = os.environ.get(SPAN_ENV, "").strip()
+    if not raw:
+        return 512 * 1024
+    try:
+        kb = int(raw)
+    except ValueError:
+        kb = 0
+    if kb < 1:
+        raise ValueError(f"{SPAN_ENV}={raw!r} is not a whole number of KiB >= 1; set e.g. {SPAN_ENV}=512 or unset it")
+    return kb * 1024
 
 
 def span_for(n_rows: int) -> int:
     """Bars per span when the strategies read ``n_rows`` series rows (plus the 5 bar arrays)."""
     per_bar = 8 * (n_rows + 5)
-    return max(K.FLAG_BLOCK, SPAN_CACHE_BYTES // per_bar // K.FLAG_BLOCK * K.FLAG_BLOCK)
+    return max(K.FLAG_BLOCK, _span_bytes() // per_bar // K.FLAG_BLOCK * K.FLAG_BLOCK)
 
 
 def release_workspace() -> None:

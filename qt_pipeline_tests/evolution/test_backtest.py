@@ -316,6 +316,15 @@ def test_the_span_the_population_runs_in_changes_no_bit(monkeypatch):
         assert [r.tobytes() for r in got[span_bytes]] == want
         assert evaluate_population(pop, data, costs, PPY, parallel=True).tobytes() == got[span_bytes].tobytes()
     assert spans[0] == K.FLAG_BLOCK and spans[1] == 3 * K.FLAG_BLOCK and spans[2] > len(data)
+    # from the environment: KiB; a bad value is one clear line
+    monkeypatch.setattr(B, "SPAN_CACHE_BYTES", None)
+    monkeypatch.setenv(B.SPAN_ENV, "30")  # 30 KiB / (8 * 10 bytes per bar) -> 384 bars -> one block
+    assert B.span_for(5) == K.FLAG_BLOCK
+    monkeypatch.setenv(B.SPAN_ENV, "960")
+    assert B.span_for(5) == 12 * K.FLAG_BLOCK
+    monkeypatch.setenv(B.SPAN_ENV, "half")
+    with pytest.raises(ValueError, match="QT_EVOLUTION_SPAN_KB='half' is not a whole number of KiB"):
+        evaluate_population(pop, data, costs, PPY)
     assert (got[1][:, 6] > 0).sum() > 15  # the strategies trade across span boundaries
 
 
