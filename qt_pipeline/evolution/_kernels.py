@@ -275,10 +275,9 @@ def action_table(xsh, allow_long, allow_short):  # pragma: no cover - compiled
 N_STATE = 23
 
 
-@njit(cache=True, nogil=True)
-def state_init(st, ustart):  # pragma: no cover - compiled
-    """The state of a strategy before its first bar (flat, equity 1, empty accumulators)."""
-    s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
+@njit(cache=True, nogil=True, inline="always")
+def acc_store(st, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp):  # pragma: no cover
+    """Keep the accumulators of :func:`acc_step` in a strategy's state row ``st``."""
     st[S_S1] = s1
     st[S_S2] = s2
     st[S_S3] = s3
@@ -292,6 +291,13 @@ def state_init(st, ustart):  # pragma: no cover - compiled
     st[S_NWIN] = nwin
     st[S_TEQ] = teq
     st[S_NEXP] = nexp
+
+
+@njit(cache=True, nogil=True)
+def state_init(st, ustart):  # pragma: no cover - compiled
+    """The state of a strategy before its first bar (flat, equity 1, empty accumulators)."""
+    s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp = acc_init()
+    acc_store(st, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp)
     st[S_PPREV] = 0.0
     st[S_TURN] = 0.0
     st[S_KEY] = 0.0
@@ -528,19 +534,7 @@ def run_span(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_regime
                 amask = A_FLAT if new_pos == 0.0 else (A_LONG if new_pos > 0.0 else A_SHORT)
             pos = new_pos
             t += 1
-    st[S_S1] = s1
-    st[S_S2] = s2
-    st[S_S3] = s3
-    st[S_S4] = s4
-    st[S_SD] = sd
-    st[S_EQ] = eq
-    st[S_PEAK] = peak
-    st[S_TROUGH] = trough
-    st[S_MDD] = mdd
-    st[S_NTR] = ntr
-    st[S_NWIN] = nwin
-    st[S_TEQ] = teq
-    st[S_NEXP] = nexp
+    acc_store(st, s1, s2, s3, s4, sd, eq, peak, trough, mdd, ntr, nwin, teq, nexp)
     st[S_PPREV] = p_prev
     st[S_TURN] = turnover
     st[S_KEY] = key  # < 2**52: exact in a float64
