@@ -135,8 +135,9 @@ def probe_ray_address(address: str, timeout_s: float = 3.0) -> None:
 
 class EvalActor:
     """One evaluation worker (a Ray actor, 1 CPU), started with Ray: it compiles and warms its kernels once
-    when it starts (on a few synthetic bars), then holds the run's bar data (:meth:`load`, resolved from the
-    object store once) and keeps its indicator cache from one generation to the next."""
+    when it starts (on a few synthetic bars) and faults in its indicator-series workspace (half the series
+    budget of ``QT_EVOLUTION_MEMORY_MB``: 768 MiB by default), then holds the run's bar data (:meth:`load`,
+    resolved from the object store once) and keeps its indicator cache from one generation to the next."""
 
     def __init__(self) -> None:
         import ray
@@ -144,9 +145,14 @@ class EvalActor:
         self.datasets: tuple[Any, ...] = ()
         self.costs: Any = None
         self.ppy = 0.0
+        from qt_pipeline.evolution import series_cache
+
         self.node_id = ray.get_runtime_context().get_node_id()
         t0 = time.perf_counter()
         warm_up()
+        # fault in the series workspace of the first dataset now, while Ray starts and the run loads its
+        # data, not in the first generation (series_cache.reserve)
+        self.reserved_bytes = series_cache.reserve(series_cache.workspace_budget_bytes() // 2)
         self.warmup_seconds = time.perf_counter() - t0
 
     def info(self) -> tuple[str, float]:

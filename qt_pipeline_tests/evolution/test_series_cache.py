@@ -228,3 +228,29 @@ def test_a_dropped_dataset_hands_its_buffer_to_the_next_one(monkeypatch):
             assert sc.stats()["resident_bytes"] <= 80 * row_bytes
     # two datasets fit (half the workspace each): 10 datasets in turn share those two buffers
     assert len(buffers) <= 3
+
+
+def test_a_reserved_workspace_is_faulted_in_ahead_and_taken_by_the_first_dataset(monkeypatch):
+    """What a Ray worker does while it starts: the buffer is resident before the first generation, the
+    first dataset's cache writes into it (no fresh pages), and the result does not change."""
+    import resource
+
+    n = 3000
+    data = synthetic_market(n, seed=12)
+    pop = _pop(9, 40)
+    want = _fresh(pop, data)
+    monkeypatch.setattr(sc, "WORKSPACE_BUDGET_BYTES", 64 * 2**20)
+    assert sc.reserve(2**40) == 32 * 2**20  # capped at a dataset's share (half the workspace)
+    assert sc.stats()["resident_bytes"] == 32 * 2**20  # counted against the workspace while it waits
+    reserved = sc._local.reserved.buf
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    assert evaluate_population(pop, data, COSTS, PPY).tobytes() == want.tobytes()
+    cache, _ = sc.cache_for(sc.fingerprint(data.high, data.low, data.close), n)
+    assert np.shares_memory(cache.buf, reserved)
+    # its rows: as many whole rows of n bars as the reserved bytes hold, still counted as resident
+    assert sc.stats()["resident_bytes"] == cache.capacity * n * 8 > 32 * 2**20 - n * 8
+    assert sc._local.reserved is None
+    # writing the series touched no fresh page of the bank (a fresh bank of this size would fault in
+    # one page per 4 KiB row segment: several hundred; the kernel's own allocations are a few)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < cache.high_water * n * 8 // 4096 // 2
+    assert sc.reserve(0) == 0 and sc._local.reserved is None
