@@ -307,7 +307,7 @@ def main() -> None:
     p.add_argument("--symbols", type=int, default=20)
     p.add_argument("--bars", type=int, default=1_000_000)
     p.add_argument("--pop", type=int, default=1000)
-    p.add_argument("--gens", type=int, default=2)
+    p.add_argument("--gens", type=int, default=2, help="generations to evolve (0: the reference section only)")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--memory-mb", type=int, default=2048)
     p.add_argument("--ref-symbols", type=int, default=1)
@@ -329,7 +329,8 @@ def main() -> None:
         from qt_pipeline.evolution.backtest import release_workspace
 
         release_workspace()
-        evolve_section(datas, args, Path(tmp))
+        if args.gens > 0:  # --gens 0: the reference section only
+            evolve_section(datas, args, Path(tmp))
     budget = args.memory_mb
     print(
         f"memory: peak RSS {_status_kb('VmHWM') / 1024:.0f} MiB (includes the mapped bars and the Python/Numba "
