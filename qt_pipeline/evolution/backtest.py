@@ -37,7 +37,6 @@ for any span and with or without ``parallel=True``.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -69,16 +68,7 @@ SPAN_CACHE_BYTES: int | None = None  # fixed (tests); None: QT_EVOLUTION_SPAN_KB
 def _span_bytes() -> int:
     if SPAN_CACHE_BYTES is not None:
         return SPAN_CACHE_BYTES
-    raw = os.environ.get(SPAN_ENV, "").strip()
-    if not raw:
-        return 512 * 1024
-    try:
-        kb = int(raw)
-    except ValueError:
-        kb = 0
-    if kb < 1:
-        raise ValueError(f"{SPAN_ENV}={raw!r} is not a whole number of KiB >= 1; set e.g. {SPAN_ENV}=512 or unset it")
-    return kb * 1024
+    return series_cache.env_whole_number(SPAN_ENV, "KiB", 1, 512) * 1024
 
 
 def span_for(n_rows: int) -> int:

@@ -142,11 +142,11 @@ class EvalActor:
     def __init__(self) -> None:
         import ray
 
+        from qt_pipeline.evolution import series_cache
+
         self.datasets: tuple[Any, ...] = ()
         self.costs: Any = None
         self.ppy = 0.0
-        from qt_pipeline.evolution import series_cache
-
         self.node_id = ray.get_runtime_context().get_node_id()
         t0 = time.perf_counter()
         warm_up()
@@ -219,8 +219,8 @@ def plan_chunks(n: int, workers: int, batch_size: int | None) -> list[list[tuple
     into chunks ``(start, stop)``: of ``batch_size`` genomes when one is given, else *guided*: half of
     what is left of the run, but at least ``n / (8 * workers)`` (a tail under half that joins the last
     chunk). A worker starts with a large chunk (the kernel reads a span of the bars once for every genome
-    of a chunk: 8 chunks of 25 cost 26% more than one of 200, measured) and ends with small ones, which
-    the others can take over when it falls behind (a genome's cost varies ~10x)."""
+    of a chunk: 8 chunks of 25 cost 8-26% more than one of 200 in measurements on the 2-core VM) and ends
+    with small ones, which the others can take over when it falls behind (a genome's cost varies ~10x)."""
     k = max(1, workers)
     runs: list[list[tuple[int, int]]] = []
     least = max(1, math.ceil(n / (8 * k)))
@@ -241,10 +241,11 @@ class ChunkQueue:
     """The chunks of a generation not yet sent, and which actor takes which next.
 
     Each actor owns a contiguous run of the chunks (:func:`plan_chunks`; in locality order, neighbours
-    share indicator series): a series is then computed by one worker rather than by both, and the same
-    worker gets the same part of the genome space every generation, where its cache already holds the
-    series. An actor whose run is done takes from the far end of the longest other run (its smallest
-    chunks). Chunks to send again (their actor died) go first to whichever actor asks."""
+    share indicator series), so fewer series are computed by both workers than when chunks alternate
+    between them (exit-rule and ATR series are still needed by both: 200 random genomes need 165 series,
+    272 over two halves), and a worker gets a similar part of the genome space every generation. An actor
+    whose run is done takes from the far end of the longest other run (its smallest chunks). Chunks to
+    send again (their actor died) go first to whichever actor asks."""
 
     def __init__(self, runs: Sequence[Sequence[int]], actors: Sequence[Any]):
         if actors:

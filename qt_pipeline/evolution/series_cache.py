@@ -61,18 +61,22 @@ def memory_budget_bytes() -> int:
     """The evaluation memory budget per worker in bytes (see the module docstring)."""
     if _memory_mb is not None:
         return _memory_mb * 2**20
-    raw = os.environ.get(MEMORY_ENV, "").strip()
+    return env_whole_number(MEMORY_ENV, "MiB", 16, DEFAULT_MEMORY_MB) * 2**20
+
+
+def env_whole_number(name: str, unit: str, minimum: int, default: int) -> int:
+    """The whole number in the environment variable ``name`` (``default`` when unset or blank); anything
+    else, or less than ``minimum``, is one clear line naming the variable, the unit and an example."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_MEMORY_MB * 2**20
+        return default
     try:
-        mb = int(raw)
+        value = int(raw)
     except ValueError:
-        mb = 0
-    if mb < 16:
-        raise ValueError(
-            f"{MEMORY_ENV}={raw!r} is not a whole number of MiB >= 16; set e.g. {MEMORY_ENV}=2048 or unset it"
-        )
-    return mb * 2**20
+        value = minimum - 1
+    if value < minimum:
+        raise ValueError(f"{name}={raw!r} is not a whole number of {unit} >= {minimum}; set e.g. {name}={default} or unset it")
+    return value
 
 
 def workspace_budget_bytes() -> int:
