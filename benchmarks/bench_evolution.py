@@ -2,14 +2,17 @@
 latency per generation on local PostgreSQL.
 
     .venv/bin/python benchmarks/bench_evolution.py [--bars 500000] [--population 200] [--workers 2]
-        [--repeats 2] [--checkpoints 100] [--pg-admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+        [--worker-threads N] [--repeats 2] [--checkpoints 100]
+        [--pg-admin-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 Prints figures only (no assertions). Start-up (once per run: Ray with its workers, which compile / load
 their kernels then; the serial process's own compile / cache load) is reported apart; the cold first
 generation (empty indicator caches; Ray's workers resolve the bars) and the steady generations are timed
 and compared. Targets: Ray on 2 workers >= 1.9x serial in steady generations on an
 idle machine, >= 1.5x in the cold first generation, scheduling overhead < 5%; checkpoint p99 < 100 ms. The
-machine load (os.getloadavg) is printed because the figures depend on it.
+machine load (os.getloadavg) is printed because the figures depend on it. ``--worker-threads 1`` measures
+Ray with a worker process per CPU (a cluster's default) instead of the local default of one process whose
+threads share the CPUs.
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ def bench_throughput(args) -> None:
     # generation (series_cache.reserve), so the cold generation compares computation, not first touches
     series_cache.reserve(series_cache.workspace_budget_bytes() // 2)
     t_warm = time.perf_counter() - t0
-    ray_ev = RayEvaluator(num_workers=args.workers, batch_size=args.batch_size)
+    ray_ev = RayEvaluator(
+        num_workers=args.workers, batch_size=args.batch_size, worker_threads=args.worker_threads
+    )
     t0 = time.perf_counter()
     ray_ev.start()
     ray_ev.wait_ready()
@@ -88,9 +93,9 @@ def bench_throughput(args) -> None:
     print(
         f"  serial warm-up (compile / cache load, series workspace faulted in) {t_warm:.2f} s, ray start-up with its workers warm {t_start:.2f} s "
         f"(both once per run, excluded), ray.put of the bars "
-        f"{ray_ev.put_seconds * 1e3:.1f} ms (once per run); {rs['actors_started']} workers, warm-up "
-        f"{max(rs['warmup_seconds'], default=0):.2f} s each (once per worker, during start-up); "
-        f"chunks per worker {ray_ev.chunk_sizes(len(pop))[0]} genomes (largest first)"
+        f"{ray_ev.put_seconds * 1e3:.1f} ms (once per run); {ray_ev.describe()}: {rs['actors_started']} worker "
+        f"processes, warm-up {max(rs['warmup_seconds'], default=0):.2f} s each (once per worker, during "
+        f"start-up); genomes per call of a worker {ray_ev.chunk_sizes(len(pop))[0]}"
     )
     cs = series_cache.stats()
     print(
@@ -111,10 +116,12 @@ def bench_throughput(args) -> None:
         )
     overhead = float(np.median([g["overhead"] for g in rs["generations"][1:]]))
     summed = [sum(g["worker_compute"]) for g in rs["generations"]]
+    threads = ray_ev.worker_threads
     print(
-        f"  ray workers' compute summed over workers: cold {summed[0]:.2f} s, steady median "
-        f"{np.median(summed[1:]):.2f} s, against serial's {t_serial[0]:.2f} s / {np.median(steady_s):.2f} s (the "
-        "excess is series each worker's own cache computes again, and first-touch pages of its cache)"
+        f"  ray worker processes' compute (wall inside the workers, summed over {rs['actors_started']} "
+        f"process(es) of {threads} thread(s)): cold {summed[0]:.2f} s, steady median {np.median(summed[1:]):.2f} s "
+        f"(x {threads} threads = {threads * np.median(summed[1:]):.2f} CPU-s), against serial's {t_serial[0]:.2f} s / "
+        f"{np.median(steady_s):.2f} s"
     )
     print(
         f"  speedup ray/serial (steady generations): best {min(steady_s) / min(steady_r):.2f}x, median "
@@ -223,6 +230,9 @@ def main() -> None:
     p.add_argument("--population", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument(
+        "--worker-threads", type=int, default=None, help="CPUs per Ray worker process (default: automatic)"
+    )
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--checkpoints", type=int, default=100)
     p.add_argument(

@@ -8,7 +8,10 @@ metrics from the arrays" give bit-identical numbers.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # metric columns (order of METRIC_NAMES)
 (
@@ -167,6 +170,22 @@ def trade_key_step(key, t, p, p_prev):  # pragma: no cover - compiled
 # ------------------------------------------------------------------------------------------------------
 # the fused strategy loop
 # ------------------------------------------------------------------------------------------------------
+@intrinsic
+def cycles(typingctx):  # pragma: no cover - compiled
+    """The CPU's time-stamp counter on x86 (``llvm.readcyclecounter``), 0 on other CPUs (aarch64's cycle
+    counter faults in user mode): what a strategy's span cost, to share the strategies between threads
+    (:func:`run_population_parallel`, which falls back to equal counts on 0)."""
+
+    def codegen(context, builder, signature, args):
+        if builder.module.triple.split("-")[0] not in ("x86_64", "i386", "i686"):
+            return ir.Constant(ir.IntType(64), 0)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
+                                            "llvm.readcyclecounter")  # fmt: skip
+        return builder.call(fn, [])
+
+    return types.uint64(), codegen
+
+
 FLAG_BLOCK = 1024  # bars whose rule decisions are computed ahead of the sequential loop at a time
 
 
@@ -632,16 +651,52 @@ def run_population(params, bank, opn, high, low, close, bar_ret, regime, corr, h
 @njit(cache=True, nogil=True, parallel=True)
 def run_population_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime,
                             has_corr, rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port, span,
-                            groups, out):  # fmt: skip  # pragma: no cover
-    """:func:`run_population` with the strategies split into ``groups`` groups run on Numba's threads."""
+                            nthreads, out):  # fmt: skip  # pragma: no cover
+    """:func:`run_population` on ``nthreads`` of Numba's threads, every span together: each thread runs a
+    contiguous range of the strategies over the span, then the next span starts. The threads read the
+    same span of the bars and series (from the shared cache, not from memory once per thread), and the
+    strategies keep their order (neighbours share series). A strategy's cost varies ~10x and drifts (flat,
+    holding, trading), so the ranges are cut again after each span to equal cost, by the cycles each
+    strategy took in the spans so far (a moving average). Bit-identical to :func:`run_population` per
+    strategy: a strategy's state is its own, whichever thread runs it.
+
+    Measured on the 2-core VM (500k bars, 200 random genomes): 1.80-1.89x one thread, against 1.52-1.64x
+    for a group of strategies per thread over all bars (each group read its series from memory itself)
+    and 1.74-1.84x for strategies handed out in chunks of 8 each span (no cost estimate)."""
     ns = params.shape[0]
-    ng = max(1, min(ns, groups))
-    for g in prange(ng):
-        i0 = g * ns // ng
-        i1 = (g + 1) * ns // ng
-        pr = prow[i0:i1] if do_port else prow
-        run_population(params[i0:i1], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                       rate, ppy, borrow, umap, ustart, uend, port, pr, weight, do_port, span, out[i0:i1])  # fmt: skip
+    n = close.shape[0]
+    dummy = np.empty(0)
+    st = np.empty((ns, N_STATE))
+    acts = np.empty((ns, 16), dtype=np.uint8)
+    sig = np.empty((ns, FLAG_BLOCK), dtype=np.uint8)
+    for i in range(ns):
+        state_init(st[i], ustart)
+        acts[i] = strategy_actions(params[i])
+    span = max(FLAG_BLOCK, span // FLAG_BLOCK * FLAG_BLOCK)
+    nt = max(1, min(ns, nthreads))
+    cost = np.ones(ns)  # cycles per span, moving average
+    bounds = np.empty(nt + 1, dtype=np.int64)  # thread g runs strategies bounds[g] .. bounds[g + 1] - 1
+    for g in range(nt + 1):
+        bounds[g] = g * ns // nt
+    for c0 in range(0, n, span):
+        c1 = min(c0 + span, n)
+        for g in prange(nt):
+            for i in range(bounds[g], bounds[g + 1]):
+                row = port[prow[i]] if do_port else port[0]
+                t0 = cycles()  # type: ignore[call-arg, var-annotated]  # (typed by Numba)
+                run_span(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                         rate, borrow, umap, row, weight, do_port, st[i], acts[i], sig[i], c0, c1, dummy, dummy,
+                         False)  # fmt: skip
+                cost[i] = 0.5 * cost[i] + 0.5 * float(cycles() - t0)
+        cum = np.cumsum(cost)
+        if not cum[-1] > 0.0:  # no cycle counter on this CPU: equal counts
+            continue
+        for g in range(1, nt):
+            cut = np.searchsorted(cum, cum[-1] * g / nt)
+            bounds[g] = min(ns - (nt - g), max(bounds[g - 1] + 1, cut))
+    for i in range(ns):
+        row = port[prow[i]] if do_port else port[0]
+        finish_strategy(n, ppy, st[i], row, uend, weight, do_port, out[i])
 
 
 @njit(cache=True, nogil=True)

@@ -446,8 +446,9 @@ def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs:
     cache, limit = series_cache.cache_for(token, len(data), bank_budget_bytes)
     chunks = series_cache.group_by_budget((n[0] for n in needs), limit)
     kernel: Callable[..., None] = K.run_population
-    if parallel:  # a few groups of strategies per thread (a strategy's cost varies ~10x)
-        kernel = functools.partial(K.run_population_parallel, groups=4 * numba.get_num_threads())
+    threads = numba.get_num_threads() if parallel else 1
+    if threads > 1:  # the threads run each span together, strategies shared by cost
+        kernel = functools.partial(K.run_population_parallel, nthreads=threads)
     if portfolio is None:
         umap, port, weight, ustart, uend, do_port = _NO_UMAP, np.zeros((1, 1)), 0.0, 0, 0, 0
     else:
@@ -468,7 +469,7 @@ def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs:
         # the previous call (generation) left behind are used before they are evicted
         best = max(range(len(chunks)), key=lambda j: sum(k in cache.rows for k in chunks[j][1]))
         idx, keys_ = chunks.pop(best)
-        rows = cache.ensure(keys_, compute, limit, later={k for _, ks in chunks for k in ks})
+        rows = cache.ensure(keys_, compute, limit, later={k for _, ks in chunks for k in ks}, workers=threads)
         params = np.stack([_params(strategies[i], rows, needs[i][1]) for i in idx])
         res = np.empty((len(idx), len(METRIC_NAMES)))
         prow = np.asarray(idx, dtype=np.int64) if do_port else _NO_UMAP

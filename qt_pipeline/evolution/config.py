@@ -28,7 +28,16 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 # Fields that do not change the result of a run (where and how fast it is computed, resume intent):
 # they are left out of the config identity, so a run may be resumed on another cluster/worker count.
 NON_IDENTITY_FIELDS = frozenset(
-    {"run_id", "resume", "ray_address", "num_workers", "batch_size", "use_ray", "memory_budget_mb"}
+    {
+        "run_id",
+        "resume",
+        "ray_address",
+        "num_workers",
+        "worker_threads",
+        "batch_size",
+        "use_ray",
+        "memory_budget_mb",
+    }
 )
 
 
@@ -150,6 +159,9 @@ class EvolutionConfig(BaseModel):
         default=None, description="Existing Ray cluster (ray://host:10001); empty: local Ray"
     )
     num_workers: int = Field(default=2, ge=1, le=4096)
+    # CPUs (Numba threads) of each Ray worker process; None: a local Ray runs all num_workers CPUs in one
+    # process (its threads share every span of the series in cache), a cluster one process per CPU
+    worker_threads: int | None = Field(default=None, ge=1)
     batch_size: int | None = Field(default=None, ge=1)  # genomes per Ray task; None: automatic
     # evaluation memory per worker (indicator cache + portfolio rows); None: QT_EVOLUTION_MEMORY_MB or 2048
     memory_budget_mb: int | None = Field(default=None, ge=16)

@@ -46,17 +46,21 @@ class EvaluatorError(RuntimeError):
     """The evaluator cannot run (e.g. a Ray address that does not answer)."""
 
 
-def evaluate_chunk(chunk: np.ndarray, costs: Any, periods_per_year: float, *datasets: Any) -> np.ndarray:
-    """Metrics ``(len(chunk), len(datasets), n_metrics)`` of ``chunk`` on every dataset (serial); with
-    one :class:`~qt_pipeline.evolution.validation.Plan` as the dataset, the plan's rows (portfolio per
+def evaluate_chunk(
+    chunk: np.ndarray, costs: Any, periods_per_year: float, *datasets: Any, parallel: bool = False
+) -> np.ndarray:
+    """Metrics ``(len(chunk), len(datasets), n_metrics)`` of ``chunk`` on every dataset (on this thread,
+    or with ``parallel`` on Numba's threads, bit-identical); with one
+    :class:`~qt_pipeline.evolution.validation.Plan` as the dataset, the plan's rows (portfolio per
     walk-forward group, then per segment and symbol)."""
     from qt_pipeline.evolution.backtest import evaluate_population
     from qt_pipeline.evolution.validation import Plan
 
     if len(datasets) == 1 and isinstance(datasets[0], Plan):
-        return datasets[0].evaluate(chunk, costs)
-
-    return np.stack([evaluate_population(chunk, d, costs, periods_per_year) for d in datasets], axis=1)
+        return datasets[0].evaluate(chunk, costs, parallel=parallel)
+    return np.stack(
+        [evaluate_population(chunk, d, costs, periods_per_year, parallel=parallel) for d in datasets], axis=1
+    )
 
 
 class SerialEvaluator:
@@ -134,12 +138,14 @@ def probe_ray_address(address: str, timeout_s: float = 3.0) -> None:
 
 
 class EvalActor:
-    """One evaluation worker (a Ray actor, 1 CPU), started with Ray: it compiles and warms its kernels once
-    when it starts (on a few synthetic bars) and faults in its indicator-series workspace (half the series
-    budget of ``QT_EVOLUTION_MEMORY_MB``: 768 MiB by default), then holds the run's bar data (:meth:`load`,
-    resolved from the object store once) and keeps its indicator cache from one generation to the next."""
+    """One evaluation worker (a Ray actor of ``threads`` CPUs, evaluating on as many Numba threads), started
+    with Ray: it compiles and warms its kernels once when it starts (on a few synthetic bars) and faults in
+    its indicator-series workspace (half the series budget of ``QT_EVOLUTION_MEMORY_MB``: 768 MiB by
+    default), then holds the run's bar data (:meth:`load`, resolved from the object store once) and keeps
+    its indicator cache from one generation to the next."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
+        import numba
         import ray
 
         from qt_pipeline.evolution import series_cache
@@ -147,9 +153,12 @@ class EvalActor:
         self.datasets: tuple[Any, ...] = ()
         self.costs: Any = None
         self.ppy = 0.0
+        self.threads = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+        self.parallel = self.threads > 1
+        numba.set_num_threads(self.threads)
         self.node_id = ray.get_runtime_context().get_node_id()
         t0 = time.perf_counter()
-        warm_up()
+        warm_up(self.parallel)
         # fault in the series workspace of the first dataset now, while Ray starts and the run loads its
         # data, not in the first generation (series_cache.reserve)
         self.reserved_bytes = series_cache.reserve(series_cache.workspace_budget_bytes() // 2)
@@ -162,14 +171,18 @@ class EvalActor:
         self.datasets, self.costs, self.ppy = datasets, costs, float(periods_per_year)
 
     def evaluate(self, chunk: np.ndarray) -> tuple[np.ndarray, float]:
+        import numba
+
         t0 = time.perf_counter()
-        out = evaluate_chunk(chunk, self.costs, self.ppy, *self.datasets)
+        numba.set_num_threads(self.threads)  # (a setting of the calling thread in Numba)
+        out = evaluate_chunk(chunk, self.costs, self.ppy, *self.datasets, parallel=self.parallel)
         return out, time.perf_counter() - t0
 
 
-def warm_up() -> None:
-    """Compile (or load from Numba's cache) every kernel an evaluation runs: the bar loop, indicators and
-    the walk-forward portfolio path, on a few synthetic bars, so no generation pays for it."""
+def warm_up(parallel: bool = False) -> None:
+    """Compile (or load from Numba's cache) every kernel an evaluation runs: the bar loop (``parallel``: on
+    Numba's threads), indicators and the walk-forward portfolio path, on a few synthetic bars, so no
+    generation pays for it."""
     import pandas as pd
 
     from qt_pipeline.evolution import Costs, random_population, repair
@@ -184,13 +197,12 @@ def warm_up() -> None:
                           "close": close, "volume": 1.0})  # fmt: skip
     data = MarketData.from_frame(frame, symbol="WARM")
     pop = repair(random_population(rng, 4))
-    evaluate_chunk(pop, Costs(), 525_960.0, data)
+    evaluate_chunk(pop, Costs(), 525_960.0, data, parallel=parallel)
     half = n // 2
     segs = tuple(Segment(f"IS {k + 1}", (data.slice(a, a + half),), ts[a], ts[a + half - 1])
                  for k, a in enumerate((0, half)))  # fmt: skip
-    evaluate_chunk(
-        pop, Costs(), 525_960.0, Plan(("WARM",), np.ones(1), segs, ((0,), (1,), (0, 1)), 525_960.0)
-    )
+    plan = Plan(("WARM",), np.ones(1), segs, ((0,), (1,), (0, 1)), 525_960.0)
+    evaluate_chunk(pop, Costs(), 525_960.0, plan, parallel=parallel)
 
 
 IN_FLIGHT = 2  # chunks queued at an actor at once
@@ -222,6 +234,8 @@ def plan_chunks(n: int, workers: int, batch_size: int | None) -> list[list[tuple
     of a chunk: 8 chunks of 25 cost 8-26% more than one of 200 in measurements on the 2-core VM) and ends
     with small ones, which the others can take over when it falls behind (a genome's cost varies ~10x)."""
     k = max(1, workers)
+    if k == 1 and not batch_size:  # nothing to take over from another worker: one call (its threads balance)
+        return [[(0, n)] if n else []]
     runs: list[list[tuple[int, int]]] = []
     least = max(1, math.ceil(n / (8 * k)))
     for j in range(k):
@@ -290,8 +304,12 @@ class RayPool:
         max_retries: int = 3,
         stall_timeout_s: float = 1800.0,
         start_timeout_s: float = 300.0,
+        worker_threads: int = 1,
     ):
         self.num_workers, self.batch_size = num_workers, batch_size
+        # actors of worker_threads CPUs each, num_workers CPUs in all
+        self.worker_threads = max(1, min(worker_threads, num_workers))
+        self.num_actors = max(1, num_workers // self.worker_threads)
         self.max_retries, self.stall_timeout_s = max_retries, stall_timeout_s
         self.start_timeout_s = start_timeout_s
         self._started_at = 0.0
@@ -310,13 +328,13 @@ class RayPool:
         """Genomes per chunk of a generation of ``n``, per worker (:func:`plan_chunks`): a few chunks per
         worker, not one: a genome's cost varies ~10x (its trades, stops, how long it holds), and one chunk
         per worker left one worker idle while the other finished (steady generations 1.3x serial)."""
-        return [[b - a for a, b in run] for run in plan_chunks(n, self.num_workers, self.batch_size)]
+        return [[b - a for a, b in run] for run in plan_chunks(n, self.num_actors, self.batch_size)]
 
     def _new_actor(self) -> Any:
         import ray
 
-        cls: Any = ray.remote(num_cpus=1, max_restarts=0)(EvalActor)
-        actor = cls.remote()
+        cls: Any = ray.remote(num_cpus=self.worker_threads, max_restarts=0)(EvalActor)
+        actor = cls.remote(self.worker_threads)
         self._ready[actor] = actor.info.remote()
         if self._refs:  # a replacement: it loads the run's data before any chunk sent to it (tasks in order)
             actor.load.remote(*self._args, *self._refs)
@@ -324,10 +342,10 @@ class RayPool:
         return actor
 
     def start_actors(self) -> None:
-        """Start the ``num_workers`` actors (each warms its kernels once), without waiting: they come up
-        while the run loads its data; the first generation (or :meth:`wait_ready`) waits for them."""
+        """Start the actors (each warms its kernels once), without waiting: they come up while the run
+        loads its data; the first generation (or :meth:`wait_ready`) waits for them."""
         self._started_at = time.monotonic()
-        while len(self._actors) < self.num_workers:
+        while len(self._actors) < self.num_actors:
             self._actors.append(self._new_actor())
 
     def wait_ready(self) -> None:
@@ -350,8 +368,9 @@ class RayPool:
 
     def _no_worker_started(self) -> EvaluatorError:
         return EvaluatorError(
-            f"no Ray worker started within {self.start_timeout_s:g} s ({self.num_workers} workers of 1 CPU "
-            "each requested): does the cluster have free CPUs, or is another run holding them?"
+            f"no Ray worker started within {self.start_timeout_s:g} s ({self.num_actors} workers of "
+            f"{self.worker_threads} CPU each requested): does the cluster have free CPUs, or is another run "
+            "holding them?"
         )
 
     def set_data(self, datasets: Sequence[Any], costs: Any, periods_per_year: float) -> None:
@@ -533,9 +552,12 @@ class RayEvaluator:
         start_timeout_s: float = 300.0,
         stall_timeout_s: float = 1800.0,
         init_kwargs: dict[str, Any] | None = None,
+        worker_threads: int | None = None,
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        if worker_threads is not None and worker_threads < 1:
+            raise ValueError(f"worker_threads must be >= 1 or None (automatic), got {worker_threads}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None (automatic), got {batch_size}")
         self.address = address or None
@@ -546,6 +568,10 @@ class RayEvaluator:
         self.start_timeout_s = start_timeout_s
         self.stall_timeout_s = stall_timeout_s
         self.init_kwargs = dict(init_kwargs or {})
+        # a local Ray is one node: one worker process with a thread per CPU (its threads run each span of
+        # the bars together and read the series once; two processes read them twice and balance only
+        # between tasks); a cluster's nodes are unknown here: a process per CPU unless configured
+        self.worker_threads = min(num_workers, worker_threads or (1 if self.address else num_workers))
         self._pool: RayPool | None = None  # in-process mode
         self._proc: Any = None  # driver-process mode
         self._conn: Any = None
@@ -563,6 +589,7 @@ class RayEvaluator:
             "max_retries": self.max_retries,
             "stall_timeout_s": self.stall_timeout_s,
             "start_timeout_s": self.start_timeout_s,
+            "worker_threads": self.worker_threads,
         }
 
     def start(self) -> RayEvaluator:
@@ -737,7 +764,11 @@ class RayEvaluator:
 
     def describe(self) -> str:
         where = redact(self.address) if self.address else "local"
-        return f"ray ({where}, {self.num_workers} workers, batch {self.batch_size or 'auto'})"
+        procs = max(1, self.num_workers // self.worker_threads)
+        return (
+            f"ray ({where}, {self.num_workers} workers: {procs} process{'es' if procs > 1 else ''} x "
+            f"{self.worker_threads} thread{'s' if self.worker_threads > 1 else ''}, batch {self.batch_size or 'auto'})"
+        )
 
     def close(self) -> None:
         if self._pool is not None:
@@ -767,4 +798,5 @@ def make_evaluator(config: Any) -> Any:
 
     address = config.ray_address or get_settings().ray_address
     # serial when the run is too small to pay for Ray's start-up (decided once the data is known)
-    return auto_or_ray(config, RayEvaluator(address, config.num_workers, config.batch_size))
+    ray = RayEvaluator(address, config.num_workers, config.batch_size, worker_threads=config.worker_threads)
+    return auto_or_ray(config, ray)

@@ -33,6 +33,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -142,6 +143,7 @@ class SeriesCache:
             self.buf = _allocate(self.capacity, n)
         self.rows: OrderedDict[SeriesKey, int] = OrderedDict()  # key -> row, least recently used first
         self.high_water = 0  # rows ever written (resident memory)
+        self.free: list[int] = []  # rows below high_water holding no series (a computation failed)
         self.computed = 0  # series computed (for tests and benchmarks)
         self.reused = 0
 
@@ -155,12 +157,18 @@ class SeriesCache:
         return max(MIN_ROWS, min(self.capacity, held + max(0, spare_bytes) // (8 * self.n)))
 
     def ensure(
-        self, keys: Sequence[SeriesKey], compute: ComputeFn, limit: int, later: Iterable[SeriesKey] = ()
+        self,
+        keys: Sequence[SeriesKey],
+        compute: ComputeFn,
+        limit: int,
+        later: Iterable[SeriesKey] = (),
+        workers: int = 1,
     ) -> dict[SeriesKey, int]:
         """Rows holding every series of ``keys`` (at most ``limit`` distinct keys), computing the
         missing ones into free rows or into the rows of the least recently used keys not asked for;
         keys in ``later`` (asked for again soon, e.g. by the next chunks of the same call) are evicted
-        only when no other row is left."""
+        only when no other row is left. ``workers`` > 1 computes the missing series on that many threads
+        (``compute`` must release the GIL: the indicators are ``nogil`` Numba functions)."""
         want = list(dict.fromkeys(keys))
         if len(want) > limit:
             raise ValueError(f"{len(want)} series asked for but only {limit} rows allowed")
@@ -171,8 +179,11 @@ class SeriesCache:
                 self.rows.move_to_end(k)
         missing = [k for k in want if k not in self.rows]
         self.reused += len(want) - len(missing)
+        todo: list[tuple[SeriesKey, int]] = []
         for k in missing:
-            if self.high_water < limit:
+            if self.free:
+                row = self.free.pop()
+            elif self.high_water < limit:
                 row = self.high_water
                 self.high_water += 1
             else:
@@ -182,9 +193,20 @@ class SeriesCache:
                 if victim is None:  # pragma: no cover - excluded by the limit check above
                     raise RuntimeError("series cache has no evictable row")
                 row = self.rows.pop(victim)
-            compute(k, self.buf[row])
+            todo.append((k, row))
+        try:
+            if workers > 1 and len(todo) > 1:
+                with ThreadPoolExecutor(min(workers, len(todo))) as pool:
+                    list(pool.map(lambda kr: compute(kr[0], self.buf[kr[1]]), todo))
+            else:
+                for k, row in todo:
+                    compute(k, self.buf[row])
+        except BaseException:
+            self.free.extend(row for _, row in todo)  # none registered half-written; the rows stay usable
+            raise
+        for k, row in todo:
             self.rows[k] = row
-            self.computed += 1
+        self.computed += len(todo)
         return {k: self.rows[k] for k in want}
 
 

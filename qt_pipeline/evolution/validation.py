@@ -107,8 +107,11 @@ class Plan:
         segs = tuple(Segment(s.name, (s.datasets[symbol],), s.start, s.end) for s in self.segments)
         return Plan((self.symbols[symbol],), np.ones(1), segs, groups or self.groups, self.periods_per_year)
 
-    def evaluate(self, pop: np.ndarray | Sequence[Strategy], costs: Costs) -> np.ndarray:
-        """Metric rows ``(n, n_rows, n_metrics)`` of the genomes ``pop`` (or decoded strategies)."""
+    def evaluate(
+        self, pop: np.ndarray | Sequence[Strategy], costs: Costs, *, parallel: bool = False
+    ) -> np.ndarray:
+        """Metric rows ``(n, n_rows, n_metrics)`` of the genomes ``pop`` (or decoded strategies);
+        ``parallel``: on Numba's threads (bit-identical, see :func:`.backtest.evaluate_strategies`)."""
         if isinstance(pop, np.ndarray):
             pop = np.ascontiguousarray(pop, dtype=np.float64)
             if pop.ndim != 2 or pop.shape[1] != N_GENES:
@@ -137,7 +140,7 @@ class Plan:
                         umap = seg.umaps[s]  # type: ignore[attr-defined]
                         pf = (umap, port, float(self.weights[s]), 0, seg.n_union, s == 0)
                     out[a:b, self.symbol_row(j, s)] = evaluate_strategies(
-                        chunk, data, costs, ppy, portfolio=pf
+                        chunk, data, costs, ppy, parallel=parallel, portfolio=pf
                     )
                 if port is None:  # one symbol: the portfolio is that symbol's sleeve
                     seg_rows[:, j] = out[a:b, self.symbol_row(j, 0)]

@@ -298,6 +298,27 @@ def test_evaluate_population_is_deterministic_and_equals_simulate(market):
     assert evaluate_population(np.empty((0, N_GENES)), market, costs, PPY).shape == (0, len(METRIC_NAMES))
 
 
+def test_threads_share_each_span_by_cost_without_changing_a_bit(monkeypatch):
+    """parallel=True runs the strategies on Numba's threads, every span together, each thread a range of
+    them cut again after each span by what they cost: any thread count (more threads than cores, more than
+    strategies) and any cut give every strategy exactly the bits of its serial run."""
+    import numba
+
+    from qt_pipeline.evolution import _kernels as K
+    from qt_pipeline.evolution import backtest as B
+
+    monkeypatch.setattr(B, "SPAN_CACHE_BYTES", 1)  # a span per block: the cuts move many times
+    data = synthetic_market(7 * K.FLAG_BLOCK + 11, seed=12)
+    pop = np.vstack([trading_population(20, seed=6), random_population(np.random.default_rng(3), 9)])
+    costs = Costs(fee_bps=2.0, slippage_bps=1.5)
+    want = evaluate_population(pop, data, costs, PPY)
+    assert (want[:, 6] > 0).sum() > 10
+    for threads in (2, 3, 5, 64):  # (Numba runs the ranges on the threads it has)
+        monkeypatch.setattr(numba, "get_num_threads", lambda t=threads: t)
+        assert evaluate_population(pop, data, costs, PPY, parallel=True).tobytes() == want.tobytes()
+        assert evaluate_population(pop[:2], data, costs, PPY, parallel=True).tobytes() == want[:2].tobytes()
+
+
 def test_the_span_the_population_runs_in_changes_no_bit(monkeypatch):
     """The population kernel runs every strategy over bars [0, span), then [span, 2 span), ... carrying
     each strategy's state between spans; the span (sized for the cache) must not change a bit."""

@@ -46,6 +46,7 @@ EMPTY = {"evolution_runs": 0, "evolution_generations": 0, "evolution_strategies"
         ({"populaton_size": 5}, ["populaton_size", "unknown field", "population_size"]),
         ({"fitness": {"metric": "profit"}}, ["fitness.metric", "'sharpe'"]),
         ({"run_id": "bad id!"}, ["run_id", "should match pattern"]),
+        ({"worker_threads": 0}, ["worker_threads", "greater than or equal to 1"]),
         (
             {"train_end": "2024-03-03"},
             ["train_end/test_start set a single split, but folds=2", "set folds: 1"],
@@ -79,7 +80,7 @@ def test_defaults_and_derived_windows():
     assert cfg.test_start_resolved == cfg.train_end_resolved
     assert cfg.start.tzinfo is not None
     # identity ignores where/how the run is computed, not what it computes
-    a = parse_config(small_config(run_id="a", use_ray=True, num_workers=7))
+    a = parse_config(small_config(run_id="a", use_ray=True, num_workers=7, worker_threads=7))
     b = parse_config(small_config(run_id="b", use_ray=False, num_workers=1))
     assert a.identity_hash() == b.identity_hash()
     assert a.identity_hash() != parse_config(small_config(seed=99)).identity_hash()

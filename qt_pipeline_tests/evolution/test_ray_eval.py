@@ -90,6 +90,9 @@ def test_chunks_halve_within_each_workers_run_and_cover_every_genome():
                 assert sizes == sorted(sizes, reverse=True) and sizes[0] >= sum(sizes) // 2
                 assert min(sizes) >= max(1, -(-n // (8 * workers))) // 2
     assert [[b - a for a, b in r] for r in plan_chunks(200, 2, None)] == [[50, 25, 13, 12]] * 2
+    # one worker (its threads balance the work inside one call): the whole generation at once
+    assert plan_chunks(200, 1, None) == [[(0, 200)]] and plan_chunks(0, 1, None) == [[]]
+    assert [[b - a for a, b in r] for r in plan_chunks(70, 1, 30)] == [[30, 30, 10]]
 
 
 def test_ray_result_is_bit_identical_to_serial_and_ordered(ray_local, datasets):
@@ -99,7 +102,7 @@ def test_ray_result_is_bit_identical_to_serial_and_ordered(ray_local, datasets):
     expected = serial.evaluate(pop)
     assert expected.shape == (23, 2, len(METRIC_NAMES))
 
-    ev = RayEvaluator(num_workers=2, batch_size=5)
+    ev = RayEvaluator(num_workers=2, batch_size=5, worker_threads=1)  # a process per CPU (as on a cluster)
     ev.set_data(datasets, Costs(), 525_960.0)
     got = ev.evaluate(pop)
     assert got.tobytes() == expected.tobytes()  # bit-identical (NaNs included), order preserved
@@ -109,11 +112,20 @@ def test_ray_result_is_bit_identical_to_serial_and_ordered(ray_local, datasets):
     stats = ev.stats()
     assert stats["puts"] == 2  # the bar data went to the object store once (per dataset), not per evaluation
     assert stats["actors_started"] == 2 and sum(stats["actor_nodes"].values()) == 2  # loaded once per worker
+    assert ev.chunk_sizes(23) == [[5, 5, 1], [5, 5, 2]]
     ev.close()  # its workers hold the 2 CPUs for as long as it is open
-    auto = RayEvaluator(num_workers=2)  # automatic batch size
+    two = RayEvaluator(num_workers=2, worker_threads=1)  # automatic batch size
+    assert two.chunk_sizes(23) == [[6, 3, 2], [6, 3, 3]]  # one run per worker, chunks halving in size
+    # the default on a local Ray: one worker process running both CPUs as threads, the whole generation
+    # in one call (its threads share the work span by span)
+    auto = RayEvaluator(num_workers=2)
     auto.set_data(datasets, Costs(), 525_960.0)
-    assert auto.chunk_sizes(23) == [[6, 3, 2], [6, 3, 3]]  # one run per worker, chunks halving in size
+    assert auto.chunk_sizes(23) == [[23]]
     assert auto.evaluate(pop).tobytes() == expected.tobytes()
+    assert auto.evaluate(pop[perm]).tobytes() == expected[perm].tobytes()
+    assert auto.describe() == "ray (local, 2 workers: 1 process x 2 threads, batch auto)"
+    stats = auto.stats()
+    assert stats["actors_started"] == 1 and sum(stats["actor_nodes"].values()) == 1
     auto.close()
     assert ray_local.is_initialized()  # Ray started outside the evaluator is left running
 
@@ -140,9 +152,11 @@ def test_full_run_on_ray_equals_serial_run(ray_local, settings, tmp_path):
     assert a.report.table.equals(b.report.table)
 
 
-def test_a_worker_killed_mid_task_is_retried_and_the_result_is_unchanged(ray_local):
-    """Real fault: SIGKILL the Ray worker (actor) process while it evaluates; its batch is resent to a live
-    worker, the worker is replaced, and the population result is still bit-identical to the serial one."""
+@pytest.mark.parametrize("threads", [None, 1], ids=["one-process-2-threads", "process-per-cpu"])
+def test_a_worker_killed_mid_task_is_retried_and_the_result_is_unchanged(ray_local, threads):
+    """Real fault: SIGKILL the Ray worker (actor) process while it evaluates; its batches are resent (to the
+    other worker, or to the replacement of the only one), the worker is replaced, and the population
+    result is still bit-identical to the serial one."""
     import os
     import signal
     import threading
@@ -155,7 +169,7 @@ def test_a_worker_killed_mid_task_is_retried_and_the_result_is_unchanged(ray_loc
     serial = SerialEvaluator()
     serial.set_data([data], Costs(), 525_960.0)
     expected = serial.evaluate(pop)
-    ev = RayEvaluator(num_workers=2, batch_size=30, max_retries=3)
+    ev = RayEvaluator(num_workers=2, batch_size=30, max_retries=3, worker_threads=threads)
     ev.set_data([data], Costs(), 525_960.0)
     ev.evaluate(pop[:2])  # workers warm
     out: dict = {}
@@ -176,7 +190,7 @@ def test_a_worker_killed_mid_task_is_retried_and_the_result_is_unchanged(ray_loc
     assert killed is not None, "no running evaluation task was found to kill"
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
     assert out["result"].tobytes() == expected.tobytes()
-    assert ev_stats["actors_started"] == 3  # the lost worker was replaced
+    assert ev_stats["actors_started"] == (3 if threads == 1 else 2)  # the lost worker was replaced
 
 
 OWNER_SCRIPT = """

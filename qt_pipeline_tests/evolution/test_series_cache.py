@@ -209,6 +209,37 @@ def test_rows_asked_for_again_later_are_evicted_last():
     assert ("rsi", 3) in cache.rows and len(cache.rows) == 8
 
 
+def test_missing_series_are_computed_on_threads_each_into_its_own_row():
+    """``ensure(workers=k)`` computes the missing series on k threads (the indicators release the GIL);
+    each lands in its own row, and a failed computation registers none of the call's new rows."""
+    import time
+
+    cache = sc.SeriesCache(10, 8)
+    threads: set[int] = set()
+
+    def compute(key, row):
+        threads.add(threading.get_ident())
+        time.sleep(0.02)  # (overlapping calls: more than one thread takes a share)
+        row[:] = key[1]
+
+    keys = [("sma", p) for p in range(6)]
+    rows = cache.ensure(keys, compute, 8, workers=3)
+    assert [cache.buf[rows[k]][0] for k in keys] == [float(p) for p in range(6)]
+    assert len(set(rows.values())) == 6 and cache.computed == 6 and len(threads) > 1
+
+    def failing(key, row):
+        if key[1] == 12:
+            raise ValueError("indicator failed")
+        row[:] = key[1]
+
+    with pytest.raises(ValueError, match="indicator failed"):
+        cache.ensure([("ema", 11), ("ema", 12), *keys[:2]], failing, 8, workers=2)
+    assert set(cache.rows) == set(keys) and cache.computed == 6  # the accepted rows are untouched
+    assert [cache.buf[cache.rows[k]][0] for k in keys] == [float(p) for p in range(6)]
+    cache.ensure([("rsi", 1), ("rsi", 2)], compute, 8)  # the two rows of the failed call are free again
+    assert set(cache.rows) == {*keys, ("rsi", 1), ("rsi", 2)}
+
+
 def test_a_dropped_dataset_hands_its_buffer_to_the_next_one(monkeypatch):
     """Cycling through more datasets than the workspace holds takes over the buffer of the dataset it
     drops (its pages are resident: no fresh pages to fault in and zero per dataset), also when the lengths
