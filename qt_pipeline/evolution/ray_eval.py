@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import socket
 import time
 from collections.abc import Sequence
@@ -733,7 +734,16 @@ class RayEvaluator:
             self._pool.set_data(*args)
             self.put_seconds = self._pool.put_seconds
         else:
-            self.put_seconds = self._call("set_data", args, doing="put the bar data into the object store")
+            from qt_pipeline.evolution import ray_runtime as rt
+
+            assert self.session_id is not None
+            path, payload, spans = rt.pack_for_driver(args, self.session_id)
+            try:
+                self.put_seconds = self._call(
+                    "set_data", (path, payload, spans), doing="put the bar data into the object store"
+                )
+            finally:
+                os.unlink(path)  # (the driver's mapping, if any, lives on until it is dropped)
 
     def chunk_sizes(self, n: int) -> list[list[int]]:
         return RayPool(**self._pool_args()).chunk_sizes(n)
