@@ -56,6 +56,23 @@ def test_a_local_ray_runs_without_the_head_processes_no_run_uses(ray_local):
     assert ray_local.get(ray_local.remote(lambda: 42).remote()) == 42  # and it runs work
 
 
+def test_the_bars_reach_the_driver_process_through_a_mapped_file_unchanged(datasets, monkeypatch, tmp_path):
+    """set_data hands the bars to the Ray driver process as one file of their raw arrays (not through the
+    pipe); what the driver rebuilds is equal to the bit, read-only, and the file is the session's."""
+    from qt_pipeline.evolution import ray_runtime as rt
+
+    monkeypatch.setattr(rt, "session_temp_dir", lambda sid: tmp_path / sid)
+    path, payload, spans = rt.pack_for_driver((list(datasets), Costs(fee_bps=3.0), 525_960.0), "qtr1-ab")
+    assert path.startswith(str(tmp_path / "qtr1-ab")) and len(payload) < 4096  # the arrays are in the file
+    assert spans[-1][1] == sum(a.nbytes for d in datasets for a in (d.timestamp, d.open, d.high, d.low,
+                                                                    d.close, d.volume))  # fmt: skip
+    got, costs, ppy = rt.unpack_in_driver(path, payload, spans)
+    assert costs == Costs(fee_bps=3.0) and ppy == 525_960.0
+    for a, b in zip(got, datasets, strict=True):
+        assert a.symbol == b.symbol and a.close.tobytes() == b.close.tobytes()
+        assert a.timestamp.tobytes() == b.timestamp.tobytes() and not a.close.flags.writeable
+
+
 def test_each_worker_takes_its_own_run_of_chunks_then_steals_from_the_far_end():
     from qt_pipeline.evolution.ray_eval import ChunkQueue
 
