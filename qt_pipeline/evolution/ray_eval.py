@@ -14,11 +14,17 @@ Ray use:
   here, so an address that does not answer fails *before any work starts*. If Ray is already initialised
   in this process (a test fixture, a notebook) the work runs here and Ray is left running on :meth:`close`.
 * The bar data (the datasets, e.g. one walk-forward plan) goes into the object store once per run
-  (:meth:`set_data`, ``ray.put``) and is loaded once by each of ``num_workers`` :class:`EvalActor` s (1 CPU
-  each). The actors start with Ray (:meth:`start`), warm their kernels once while the run loads its data,
-  and keep their indicator caches for every generation: a node holds one copy of the data, whatever the
-  number of generations or tasks; :meth:`wait_ready` waits until they are warm.
-* A generation is split into one contiguous run of genomes per worker (genomes that share indicator
+  (:meth:`set_data`, ``ray.put``; handed to the driver process through a mapped file,
+  :func:`~qt_pipeline.evolution.ray_runtime.pack_for_driver`) and is loaded once by each
+  :class:`EvalActor`. An actor takes ``worker_threads`` CPUs and evaluates on as many Numba threads: on a
+  local Ray (one node) by default one actor takes all ``num_workers`` CPUs, whose threads run every span
+  of the bars together (:func:`~qt_pipeline.evolution._kernels.run_population_parallel`); on a cluster an
+  actor per CPU unless ``worker_threads`` is set. The actors start with Ray (:meth:`start`), warm their
+  kernels once while the run loads its data, and keep their indicator caches for every generation: a node
+  holds one copy of the data, whatever the number of generations or tasks; :meth:`wait_ready` waits until
+  they are warm.
+* One actor gets the whole generation in one call (its threads share the work). Several actors: a
+  generation is split into one contiguous run of genomes per worker (genomes that share indicator
   series together), each cut into chunks of ``batch_size`` genomes or, by default, of halving size (a
   large first chunk, small last ones); a worker that is done takes the last chunks of the others' runs,
   so a worker that drew cheap genomes does not sit idle; a chunk whose actor or node is lost is resent to a live
@@ -288,7 +294,8 @@ class ChunkQueue:
 
 
 class RayPool:
-    """The evaluation work on an initialised Ray: ``num_workers`` :class:`EvalActor` s holding the data.
+    """The evaluation work on an initialised Ray: :class:`EvalActor` s of ``worker_threads`` CPUs each,
+    ``num_workers`` CPUs in all, holding the data.
 
     A generation is cut into chunks (:func:`plan_chunks`, genomes that share indicator series together),
     each actor working through its own run of them first (:class:`ChunkQueue`),
