@@ -620,6 +620,27 @@ def run_strategy(prm, bank, opn, high, low, close, bar_ret, regime, corr, has_re
 
 
 @njit(cache=True, nogil=True)
+def population_states(params, ustart):  # pragma: no cover - compiled
+    """Every strategy's state before its first bar (:func:`state_init`) and its action table."""
+    ns = params.shape[0]
+    st = np.empty((ns, N_STATE))
+    acts = np.empty((ns, 16), dtype=np.uint8)
+    for i in range(ns):
+        state_init(st[i], ustart)
+        acts[i] = strategy_actions(params[i])
+    return st, acts
+
+
+@njit(cache=True, nogil=True)
+def finish_population(n, ppy, st, port, prow, uend, weight, do_port, out):  # pragma: no cover - compiled
+    """:func:`finish_strategy` of every strategy after the last span (strategy i's sleeve is
+    ``port[prow[i]]`` with ``do_port``)."""
+    for i in range(st.shape[0]):
+        row = port[prow[i]] if do_port else port[0]
+        finish_strategy(n, ppy, st[i], row, uend, weight, do_port, out[i])
+
+
+@njit(cache=True, nogil=True)
 def run_population(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
                    rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port, span,
                    out):  # fmt: skip  # pragma: no cover
@@ -630,12 +651,8 @@ def run_population(params, bank, opn, high, low, close, bar_ret, regime, corr, h
     ns = params.shape[0]
     n = close.shape[0]
     dummy = np.empty(0)
-    st = np.empty((ns, N_STATE))
-    acts = np.empty((ns, 16), dtype=np.uint8)
+    st, acts = population_states(params, ustart)
     sig = np.empty(FLAG_BLOCK, dtype=np.uint8)
-    for i in range(ns):
-        state_init(st[i], ustart)
-        acts[i] = strategy_actions(params[i])
     span = max(FLAG_BLOCK, span // FLAG_BLOCK * FLAG_BLOCK)
     for c0 in range(0, n, span):
         c1 = min(c0 + span, n)
@@ -643,9 +660,7 @@ def run_population(params, bank, opn, high, low, close, bar_ret, regime, corr, h
             row = port[prow[i]] if do_port else port[0]
             run_span(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr, rate,
                      borrow, umap, row, weight, do_port, st[i], acts[i], sig, c0, c1, dummy, dummy, False)  # fmt: skip
-    for i in range(ns):
-        row = port[prow[i]] if do_port else port[0]
-        finish_strategy(n, ppy, st[i], row, uend, weight, do_port, out[i])
+    finish_population(n, ppy, st, port, prow, uend, weight, do_port, out)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -666,12 +681,8 @@ def run_population_parallel(params, bank, opn, high, low, close, bar_ret, regime
     ns = params.shape[0]
     n = close.shape[0]
     dummy = np.empty(0)
-    st = np.empty((ns, N_STATE))
-    acts = np.empty((ns, 16), dtype=np.uint8)
+    st, acts = population_states(params, ustart)
     sig = np.empty((ns, FLAG_BLOCK), dtype=np.uint8)
-    for i in range(ns):
-        state_init(st[i], ustart)
-        acts[i] = strategy_actions(params[i])
     span = max(FLAG_BLOCK, span // FLAG_BLOCK * FLAG_BLOCK)
     nt = max(1, min(ns, nthreads))
     cost = np.ones(ns)  # cycles per span, moving average
@@ -694,9 +705,7 @@ def run_population_parallel(params, bank, opn, high, low, close, bar_ret, regime
         for g in range(1, nt):
             cut = np.searchsorted(cum, cum[-1] * g / nt)
             bounds[g] = min(ns - (nt - g), max(bounds[g - 1] + 1, cut))
-    for i in range(ns):
-        row = port[prow[i]] if do_port else port[0]
-        finish_strategy(n, ppy, st[i], row, uend, weight, do_port, out[i])
+    finish_population(n, ppy, st, port, prow, uend, weight, do_port, out)
 
 
 @njit(cache=True, nogil=True)

@@ -333,9 +333,10 @@ class RayPool:
         self.generations: list[dict[str, Any]] = []  # wall, slowest worker's compute, overhead share, per worker
 
     def chunk_sizes(self, n: int) -> list[list[int]]:
-        """Genomes per chunk of a generation of ``n``, per worker (:func:`plan_chunks`): a few chunks per
-        worker, not one: a genome's cost varies ~10x (its trades, stops, how long it holds), and one chunk
-        per worker left one worker idle while the other finished (steady generations 1.3x serial)."""
+        """Genomes per chunk of a generation of ``n``, per worker (:func:`plan_chunks`). One worker: one
+        chunk (its threads balance the work inside the call). Several: a few chunks per worker, not one: a
+        genome's cost varies ~10x (its trades, stops, how long it holds), and one chunk per worker left
+        one worker idle while the other finished (steady generations 1.3x serial)."""
         return [[b - a for a, b in run] for run in plan_chunks(n, self.num_actors, self.batch_size)]
 
     def _new_actor(self) -> Any:
@@ -781,7 +782,7 @@ class RayEvaluator:
 
     def describe(self) -> str:
         where = redact(self.address) if self.address else "local"
-        procs = max(1, self.num_workers // self.worker_threads)
+        procs = RayPool(**self._pool_args()).num_actors
         return (
             f"ray ({where}, {self.num_workers} workers: {procs} process{'es' if procs > 1 else ''} x "
             f"{self.worker_threads} thread{'s' if self.worker_threads > 1 else ''}, batch {self.batch_size or 'auto'})"
