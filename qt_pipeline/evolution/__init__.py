@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
             "Strategy",
             "always_long",
             "decode",
+            "decode_population",
             "genome_from_dict",
             "genome_to_dict",
             "make_rule",

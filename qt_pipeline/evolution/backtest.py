@@ -47,7 +47,7 @@ import pandas as pd
 from qt_pipeline.evolution import _kernels as K
 from qt_pipeline.evolution import indicators as ind
 from qt_pipeline.evolution import series_cache
-from qt_pipeline.evolution.genome import N_GENES, Rule, Strategy, decode
+from qt_pipeline.evolution.genome import N_GENES, Rule, Strategy, decode_population
 from qt_pipeline.evolution.metrics import METRIC_NAMES
 
 NS_PER_YEAR = 365.25 * 86_400 * 1e9
@@ -418,7 +418,7 @@ def _as_strategies(pop: np.ndarray | Sequence[Strategy]) -> list[Strategy]:
                 f"population rows {bad[:5].tolist()} hold non-finite genes ({bad.size} rows); "
                 "every gene must be a finite float (use genome.repair on GA offspring)"
             )
-        return [decode(row) for row in a]
+        return decode_population(a)
     return list(pop)
 
 

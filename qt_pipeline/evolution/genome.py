@@ -362,8 +362,28 @@ def repair(pop: np.ndarray) -> np.ndarray:
 
 def decode(vec: np.ndarray) -> Strategy:
     """The strategy a genome stands for (the genome is repaired first, so any finite vector decodes)."""
-    v = repair(_as_2d(vec, "genome")[0])
-    g = {gene.name: gene.decode(x) for gene, x in zip(GENES, v, strict=True)}
+    return _decode_repaired(repair(_as_2d(vec, "genome")[0]).tolist())
+
+
+def decode_population(pop: np.ndarray) -> list[Strategy]:
+    """:func:`decode` of every genome (row) of ``pop``, repaired once for the whole population: a GA
+    decodes every generation, and repairing and reading each row through NumPy cost ~20 us a genome."""
+    return [_decode_repaired(row) for row in repair(_as_2d(pop)).tolist()]
+
+
+# (name, None | int | choices) per gene: how a repaired gene (clipped, int/choice genes whole) reads
+_NATIVE: tuple[tuple[str, Any], ...] = tuple(
+    (g.name, g.choices if g.kind == "choice" else int if g.kind == "int" else None) for g in GENES
+)
+
+
+def _decode_repaired(v: list[float]) -> Strategy:
+    """The strategy of a repaired genome given as Python floats (what :meth:`Gene.decode` gives for
+    in-range values, without clipping and rounding again)."""
+    g: dict[str, Any] = {
+        name: x if how is None else int(x) if how is int else how[int(x)]
+        for (name, how), x in zip(_NATIVE, v, strict=True)
+    }
 
     def rule(prefix: str, kind: str) -> Rule:
         p1i = int(v[GENE_INDEX[f"{prefix}_period"]])

@@ -32,7 +32,7 @@ import pandas as pd
 from qt_pipeline.evolution import _kernels as K
 from qt_pipeline.evolution import series_cache
 from qt_pipeline.evolution.backtest import Costs, MarketData, evaluate_strategies
-from qt_pipeline.evolution.genome import N_GENES, Strategy, decode
+from qt_pipeline.evolution.genome import N_GENES, Strategy, decode_population
 
 _local = threading.local()
 
@@ -116,7 +116,7 @@ class Plan:
             pop = np.ascontiguousarray(pop, dtype=np.float64)
             if pop.ndim != 2 or pop.shape[1] != N_GENES:
                 raise ValueError(f"population must have shape (n, {N_GENES}), got {pop.shape}")
-            strategies = [decode(v) for v in pop]
+            strategies = decode_population(pop)
         else:
             strategies = list(pop)
         n = len(strategies)

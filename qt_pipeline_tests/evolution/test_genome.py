@@ -17,6 +17,7 @@ from qt_pipeline.evolution.genome import (
     Strategy,
     always_long,
     decode,
+    decode_population,
     genome_from_dict,
     genome_to_dict,
     random_population,
@@ -89,6 +90,32 @@ def test_decode_every_random_genome_to_a_valid_strategy():
         assert "Orders act on the bar after the signal" in text and len(text) > 80
         assert Strategy.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     assert kinds == set(G.ENTRY_KINDS)
+
+
+def test_a_population_decodes_as_each_genome_reads_gene_by_gene():
+    """decode_population repairs the population once and reads Python floats; every strategy must be
+    the one the genes give one by one (Gene.decode clips and rounds each gene itself), for genomes far
+    outside the bounds and between whole values too."""
+    rng = np.random.default_rng(11)
+    raw = LOWER - 2.0 + rng.random((400, N_GENES)) * (UPPER - LOWER + 4.0)
+    raw[::7, ROUNDED] = np.floor(raw[::7, ROUNDED]) + 0.5  # exactly between two choices: round half even
+    raw[::5, G.GENE_INDEX["stop_loss"]] = -0.0
+    got = decode_population(raw)
+    assert len(got) == len(raw)
+    for vec, s in zip(raw, got, strict=True):
+        assert s == decode(vec)
+        native = {g.name: g.decode(x) for g, x in zip(GENES, vec, strict=True)}
+        assert s.direction == native["direction"] and s.entry.kind == native["entry_kind"]
+        assert s.position_size == native["position_size"] and s.atr_period == native["atr_period"]
+        assert s.regime_mask == native["regime_mask"] and type(s.regime_mask) is int
+        assert s.stop_loss == max(0.0, native["stop_loss"])
+        assert (s.exit is None) == (native["exit_kind"] == "opposite")
+        if s.entry.kind not in G.CROSS_KINDS and s.entry.kind != "always":
+            assert s.entry.period == native["entry_period"]
+            assert s.entry.level == native["entry_level"]
+    assert decode_population(np.empty((0, N_GENES))) == []
+    with pytest.raises(ValueError, match="non-finite"):
+        decode_population(np.full((2, N_GENES), np.inf))
 
 
 def _genome(**native) -> np.ndarray:
