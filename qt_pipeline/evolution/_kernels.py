@@ -8,7 +8,6 @@ metrics from the arrays" give bit-identical numbers.
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -171,19 +170,18 @@ def trade_key_step(key, t, p, p_prev):  # pragma: no cover - compiled
 # the fused strategy loop
 # ------------------------------------------------------------------------------------------------------
 @intrinsic
-def cycles(typingctx):  # pragma: no cover - compiled
-    """The CPU's time-stamp counter on x86 (``llvm.readcyclecounter``), 0 on other CPUs (aarch64's cycle
-    counter faults in user mode): what a strategy's span cost, to share the strategies between threads
-    (:func:`run_population_parallel`, which falls back to equal counts on 0)."""
+def fetch_add(typingctx, arr, idx, val):  # pragma: no cover - compiled
+    """``arr[idx] += val`` as one atomic step, returning the value before (``val`` 0 reads it): how the
+    threads of :func:`run_population_parallel` take strategies without taking one twice."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
+        return None
 
     def codegen(context, builder, signature, args):
-        if builder.module.triple.split("-")[0] not in ("x86_64", "i386", "i686"):
-            return ir.Constant(ir.IntType(64), 0)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
-                                            "llvm.readcyclecounter")  # fmt: skip
-        return builder.call(fn, [])
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]])
+        return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
 
-    return types.uint64(), codegen
+    return types.int64(arr, types.intp, types.int64), codegen
 
 
 FLAG_BLOCK = 1024  # bars whose rule decisions are computed ahead of the sequential loop at a time
@@ -667,17 +665,21 @@ def run_population(params, bank, opn, high, low, close, bar_ret, regime, corr, h
 def run_population_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime,
                             has_corr, rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port, span,
                             nthreads, out):  # fmt: skip  # pragma: no cover
-    """:func:`run_population` on ``nthreads`` of Numba's threads, every span together: each thread runs a
-    contiguous range of the strategies over the span, then the next span starts. The threads read the
-    same span of the bars and series (from the shared cache, not from memory once per thread), and the
-    strategies keep their order (neighbours share series). A strategy's cost varies ~10x and drifts (flat,
-    holding, trading), so the ranges are cut again after each span to equal cost, by the cycles each
-    strategy took in the spans so far (a moving average). Bit-identical to :func:`run_population` per
+    """:func:`run_population` on ``nthreads`` of Numba's threads, every span together: the threads read
+    the same span of the bars and series (from the shared cache, not from memory once per thread), and
+    each runs contiguous strategies in their order (neighbours share series), then the next span starts.
+
+    A strategy's cost varies ~10x and drifts (flat, holding, trading), so no fixed split is even: thread
+    u owns an equal range of the strategies and runs it from the left, taking one strategy at a time (an
+    atomic count per range); a thread done with its own range helps the range with the most strategies
+    left, from its right end, until every strategy of the span is taken. The threads end a span at
+    most one strategy apart, with no timing and no estimate. Bit-identical to :func:`run_population` per
     strategy: a strategy's state is its own, whichever thread runs it.
 
-    Measured on the 2-core VM (500k bars, 200 random genomes): 1.80-1.89x one thread, against 1.52-1.64x
-    for a group of strategies per thread over all bars (each group read its series from memory itself)
-    and 1.74-1.84x for strategies handed out in chunks of 8 each span (no cost estimate)."""
+    Measured on the 2-core VM (500k bars, 200 random genomes, runs in random order): 1.95x one thread,
+    against 1.87x for ranges cut again after each span by the cycles each strategy took (timing every
+    strategy cost ~4%), 1.52-1.64x for a group of strategies per thread over all bars (each group read
+    its series from memory itself) and 1.74-1.84x for strategies handed out in chunks of 8 each span."""
     ns = params.shape[0]
     n = close.shape[0]
     dummy = np.empty(0)
@@ -685,26 +687,42 @@ def run_population_parallel(params, bank, opn, high, low, close, bar_ret, regime
     sig = np.empty((ns, FLAG_BLOCK), dtype=np.uint8)
     span = max(FLAG_BLOCK, span // FLAG_BLOCK * FLAG_BLOCK)
     nt = max(1, min(ns, nthreads))
-    cost = np.ones(ns)  # cycles per span, moving average
-    bounds = np.empty(nt + 1, dtype=np.int64)  # thread g runs strategies bounds[g] .. bounds[g + 1] - 1
-    for g in range(nt + 1):
-        bounds[g] = g * ns // nt
+    home = np.empty(nt + 1, dtype=np.int64)  # thread u owns strategies home[u] .. home[u + 1] - 1
+    for u in range(nt + 1):
+        home[u] = u * ns // nt
+    # taken[16 u]: strategies of range u taken this span; taken[16 u + 8]: those taken from its right end
+    # (a cache line each, so threads counting in different ranges do not share one)
+    taken = np.zeros(16 * nt, dtype=np.int64)
     for c0 in range(0, n, span):
         c1 = min(c0 + span, n)
-        for g in prange(nt):
-            for i in range(bounds[g], bounds[g + 1]):
-                row = port[prow[i]] if do_port else port[0]
-                t0 = cycles()  # type: ignore[call-arg, var-annotated]  # (typed by Numba)
-                run_span(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                         rate, borrow, umap, row, weight, do_port, st[i], acts[i], sig[i], c0, c1, dummy, dummy,
-                         False)  # fmt: skip
-                cost[i] = 0.5 * cost[i] + 0.5 * float(cycles() - t0)
-        cum = np.cumsum(cost)
-        if not cum[-1] > 0.0:  # no cycle counter on this CPU: equal counts
-            continue
-        for g in range(1, nt):
-            cut = np.searchsorted(cum, cum[-1] * g / nt)
-            bounds[g] = min(ns - (nt - g), max(bounds[g - 1] + 1, cut))
+        taken[:] = 0
+        for t in prange(nt):
+            u = -1  # the range this thread takes from (its own first)
+            k = 0  # strategies of its own range it ran: home[t], home[t] + 1, ...
+            while True:
+                if u < 0:
+                    u = t + 0  # (a copy: Numba refuses a write to the loop index)
+                lo = home[u]
+                m = home[u + 1] - lo
+                if fetch_add(taken, 16 * u, 1) < m:  # type: ignore[call-arg]  # (typed by Numba)
+                    if u == t:
+                        i = lo + k
+                        k += 1
+                    else:
+                        i = lo + m - 1 - fetch_add(taken, 16 * u + 8, 1)
+                    row = port[prow[i]] if do_port else port[0]
+                    run_span(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                             rate, borrow, umap, row, weight, do_port, st[i], acts[i], sig[i], c0, c1, dummy, dummy,
+                             False)  # fmt: skip
+                    continue
+                u = -2  # range u is all taken: help the range with the most strategies left, if any
+                most = 0
+                for v in range(nt):
+                    left = home[v + 1] - home[v] - fetch_add(taken, 16 * v, 0)
+                    if left > most:
+                        u, most = v, left
+                if u < 0:
+                    break
     finish_population(n, ppy, st, port, prow, uend, weight, do_port, out)
 
 

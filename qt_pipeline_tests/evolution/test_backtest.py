@@ -299,9 +299,11 @@ def test_evaluate_population_is_deterministic_and_equals_simulate(market):
 
 
 def test_threads_share_each_span_by_cost_without_changing_a_bit(monkeypatch):
-    """parallel=True runs the strategies on Numba's threads, every span together, each thread a range of
-    them cut again after each span by what they cost: any thread count (more threads than cores, more than
-    strategies) and any cut give every strategy exactly the bits of its serial run."""
+    """parallel=True runs the strategies on Numba's threads, every span together: two threads take the
+    strategies of their range one at a time from its two ends, and with more threads the ranges are cut
+    again after each span by what the strategies cost. Any thread count (odd, more threads than cores,
+    more than strategies) and any cut give every strategy exactly the bits of its serial run: none is run
+    twice in a span or skipped."""
     import numba
 
     from qt_pipeline.evolution import _kernels as K
