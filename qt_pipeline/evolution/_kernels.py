@@ -676,7 +676,7 @@ def run_population_parallel(params, bank, opn, high, low, close, bar_ret, regime
     most one strategy apart, with no timing and no estimate. Bit-identical to :func:`run_population` per
     strategy: a strategy's state is its own, whichever thread runs it.
 
-    Measured on the 2-core VM (500k bars, 200 random genomes, runs in random order): 1.95x one thread,
+    Measured on the 2-core VM (500k bars, 200 random genomes, runs in random order): 1.89-1.98x one thread,
     against 1.87x for ranges cut again after each span by the cycles each strategy took (timing every
     strategy cost ~4%), 1.52-1.64x for a group of strategies per thread over all bars (each group read
     its series from memory itself) and 1.74-1.84x for strategies handed out in chunks of 8 each span."""
