@@ -298,12 +298,12 @@ def test_evaluate_population_is_deterministic_and_equals_simulate(market):
     assert evaluate_population(np.empty((0, N_GENES)), market, costs, PPY).shape == (0, len(METRIC_NAMES))
 
 
-def test_threads_share_each_span_by_cost_without_changing_a_bit(monkeypatch):
-    """parallel=True runs the strategies on Numba's threads, every span together: two threads take the
-    strategies of their range one at a time from its two ends, and with more threads the ranges are cut
-    again after each span by what the strategies cost. Any thread count (odd, more threads than cores,
-    more than strategies) and any cut give every strategy exactly the bits of its serial run: none is run
-    twice in a span or skipped."""
+def test_threads_share_each_span_one_strategy_at_a_time_without_changing_a_bit(monkeypatch):
+    """parallel=True runs the strategies on Numba's threads, every span together: each thread takes the
+    strategies of its own range one at a time from the left, then helps the range with the most left from
+    its right end. Any thread count (odd, more threads than cores, more than strategies) and wherever the
+    threads meet give every strategy exactly the bits of its serial run: none is run twice in a span or
+    skipped."""
     import numba
 
     from qt_pipeline.evolution import _kernels as K
