@@ -665,64 +665,76 @@ def run_population(params, bank, opn, high, low, close, bar_ret, regime, corr, h
 def run_population_parallel(params, bank, opn, high, low, close, bar_ret, regime, corr, has_regime,
                             has_corr, rate, ppy, borrow, umap, ustart, uend, port, prow, weight, do_port, span,
                             nthreads, out):  # fmt: skip  # pragma: no cover
-    """:func:`run_population` on ``nthreads`` of Numba's threads, every span together: the threads read
-    the same span of the bars and series (from the shared cache, not from memory once per thread), and
-    each runs contiguous strategies in their order (neighbours share series), then the next span starts.
+    """:func:`run_population` on ``nthreads`` of Numba's threads, span by span: the threads work in the
+    same span of the bars and series (read from the shared cache, not from memory once per thread), each
+    running contiguous strategies in their order (neighbours share series).
 
-    A strategy's cost varies ~10x and drifts (flat, holding, trading), so no fixed split is even: thread
-    u owns an equal range of the strategies and runs it from the left, taking one strategy at a time (an
-    atomic count per range); a thread done with its own range helps the range with the most strategies
-    left, from its right end, until every strategy of the span is taken. The threads end a span at
-    most one strategy apart, with no timing and no estimate. Bit-identical to :func:`run_population` per
-    strategy: a strategy's state is its own, whichever thread runs it.
+    A strategy's cost varies ~10x and drifts (flat, holding, trading), so no fixed split is even: in each
+    span thread u owns an equal range of the strategies and runs it from the left, taking one strategy at
+    a time (an atomic count per span and range); a thread done with its own range helps the range with
+    the most strategies left, from its right end, and when nothing of the span is left it goes on to the
+    next span, without waiting for the others. The only wait is a strategy's own order: its span s + 1
+    starts once its span s is done (a count per strategy), so a thread the OS (or the hypervisor) stops
+    for a moment holds up one strategy, not every thread at the end of each span. A strategy's state is
+    its own, whichever thread runs it: bit-identical to :func:`run_population` per strategy.
 
-    Measured on the 2-core VM (500k bars, 200 random genomes, runs in random order): 1.89-1.98x one thread,
-    against 1.87x for ranges cut again after each span by the cycles each strategy took (timing every
-    strategy cost ~4%), 1.52-1.64x for a group of strategies per thread over all bars (each group read
-    its series from memory itself) and 1.74-1.84x for strategies handed out in chunks of 8 each span."""
+    Measured on the 2-core VM (500k bars, 200 random genomes): 1.90-1.95x one thread (median of paired
+    rounds, 6 runs), against 1.84-1.89x for the same ranges with the threads meeting at the end of every
+    span (runs alternated; in rounds of random order 1.7% slower alone and 2.3% slower with a local Ray
+    idling beside it, whose processes wake up on both cores). Before that: 1.87x for ranges cut again
+    after each span by the cycles each strategy took, 1.52-1.64x for a group of strategies per thread over
+    all bars (each group read its series from memory itself) and 1.74-1.84x for strategies handed out in
+    chunks of 8 each span."""
     ns = params.shape[0]
     n = close.shape[0]
     dummy = np.empty(0)
     st, acts = population_states(params, ustart)
     sig = np.empty((ns, FLAG_BLOCK), dtype=np.uint8)
     span = max(FLAG_BLOCK, span // FLAG_BLOCK * FLAG_BLOCK)
+    nspans = (n + span - 1) // span
     nt = max(1, min(ns, nthreads))
     home = np.empty(nt + 1, dtype=np.int64)  # thread u owns strategies home[u] .. home[u + 1] - 1
     for u in range(nt + 1):
         home[u] = u * ns // nt
-    # taken[16 u]: strategies of range u taken this span; taken[16 u + 8]: those taken from its right end
-    # (a cache line each, so threads counting in different ranges do not share one)
-    taken = np.zeros(16 * nt, dtype=np.int64)
-    for c0 in range(0, n, span):
-        c1 = min(c0 + span, n)
-        taken[:] = 0
-        for t in prange(nt):
-            u = -1  # the range this thread takes from (its own first)
-            k = 0  # strategies of its own range it ran: home[t], home[t] + 1, ...
-            while True:
-                if u < 0:
-                    u = t + 0  # (a copy: Numba refuses a write to the loop index)
-                lo = home[u]
-                m = home[u + 1] - lo
-                if fetch_add(taken, 16 * u, 1) < m:  # type: ignore[call-arg]  # (typed by Numba)
-                    if u == t:
-                        i = lo + k
-                        k += 1
-                    else:
-                        i = lo + m - 1 - fetch_add(taken, 16 * u + 8, 1)
-                    row = port[prow[i]] if do_port else port[0]
-                    run_span(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
-                             rate, borrow, umap, row, weight, do_port, st[i], acts[i], sig[i], c0, c1, dummy, dummy,
-                             False)  # fmt: skip
-                    continue
-                u = -2  # range u is all taken: help the range with the most strategies left, if any
-                most = 0
-                for v in range(nt):
-                    left = home[v + 1] - home[v] - fetch_add(taken, 16 * v, 0)
-                    if left > most:
-                        u, most = v, left
-                if u < 0:
-                    break
+    # taken[8 (s nt + u)]: strategies of range u taken in span s; taken[8 (s nt + u) + 4]: those taken from
+    # its right end (a cache line per span and range, so threads counting in different ranges do not
+    # share one)
+    taken = np.zeros(8 * nt * nspans, dtype=np.int64)
+    done = np.zeros(ns, dtype=np.int64)  # done[i]: spans strategy i has finished
+    for t in prange(nt):
+        s = 0  # the span this thread takes from
+        u = -1  # the range it takes from (its own first)
+        k = 0  # strategies of its own range it ran in span s: home[t], home[t] + 1, ...
+        while s < nspans:
+            if u < 0:
+                u = t + 0  # (a copy: Numba refuses a write to the loop index)
+            at = 8 * (s * nt + u)
+            lo = home[u]
+            m = home[u + 1] - lo
+            if fetch_add(taken, at, 1) < m:  # type: ignore[call-arg]  # (typed by Numba)
+                if u == t:
+                    i = lo + k
+                    k += 1
+                else:
+                    i = lo + m - 1 - fetch_add(taken, at + 4, 1)
+                while fetch_add(done, i, 0) < s:  # its span s - 1 still running on another thread
+                    pass
+                c0 = s * span
+                row = port[prow[i]] if do_port else port[0]
+                run_span(params[i], bank, opn, high, low, close, bar_ret, regime, corr, has_regime, has_corr,
+                         rate, borrow, umap, row, weight, do_port, st[i], acts[i], sig[i], c0, min(c0 + span, n),
+                         dummy, dummy, False)  # fmt: skip
+                fetch_add(done, i, 1)
+                continue
+            u = -2  # range u is all taken in span s: help the range with the most strategies left, if any
+            most = 0
+            for v in range(nt):
+                left = home[v + 1] - home[v] - fetch_add(taken, 8 * (s * nt + v), 0)
+                if left > most:
+                    u, most = v, left
+            if u < 0:  # nothing of span s is left: on to the next one
+                s += 1
+                k = 0
     finish_population(n, ppy, st, port, prow, uend, weight, do_port, out)
 
 

@@ -447,7 +447,7 @@ def evaluate_strategies(strategies: Sequence[Strategy], data: MarketData, costs:
     chunks = series_cache.group_by_budget((n[0] for n in needs), limit)
     kernel: Callable[..., None] = K.run_population
     threads = numba.get_num_threads() if parallel else 1
-    if threads > 1:  # the threads run each span together, taking strategies one at a time
+    if threads > 1:  # the threads take strategies one span at a time, each span's one at a time
         kernel = functools.partial(K.run_population_parallel, nthreads=threads)
     if portfolio is None:
         umap, port, weight, ustart, uend, do_port = _NO_UMAP, np.zeros((1, 1)), 0.0, 0, 0, 0

@@ -299,11 +299,12 @@ def test_evaluate_population_is_deterministic_and_equals_simulate(market):
 
 
 def test_threads_share_each_span_one_strategy_at_a_time_without_changing_a_bit(monkeypatch):
-    """parallel=True runs the strategies on Numba's threads, every span together: each thread takes the
-    strategies of its own range one at a time from the left, then helps the range with the most left from
-    its right end. Any thread count (odd, more threads than cores, more than strategies) and wherever the
-    threads meet give every strategy exactly the bits of its serial run: none is run twice in a span or
-    skipped."""
+    """parallel=True runs the strategies on Numba's threads span by span: each thread takes the strategies
+    of its own range one at a time from the left, then helps the range with the most left from its right
+    end, then goes on to the next span without waiting for the others; a strategy's next span waits only
+    for its own previous one. Any thread count (odd, more threads than cores, so threads are stopped
+    mid-span and others run ahead; more threads than strategies) and wherever the threads meet give every
+    strategy exactly the bits of its serial run: none is run twice in a span, skipped, or run out of order."""
     import numba
 
     from qt_pipeline.evolution import _kernels as K
