@@ -37,8 +37,10 @@ def bars(n: int):
 
 
 def bench_throughput(args) -> None:
+    import numba
+
     from qt_pipeline.evolution import Costs, random_population, repair
-    from qt_pipeline.evolution.ray_eval import RayEvaluator, SerialEvaluator, warm_up
+    from qt_pipeline.evolution.ray_eval import RayEvaluator, SerialEvaluator, evaluate_chunk, warm_up
 
     data = bars(args.bars)
     pop = repair(random_population(np.random.default_rng(0), args.population))
@@ -75,18 +77,35 @@ def bench_throughput(args) -> None:
     ray_ev.start()
     ray_ev.wait_ready()
     t_start = time.perf_counter() - t0
-    t_serial, t_ray, same = [], [], True
+    # The ceiling Ray is measured against, in the same rounds: the same kernel on as many Numba threads in
+    # this process (no Ray: no object store, no second process, no Ray daemons' CPU, no worker niceness),
+    # steady rounds only (its series come from the serial evaluator's cache of these bars, which the cold
+    # round filled), when the local Ray runs one process of several threads
+    threads_here = args.workers if ray_ev.worker_threads > 1 else 0
+    if threads_here:
+        warm_up(parallel=True)  # its compile / cache load, untimed like the others'
+    t_serial, t_ray, t_here, same = [], [], [], True
     try:
         for i, p_i in enumerate(pops):
             t0 = time.perf_counter()
             expected = serial.evaluate(p_i)
             t_serial.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            if i == 0:
-                ray_ev.set_data([data], Costs(), 525_960.0)
-            got = ray_ev.evaluate(p_i)
-            t_ray.append(time.perf_counter() - t0)
-            same = same and np.asarray(got).tobytes() == np.asarray(expected).tobytes()
+            # (the in-process round before the Ray round in odd rounds, after it in even ones)
+            for variant in ("here", "ray", "here") if i % 2 else ("ray", "here"):
+                t0 = time.perf_counter()
+                if variant == "ray":
+                    if i == 0:
+                        ray_ev.set_data([data], Costs(), 525_960.0)
+                    got = np.asarray(ray_ev.evaluate(p_i))
+                    t_ray.append(time.perf_counter() - t0)
+                elif i and threads_here and len(t_here) < i:
+                    numba.set_num_threads(threads_here)
+                    got = evaluate_chunk(p_i, Costs(), 525_960.0, data, parallel=True)
+                    t_here.append(time.perf_counter() - t0)
+                    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+                else:
+                    continue
+                same = same and got.tobytes() == np.asarray(expected).tobytes()
         rs = ray_ev.stats()
     finally:
         ray_ev.close()
@@ -131,6 +150,16 @@ def bench_throughput(args) -> None:
         f"overhead {overhead:.1%} of a steady generation; bit-identical to serial: {same}; load average "
         f"{os.getloadavg()[0]:.1f}"
     )
+    if t_here:
+        here_paired = np.asarray(steady_s) / np.asarray(t_here)
+        cost = np.asarray(steady_r) / np.asarray(t_here)
+        print(
+            f"  same kernel on {threads_here} threads in this process, no Ray (the ceiling, same rounds): median "
+            f"{np.median(t_here):.2f} s, speedup over serial: median {np.median(steady_s) / np.median(t_here):.2f}x, "
+            f"median of the paired ratios {np.median(here_paired):.2f}x (range {here_paired.min():.2f}-"
+            f"{here_paired.max():.2f}x); a Ray round takes {np.median(cost) - 1:+.1%} (median of the paired "
+            f"ratios) over the in-process round beside it"
+        )
 
 
 def bench_plan(args) -> None:
