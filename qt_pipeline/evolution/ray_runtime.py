@@ -61,6 +61,19 @@ DRIVER_ENV = {**SLOW_MACHINE_ENV, "RAY_health_check_period_ms": "1000"}
 # the raylet and its agents, the log monitor (workers' output in the driver log) and the workers start as
 # before.
 UNUSED_HEAD_PROCESSES = ("start_api_server", "start_monitor")
+# Ray's periodic observability work that a run's private local Ray has no reader for (no dashboard is
+# started and nothing scrapes its metrics), made rarer or off: its processes wake up on the same cores
+# the evaluation computes on. Defaults for what is not already set, in force while ``ray.init`` starts the
+# node (its processes, and the workers the raylet starts later, inherit them); not with the dashboard, and
+# never for a cluster. Measured on 2 cores (bench_evolution, 4 runs each, alternated): a Ray generation
+# took 3.0% longer than the same kernel in process, against 4.5% with Ray's defaults; steady speedup
+# (median of paired rounds) 1.84-1.90x against 1.77-1.86x.
+QUIET_LOCAL_ENV = {
+    "RAY_task_events_report_interval_ms": "0",  # task events (State API, dashboard, timeline): not recorded
+    "RAY_metrics_report_interval_ms": "60000",  # every process's metrics export: every minute, not 10 s
+    "REPORTER_UPDATE_INTERVAL_MS": "60000",  # the agent's node and process stats: every minute, not 5 s
+    "RAY_memory_monitor_refresh_ms": "1000",  # the raylet's out-of-memory check: every 1 s, not 250 ms
+}
 
 
 @contextlib.contextmanager
@@ -81,9 +94,22 @@ def _not_started(self: Any, *args: Any, **kwargs: Any) -> None:
     return None
 
 
+@contextlib.contextmanager
+def _env_defaults(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment where a name is not set, for the duration only."""
+    added = [name for name in values if name not in os.environ]
+    os.environ.update({name: values[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def init_local_ray(num_cpus: int, temp_dir: str | None = None, **init_kwargs: Any) -> Any:
     """``ray.init`` of a local single-node Ray in this process, without the head processes no run uses
-    (:data:`UNUSED_HEAD_PROCESSES`; the API server is started when ``include_dashboard=True`` asks for it);
+    (:data:`UNUSED_HEAD_PROCESSES`; the API server is started when ``include_dashboard=True`` asks for it)
+    and, without the dashboard, with Ray's observability reporting made quiet (:data:`QUIET_LOCAL_ENV`);
     ``init_kwargs`` go to ``ray.init``."""
     import logging
 
@@ -93,9 +119,11 @@ def init_local_ray(num_cpus: int, temp_dir: str | None = None, **init_kwargs: An
     if temp_dir is not None:
         kwargs["_temp_dir"] = temp_dir
     unused: tuple[str, ...] = UNUSED_HEAD_PROCESSES
-    if kwargs["include_dashboard"]:  # asked for: started as Ray does
+    quiet = QUIET_LOCAL_ENV
+    if kwargs["include_dashboard"]:  # asked for: started, and reported to, as Ray does
         unused = tuple(n for n in unused if n != "start_api_server")
-    with _without_head_processes(unused):
+        quiet = {}
+    with _without_head_processes(unused), _env_defaults(quiet):
         return ray.init(num_cpus=num_cpus, **kwargs)
 
 

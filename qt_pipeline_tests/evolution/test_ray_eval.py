@@ -56,6 +56,32 @@ def test_a_local_ray_runs_without_the_head_processes_no_run_uses(ray_local):
     assert ray_local.get(ray_local.remote(lambda: 42).remote()) == 42  # and it runs work
 
 
+def test_a_local_ray_reports_quietly_and_leaves_the_environment_as_it_was(ray_local, monkeypatch):
+    """Ray's observability reporting that no one reads in a run's private Ray (task events off, metrics
+    and node stats every minute, the OOM check every second) is in force in its processes, workers
+    included, while the calling process's environment is left as it was; a value already set wins."""
+    import os
+
+    import psutil
+
+    from qt_pipeline.evolution.ray_runtime import QUIET_LOCAL_ENV, _env_defaults
+
+    def quiet_env() -> dict[str, str | None]:
+        return {name: os.environ.get(name) for name in QUIET_LOCAL_ENV}
+
+    assert ray_local.get(ray_local.remote(quiet_env).remote()) == QUIET_LOCAL_ENV  # a worker the raylet started
+    raylets = [p for p in psutil.Process().children(recursive=True) if p.name() == "raylet"]
+    assert raylets and all(
+        {k: p.environ().get(k) for k in QUIET_LOCAL_ENV} == QUIET_LOCAL_ENV for p in raylets
+    )
+    assert not set(QUIET_LOCAL_ENV) & set(os.environ)  # this process: as before ray.init
+    mine, theirs = "RAY_memory_monitor_refresh_ms", "RAY_task_events_report_interval_ms"
+    monkeypatch.setenv(mine, "250")
+    with _env_defaults(QUIET_LOCAL_ENV):
+        assert os.environ[mine] == "250" and os.environ[theirs] == QUIET_LOCAL_ENV[theirs] == "0"
+    assert os.environ[mine] == "250" and theirs not in os.environ
+
+
 def test_the_bars_reach_the_driver_process_through_a_mapped_file_unchanged(datasets, monkeypatch, tmp_path):
     """set_data hands the bars to the Ray driver process as one file of their raw arrays (not through the
     pipe); what the driver rebuilds is equal to the bit, read-only, and the file is the session's."""
