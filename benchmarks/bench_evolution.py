@@ -81,7 +81,7 @@ def bench_throughput(args) -> None:
     # this process (no Ray: no object store, no second process, no Ray daemons' CPU, no worker niceness),
     # steady rounds only (its series come from the serial evaluator's cache of these bars, which the cold
     # round filled), when the local Ray runs one process of several threads
-    threads_here = args.workers if ray_ev.worker_threads > 1 else 0
+    threads_here = min(args.workers, numba.config.NUMBA_NUM_THREADS) if ray_ev.worker_threads > 1 else 0
     if threads_here:
         warm_up(parallel=True)  # its compile / cache load, untimed like the others'
     t_serial, t_ray, t_here, same = [], [], [], True
@@ -90,7 +90,7 @@ def bench_throughput(args) -> None:
             t0 = time.perf_counter()
             expected = serial.evaluate(p_i)
             t_serial.append(time.perf_counter() - t0)
-            # (the in-process round before the Ray round in odd rounds, after it in even ones)
+            # (the in-process round before the Ray round in odd rounds, after it in even ones: once a round)
             for variant in ("here", "ray", "here") if i % 2 else ("ray", "here"):
                 t0 = time.perf_counter()
                 if variant == "ray":
