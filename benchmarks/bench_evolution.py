@@ -90,15 +90,15 @@ def bench_throughput(args) -> None:
             t0 = time.perf_counter()
             expected = serial.evaluate(p_i)
             t_serial.append(time.perf_counter() - t0)
-            # (the in-process round before the Ray round in odd rounds, after it in even ones: once a round)
-            for variant in ("here", "ray", "here") if i % 2 else ("ray", "here"):
+            # (the in-process round before the Ray round in odd rounds, after it in even ones)
+            for variant in ("here", "ray") if i % 2 else ("ray", "here"):
                 t0 = time.perf_counter()
                 if variant == "ray":
                     if i == 0:
                         ray_ev.set_data([data], Costs(), 525_960.0)
                     got = np.asarray(ray_ev.evaluate(p_i))
                     t_ray.append(time.perf_counter() - t0)
-                elif i and threads_here and len(t_here) < i:
+                elif i and threads_here:
                     numba.set_num_threads(threads_here)
                     got = evaluate_chunk(p_i, Costs(), 525_960.0, data, parallel=True)
                     t_here.append(time.perf_counter() - t0)

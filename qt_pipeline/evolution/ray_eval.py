@@ -17,9 +17,9 @@ Ray use:
   (:meth:`set_data`, ``ray.put``; handed to the driver process through a mapped file,
   :func:`~qt_pipeline.evolution.ray_runtime.pack_for_driver`) and is loaded once by each
   :class:`EvalActor`. An actor takes ``worker_threads`` CPUs and evaluates on as many Numba threads: on a
-  local Ray (one node) by default one actor takes all ``num_workers`` CPUs, whose threads run every span
-  of the bars together (:func:`~qt_pipeline.evolution._kernels.run_population_parallel`); on a cluster an
-  actor per CPU unless ``worker_threads`` is set. The actors start with Ray (:meth:`start`), warm their
+  local Ray (one node) by default one actor takes all ``num_workers`` CPUs, whose threads work through the
+  bars span by span, in the same span (:func:`~qt_pipeline.evolution._kernels.run_population_parallel`);
+  on a cluster an actor per CPU unless ``worker_threads`` is set. The actors start with Ray (:meth:`start`), warm their
   kernels once while the run loads its data, and keep their indicator caches for every generation: a node
   holds one copy of the data, whatever the number of generations or tasks; :meth:`wait_ready` waits until
   they are warm.
@@ -577,8 +577,8 @@ class RayEvaluator:
         self.start_timeout_s = start_timeout_s
         self.stall_timeout_s = stall_timeout_s
         self.init_kwargs = dict(init_kwargs or {})
-        # a local Ray is one node: one worker process with a thread per CPU (its threads run each span of
-        # the bars together and read the series once; two processes read them twice and balance only
+        # a local Ray is one node: one worker process with a thread per CPU (its threads work in the same
+        # span of the bars and read the series once; two processes read them twice and balance only
         # between tasks); a cluster's nodes are unknown here: a process per CPU unless configured
         self.worker_threads = min(num_workers, worker_threads or (1 if self.address else num_workers))
         self._pool: RayPool | None = None  # in-process mode
